@@ -1,0 +1,267 @@
+"""Table-driven tests of the pure core: decide(), parse_load(), history_from_events()."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import ssh_scale as s
+from idcf_api import Account
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+BASE = s.Settings(
+    source="test", account=Account("http://127.0.0.1:1/client/api", "k", "s"),
+    hosts=("web1",), user="u", private_key_path="/k", pass_phrase="", launch={"zoneid": "z"},
+    min_size=2, max_size=5, load_balancer="lb-1", threshold_out=3.0, threshold_in=1.0,
+    cooldown_out=0, cooldown_in=0,
+)
+
+
+def vm(name: str, *, managed: bool = True, in_lb: bool = True, state: str = "Running",
+       age_min: float = 60, monitored: bool = False) -> s.Vm:
+    return s.Vm(id=f"id-{name}", name=name, state=state, created=NOW - timedelta(minutes=age_min),
+                ip="127.0.1.1", in_lb=in_lb, managed=managed, monitored=monitored)
+
+
+def pool(n: int, *extra: s.Vm) -> s.Pool:
+    """The monitored unmanaged VM plus n-1 managed members (ages decreasing), plus extras."""
+    members = [vm("web1", managed=False, monitored=True, age_min=1000)]
+    members += [vm(f"m{i}", age_min=100 - i) for i in range(1, n)]
+    return s.Pool(tuple(members) + extra)
+
+
+def load(*values: float) -> s.Measurement:
+    return s.Measurement(tuple(s.HostLoad(f"h{i}", loads=(v, v, v)) for i, v in enumerate(values)))
+
+
+UNKNOWN = s.Measurement((s.HostLoad("web1", error="refused"),))
+A = s.Action
+
+
+@pytest.mark.parametrize("count, measurement, action, rule, reason_part", [
+    # min/max rules first, with or without a load
+    (1, load(0.0), A.SCALE_OUT, "min_size", "below min_size 2"),
+    (1, UNKNOWN, A.SCALE_OUT, "min_size", "below min_size"),
+    (6, load(9.0), A.SCALE_IN, "max_size", "above max_size 5"),
+    (6, UNKNOWN, A.SCALE_IN, "max_size", "above max_size"),
+    # load rules, boundaries are strict
+    (2, load(3.01), A.SCALE_OUT, "threshold_out", "3.01 > threshold_out 3"),
+    (2, load(3.0), A.NONE, "none", "between thresholds"),
+    (5, load(9.0), A.NONE, "none", "at max_size 5"),
+    (4, load(4.0), A.SCALE_OUT, "threshold_out", "> threshold_out"),
+    (3, load(0.99), A.SCALE_IN, "threshold_in", "0.99 < threshold_in 1"),
+    (3, load(1.0), A.NONE, "none", "between thresholds"),
+    (2, load(0.0), A.NONE, "none", "at min_size 2"),
+    # unknown load: only min/max may act
+    (3, UNKNOWN, A.NONE, "none", "load unknown"),
+    (3, s.Measurement(), A.NONE, "none", "load unknown"),
+])
+def test_decide_rules(count, measurement, action, rule, reason_part):
+    d = s.decide(measurement, pool(count), BASE, NOW, s.History())
+    assert (d.action, d.rule) == (action, rule)
+    assert reason_part in d.reason
+
+
+def test_decide_scale_in_picks_newest_managed_not_monitored():
+    p = pool(4)
+    d = s.decide(load(0.1), p, BASE, NOW, s.History())
+    assert d.vms[0].name == "m3"  # the youngest managed member
+
+
+def test_decide_never_picks_unmanaged_or_monitored_by_default():
+    p = s.Pool((vm("web1", managed=False, monitored=True), vm("other", managed=False),
+                vm("web3", managed=False)))
+    d = s.decide(load(0.1), p, BASE, NOW, s.History())
+    assert d.action is A.NONE and "no managed VM" in d.reason
+
+
+def test_decide_protect_unmanaged_no_allows_unmanaged_but_not_monitored():
+    settings = replace(BASE, protect_unmanaged=False)
+    p = s.Pool((vm("web1", managed=False, monitored=True, age_min=1),
+                vm("old", managed=False, age_min=50)))
+    p = s.Pool(p.vms + (vm("older", managed=False, age_min=90),))
+    d = s.decide(load(0.1), p, settings, NOW, s.History())
+    assert d.action is A.SCALE_IN and d.vms[0].name == "old"
+
+
+def test_decide_protect_unmanaged_no_refuses_without_known_monitored_vm():
+    settings = replace(BASE, protect_unmanaged=False)
+    p = s.Pool((vm("a", managed=False), vm("b", managed=False), vm("c", managed=False)))
+    d = s.decide(load(0.1), p, settings, NOW, s.History())
+    assert d.action is A.NONE and "monitored" in d.reason
+
+
+def test_decide_counts_only_running_or_starting_members():
+    p = pool(2, vm("booting", state="Starting"))
+    assert p.count == 3
+    p = pool(2, vm("stopped-unmanaged", managed=False, state="Stopped"))
+    assert p.count == 2
+
+
+@pytest.mark.parametrize("step, count, value, expected", [
+    ("1", 2, 16.0, 1),
+    ("proportional", 2, 6.1, 3),      # ceil(2*6.1/3)=5 -> +3
+    ("proportional", 2, 3.1, 1),      # ceil(2.07)=3 -> +1
+    ("proportional", 4, 30.0, 1),     # capped by max_size 5
+    ("proportional", 2, 60.0, 3),     # capped: 5-2
+])
+def test_decide_step(step, count, value, expected):
+    d = s.decide(load(value), pool(count), replace(BASE, step_out=step), NOW, s.History())
+    assert d.action is A.SCALE_OUT and d.count == expected
+
+
+@pytest.mark.parametrize("values, aggregate, expected", [
+    ((1.0, 5.0), "mean", 3.0),
+    ((1.0, 5.0), "max", 5.0),
+    ((2.0,), "mean", 2.0),
+])
+def test_aggregate_load(values, aggregate, expected):
+    assert s.aggregate_load(load(*values), 1, replace(BASE, aggregate=aggregate)) == expected
+
+
+def test_aggregate_min_reporting_and_per_cpu_and_period():
+    m = s.Measurement((s.HostLoad("a", loads=(4.0, 2.0, 1.0), cpus=4), s.HostLoad("b", error="x")))
+    assert s.aggregate_load(m, 1, replace(BASE, min_reporting=2)) is None
+    assert s.aggregate_load(m, 1, replace(BASE, per_cpu=True)) == 1.0
+    assert s.aggregate_load(m, 5, BASE) == 2.0
+    assert s.aggregate_load(m, 15, BASE) == 1.0
+
+
+def test_decide_periods_per_policy():
+    m = s.Measurement((s.HostLoad("a", loads=(0.5, 2.0, 2.0)),))
+    settings = replace(BASE, period_in=5)
+    assert s.decide(m, pool(3), settings, NOW, s.History()).action is A.NONE
+    assert s.decide(m, pool(3), BASE, NOW, s.History()).action is A.SCALE_IN
+
+
+# --- cooldowns ----------------------------------------------------------------------------
+
+COOL = replace(BASE, cooldown_out=120, cooldown_in=300)
+
+
+@pytest.mark.parametrize("value, last_out_s, last_in_s, action, held", [
+    (4.0, None, None, A.SCALE_OUT, False),
+    (4.0, 119, None, A.NONE, True),
+    (4.0, 120, None, A.SCALE_OUT, False),
+    (4.0, 500, 10, A.SCALE_OUT, False),      # scale-in does not hold scale-out
+    (0.1, None, 299, A.NONE, True),
+    (0.1, None, 300, A.SCALE_IN, False),
+    (0.1, 200, 400, A.NONE, True),           # scale-in counts from the later of both
+    (0.1, 301, 400, A.SCALE_IN, False),
+])
+def test_decide_cooldowns(value, last_out_s, last_in_s, action, held):
+    def ago(sec):
+        return None if sec is None else NOW - timedelta(seconds=sec)
+    history = s.History(ago(last_out_s), ago(last_in_s))
+    d = s.decide(load(value), pool(3), COOL, NOW, history)
+    assert d.action is action
+    assert (d.held_until is not None) is held
+    if held:
+        assert "held back by the" in d.reason and "until" in d.reason
+
+
+def test_decide_asks_for_history_only_when_a_cooldown_could_hold():
+    assert s.decide(load(2.0), pool(3), COOL, NOW).needs_history is False
+    assert s.decide(load(4.0), pool(3), COOL, NOW).needs_history is True
+    assert s.decide(load(0.1), pool(3), COOL, NOW).needs_history is True
+    assert s.decide(load(4.0), pool(3), BASE, NOW).needs_history is False  # cooldown 0
+    # min/max ignore cooldowns and never need the event log
+    d = s.decide(load(0.1), pool(1), COOL, NOW, s.History(NOW, NOW))
+    assert d.action is A.SCALE_OUT and not d.needs_history
+
+
+# --- repairs ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, count, drained, action", [
+    (vm("x", in_lb=False, state="Error"), 3, False, A.DESTROY),
+    (vm("x", in_lb=False, state="Stopped"), 3, False, A.DESTROY),
+    (vm("x", in_lb=True, state="Stopped"), 3, False, A.DESTROY),
+    (vm("x", in_lb=False), 3, False, A.ADOPT),
+    (vm("x", in_lb=False, state="Starting"), 3, False, A.ADOPT),
+    (vm("x", in_lb=False), 5, False, A.DESTROY),       # pool full
+    (vm("x", in_lb=False), 3, True, A.DESTROY),        # drained
+    (vm("x", in_lb=False), 1, True, A.READD),          # drained, pool below min
+])
+def test_decide_repairs(extra, count, drained, action):
+    history = s.History(drained=frozenset({extra.id}) if drained else frozenset())
+    d = s.decide(load(2.0), pool(count, extra), COOL, NOW, history)
+    assert d.action is action and d.vms == (extra,) and d.rule == "repair"
+
+
+def test_decide_repair_ignores_unmanaged_and_needs_history_for_orphans():
+    unmanaged = vm("y", managed=False, in_lb=False, state="Error")
+    assert s.decide(load(2.0), pool(3, unmanaged), COOL, NOW, s.History()).action is A.NONE
+    assert s.decide(load(2.0), pool(3, vm("x", in_lb=False)), COOL, NOW).needs_history
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, loads", [
+    ("0.42 0.30 0.25 1/123 4567\n", (0.42, 0.30, 0.25)),
+    (" 17:27:52 up 3 days,  2:01,  2 users,  load average: 0.42, 0.30, 0.25",
+     (0.42, 0.30, 0.25)),
+    ("17:27:52 up 12 min,  1 user,  load average: 1,50, 0,75, 0,10", (1.5, 0.75, 0.1)),
+    ("10:00  up 2 days, 3:04, 1 user, load averages: 2.10 1.90 1.80", (2.1, 1.9, 1.8)),
+    ("12:00:01 up 1 day, 10:00, 0 users, LOAD AVERAGE: 3.00, 2.00, 1.00", (3.0, 2.0, 1.0)),
+    ("queue=17\n", (17.0, 17.0, 17.0)),
+    ("42", (42.0, 42.0, 42.0)),
+])
+def test_parse_load_formats(text, loads):
+    assert s.parse_load(text) == (loads, None)
+
+
+def test_parse_load_per_cpu():
+    assert s.parse_load("4.00 2.00 1.00 1/99 5\n4\n", per_cpu=True) == ((4.0, 2.0, 1.0), 4)
+
+
+@pytest.mark.parametrize("text, per_cpu", [
+    ("", False), ("   \n", False), ("no numbers here", False),
+    ("load average: n/a", False), ("1.0 2.0 3.0 1/2 3", True), ("-1.0", False),
+])
+def test_parse_load_rejects(text, per_cpu):
+    with pytest.raises(ValueError):
+        s.parse_load(text, per_cpu)
+
+
+# --- event history --------------------------------------------------------------------------
+
+def event(kind: str, minutes_ago: float, text: str) -> dict:
+    when = (NOW - timedelta(minutes=minutes_ago)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    return {"type": kind, "created": when, "description": text, "state": "Completed"}
+
+
+def test_history_from_events_filters_by_rule_and_managed_vm():
+    p = pool(3)
+    events = [
+        event("LB.ASSIGN.TO.RULE", 10, "assigning. Load balancer Id: lb-1, Vm Ids: id-m2"),
+        event("LB.ASSIGN.TO.RULE", 2, "assigning. Load balancer Id: other-lb, Vm Ids: zz"),
+        event("LB.REMOVE.FROM.RULE", 5, "removing. Load balancer Id: lb-1, Vm Ids: id-m1"),
+        event("VM.DESTROY", 1, "destroying Vm. Vm Id: unrelated"),
+    ]
+    h = s.history_from_events(events, BASE, p)
+    assert h.last_scale_out == NOW - timedelta(minutes=10)
+    assert h.last_scale_in == NOW - timedelta(minutes=5)
+    assert h.drained == frozenset({"id-m1"})
+
+
+def test_history_falls_back_to_newest_managed_creation():
+    p = pool(3)
+    h = s.history_from_events([], BASE, p)
+    assert h.last_scale_out == NOW - timedelta(minutes=98)
+    assert h.last_scale_in is None
+
+
+def test_history_readding_clears_drained():
+    events = [
+        event("LB.REMOVE.FROM.RULE", 5, "Load balancer Id: lb-1, Vm Ids: id-m1"),
+        event("LB.ASSIGN.TO.RULE", 3, "Load balancer Id: lb-1, Vm Ids: id-m1"),
+    ]
+    assert s.history_from_events(events, BASE, pool(3)).drained == frozenset()
+
+
+def test_parse_time_formats():
+    assert s.parse_time("2013-05-10T17:27:52+0900") == datetime(
+        2013, 5, 10, 8, 27, 52, tzinfo=timezone.utc)
+    assert s.parse_time("garbage") is None and s.parse_time(None) is None

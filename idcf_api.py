@@ -475,10 +475,8 @@ def _is_transient(exc: CloudStackError) -> bool:
 
 
 def _needs_post(query: Mapping[str, str]) -> bool:
-    # The servlet URL-decodes query-string values a second time, so "%" and "+" only
-    # survive in a form body; long queries (userdata) go there too.
-    long = sum(len(k) + len(v) + 2 for k, v in query.items()) * 3 > MAX_GET_LENGTH
-    return long or any(("%" in v or "+" in v) for k, v in query.items() if k != "signature")
+    # Long queries (userdata) go in a form body: proxies and servers cap URL length.
+    return sum(len(k) + len(v) + 2 for k, v in query.items()) * 3 > MAX_GET_LENGTH
 
 
 def _short_reason(exc: requests.RequestException, secrets: Sequence[str]) -> str:
@@ -635,6 +633,7 @@ def configure_logging(verbose: bool, secrets: Iterable[str] = ()) -> RedactingFi
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.WARNING)
     return redactor
 
 

@@ -17,9 +17,9 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "cs>=3", "ruff", "vermin"],
         "plot": ["matplotlib>=3.3"],
     },
+    scripts=["scripts/ssh_scale.py"],
     entry_points={
         "console_scripts": [
-            "ssh_scale.py=ssh_scale:main",
             "idcf-compute-api=idcf_api:main",
             "cloudstack-sim=cloudstack_sim:main",
         ],

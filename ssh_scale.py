@@ -738,8 +738,7 @@ def load_private_key(path: str, pass_phrase: str) -> Any:
     import paramiko
 
     try:
-        return paramiko.PKey.from_path(path, passphrase=(pass_phrase or None) and
-                                       pass_phrase.encode())
+        return paramiko.PKey.from_path(path, password=pass_phrase.encode() or None)
     except paramiko.PasswordRequiredException:
         raise SshError(f"{path}: the key is encrypted; set [monitoring] pass_phrase") from None
     except (paramiko.SSHException, ValueError, TypeError) as exc:
@@ -826,7 +825,7 @@ def _ssh_error_text(exc: BaseException, target: Target, settings: Settings) -> s
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return (f"{where}: timed out after {settings.connect_timeout:g} s "
                 "(check [monitoring] host/port)")
-    if isinstance(exc, ConnectionRefusedError):
+    if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
         return f"{where}: connection refused (check [monitoring] host/port)"
     if isinstance(exc, socket.gaierror):
         return f"{where}: cannot resolve host name (check [monitoring] host)"

@@ -1,0 +1,109 @@
+"""Shared fixtures: a CloudStack simulator on loopback, a throwaway HOME, keys, configs, sshd."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from cloudstack_sim import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Simulator
+from tests import sshd_support
+
+SSH_SCALE = shutil.which("ssh_scale.py", path=os.path.dirname(sys.executable)) or "ssh_scale.py"
+SECRETS = (DEFAULT_API_KEY, DEFAULT_SECRET_KEY)
+
+
+@pytest.fixture
+def sim() -> Any:
+    """A started simulator with fast jobs; its address is on 127.0.0.1."""
+    with Simulator(job_seconds=0.05) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HOME (with ~/.ssh) so nothing reads or writes the real user's files."""
+    directory = tmp_path / "home"
+    (directory / ".ssh").mkdir(parents=True, mode=0o700)
+    monkeypatch.setenv("HOME", str(directory))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("IDCFRC", raising=False)
+    for name in ("CLOUDSTACK_ENDPOINT", "CLOUDSTACK_KEY", "CLOUDSTACK_SECRET",
+                 "IDCF_COMPUTE_HOST", "IDCF_COMPUTE_API_KEY", "IDCF_COMPUTE_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return directory
+
+
+@pytest.fixture
+def key(home: Path) -> Path:
+    """An unencrypted Ed25519 key in ~/.ssh."""
+    return sshd_support.make_key(home / ".ssh", "id_ed25519")
+
+
+def base_sections(sim: Simulator, key: Optional[Path], host: str = "127.0.0.1",
+                  port: Optional[int] = None) -> dict[str, dict[str, str]]:
+    """A valid config as sections, in the 2013 tool's spelling."""
+    monitoring = {"host": host, "user": sshd_support.current_user(),
+                  "private_key_path": str(key) if key else "", "pass_phrase": ""}
+    if port:
+        monitoring["port"] = str(port)
+    return {
+        "account": {"host": sim.url, "api_key": DEFAULT_API_KEY,
+                    "secret_key": DEFAULT_SECRET_KEY},
+        "monitoring": monitoring,
+        "launch_config": {"serviceofferingid": sim.offering_id, "templateid": sim.template_id,
+                          "zoneid": sim.zone_id},
+        "scalling": {"min_size": "1", "max_size": "3", "load_balancer": sim.lb_id,
+                     "drain_seconds": "0"},
+        "scalling_policy_out": {"threshold": "3.0", "cooldown": "0"},
+        "scalling_policy_in": {"threshold": "1.0", "cooldown": "0"},
+    }
+
+
+def render(sections: dict[str, dict[str, str]]) -> str:
+    """INI text from sections."""
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {v}" for k, v in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_config(path: Path, sections: dict[str, dict[str, str]]) -> Path:
+    """Write a config readable by its owner only, as the README asks."""
+    path.write_text(render(sections))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def sshd(tmp_path: Path, key: Path) -> Any:
+    """The real OpenSSH sshd on 127.0.0.1, accepting `key`; skipped without sshd (not in CI)."""
+    if not sshd_support.sshd_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("sshd is missing in CI: make test installs openssh-server")
+        pytest.skip("OpenSSH sshd is not installed (make test installs it)")
+    with sshd_support.OpenSSHServer(tmp_path / "sshd", authorized_keys=[key]) as server:
+        yield server
+
+
+def run_cli(*args: str, env: Optional[dict[str, str]] = None, timeout: float = 60,
+            **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run the installed ssh_scale.py command; returns the finished process."""
+    return subprocess.run([SSH_SCALE, *args], capture_output=True, text=True,
+                          env=env or dict(os.environ), timeout=timeout, **kwargs)
+
+
+def assert_no_secrets(*texts: str, extra: tuple[str, ...] = ()) -> None:
+    """No API key, secret, passphrase or signature anywhere in the given output."""
+    for text in texts:
+        for secret in SECRETS + extra:
+            assert secret not in text
+        assert "signature=" not in text.lower().replace("signature=***", "")
+

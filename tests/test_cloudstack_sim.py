@@ -1,0 +1,709 @@
+"""Tests for cloudstack_sim: real HTTP against a Simulator on loopback (the `sim` fixture is in
+conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+import cs
+import pytest
+import requests
+
+from cloudstack_sim import (
+    DEFAULT_API_KEY,
+    DEFAULT_SECRET_KEY,
+    Fault,
+    Simulator,
+    compute_signature,
+    main,
+    parse_expires,
+    verify_request,
+)
+
+DOC_API_KEY = ("plgWJfZK4gyS3mOMTVmjUVg-X-jlWlnfaUJ9GAbBbf9EdM-kAYMmAiLqzzq1ElZLYq_u38zCm0bewzG"
+               "UdP66mg")
+DOC_SECRET = ("VDaACYb0LV9eNjTetIOElcVQkvJck_J_QljX_FcHRj87ZKiy0z0ty0ZsYBkoXkY9b7eq1EhwJaw7FF3"
+              "akA3KBQ")
+BAD_SIGNATURE = "unable to verify user credentials and/or request signature"
+JST = timezone(timedelta(hours=9))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def java_encode(value: str) -> str:
+    """Java URLEncoder semantics, written independently of the simulator: `~` is escaped too."""
+    return quote(value, safe="*").replace("~", "%7E")
+
+
+def sign(params: dict[str, str], secret: str,
+         order: Callable[[str], Any] = lambda name: name,
+         encode: Callable[[str], str] = java_encode) -> str:
+    text = "&".join(f"{k}={encode(params[k])}" for k in sorted(params, key=order))
+    digest = hmac.new(secret.encode(), text.lower().encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def request(sim: Simulator, command: str, *, method: str = "GET", secret: str | None = None,
+            timeout: float = 5, signed: bool = True, **params: str) -> requests.Response:
+    data = {"command": command, "response": "json", "apiKey": sim.api_key, **params}
+    if signed:
+        data["signature"] = sign(data, secret or sim.secret_key)
+    if method == "POST":
+        return requests.post(sim.url, data=data, timeout=timeout)
+    return requests.get(sim.url, params=data, timeout=timeout)
+
+
+def ok(sim: Simulator, command: str, **params: str) -> dict[str, Any]:
+    """The inner answer of a successful call."""
+    response = request(sim, command, **params)
+    assert response.status_code == 200, response.text
+    return response.json()[f"{command.lower()}response"]
+
+
+def deploy(sim: Simulator, **params: str) -> dict[str, Any]:
+    return ok(sim, "deployVirtualMachine", zoneid=sim.zone_id,
+              serviceofferingid=sim.offering_id, templateid=sim.template_id, **params)
+
+
+def job(sim: Simulator, jobid: str) -> dict[str, Any]:
+    return ok(sim, "queryAsyncJobResult", jobid=jobid)
+
+
+def wait_answered(sim: Simulator, command: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(c.status for c in sim.calls_of(command)):
+        assert time.monotonic() < deadline, f"{command} never answered"
+        time.sleep(0.01)
+
+
+# ----------------------------------------------------------------- signing, pure
+
+
+def test_compute_signature_docs_vector() -> None:
+    params = {"command": "listUsers", "response": "json", "apikey": DOC_API_KEY}
+    assert compute_signature(params, DOC_SECRET) == "TTpdDq/7j/J58XCRHomKoQXEQds="
+    assert verify_request({**params, "signature": "TTpdDq/7j/J58XCRHomKoQXEQds="},
+                          {DOC_API_KEY: DOC_SECRET}, datetime.now(timezone.utc))
+
+
+def test_compute_signature_ignores_signature_in_any_case() -> None:
+    params = {"command": "listZones", "apiKey": "k"}
+    assert compute_signature({**params, "Signature": "x"}, "s") == compute_signature(params, "s")
+
+
+@pytest.mark.parametrize("expires, valid", [
+    ("2999-01-01T00:00:00+00:00", True),
+    ("2999-01-01T00:00:00Z", True),
+    ("2999-01-01T00:00+09:00", True),
+    ("2999-01-01T00:00:00.123+01:00", True),
+    ("2999-01-01T00:00:00+0000", True),
+    ("2999-01-01T00:00:00.123456Z", True),
+    ("2999-01-01T00:00:00.123456+0100", True),
+    ("2999-01-01T00:00:00Z+0000", True),
+    ("2000-01-01T00:00:00+0000", False),          # expired: no clock-skew allowance
+    ("2999-01-01 00:00:00", False),
+    ("2999-02-30T00:00:00+0000", False),
+    ("tomorrow", False),
+    ("", False),
+])
+def test_verify_request_v3_expires(expires: str, valid: bool) -> None:
+    params = {"command": "listZones", "apiKey": "k", "signatureVersion": "3", "expires": expires}
+    params["signature"] = sign(params, "s")
+    assert verify_request(params, {"k": "s"}, datetime.now(timezone.utc)) is valid
+
+
+def test_verify_request_rejects_missing_and_unknown_parts() -> None:
+    now = datetime.now(timezone.utc)
+    base = {"command": "listZones", "apiKey": "k"}
+    assert not verify_request(base, {"k": "s"}, now)                       # no signature
+    v3 = {**base, "signatureVersion": "3"}
+    assert not verify_request({**v3, "signature": sign(v3, "s")}, {"k": "s"}, now)  # no expires
+    signed = {**base, "signature": sign(base, "s")}
+    assert verify_request(signed, {"k": "s"}, now)
+    assert not verify_request(signed, {"other": "s"}, now)                 # unknown apiKey
+    assert not verify_request(signed, {"k": "wrong"}, now)
+    no_key = {"command": "listZones"}
+    assert not verify_request({**no_key, "signature": sign(no_key, "s")}, {"k": "s"}, now)
+
+
+def test_verify_request_ignores_expires_without_v3() -> None:
+    params = {"command": "listZones", "apikey": "k", "signatureVersion": "2", "expires": "junk"}
+    params["signature"] = sign(params, "s")
+    assert verify_request(params, {"k": "s"}, datetime.now(timezone.utc))
+
+
+def test_parse_expires_offset() -> None:
+    parsed = parse_expires("2030-01-01T09:00:00+0900")
+    assert parsed == datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+# ------------------------------------------------------------- signing over HTTP
+
+
+def test_http_cs_client_is_accepted(sim: Simulator) -> None:
+    sim.add_vm("web1")
+    for method in ("get", "post"):
+        client = cs.CloudStack(endpoint=sim.url, key=sim.api_key, secret=sim.secret_key,
+                               method=method, poll_interval=0.02)
+        assert client.listZones()["zone"][0]["id"] == sim.zone_id
+        vms = client.listVirtualMachines(fetch_list=True)
+        assert [vm["name"] for vm in vms] == ["web1"]
+    result = client.deployVirtualMachine(zoneid=sim.zone_id, serviceofferingid=sim.offering_id,
+                                         templateid=sim.template_id, fetch_result=True)
+    assert result["virtualmachine"]["state"] == "Running"
+    assert sim.calls_of("listZones")[0].params["command"] == "listZones"
+    assert all("signature" not in c.params and "apiKey" not in c.params for c in sim.calls)
+
+
+def test_http_bad_signature_is_401_without_cserrorcode(sim: Simulator) -> None:
+    response = request(sim, "listZones", secret="wrong")
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/json; charset=UTF-8"
+    assert response.text == ('{"listzonesresponse":{"uuidList":[],"errorcode":401,'
+                             f'"errortext":"{BAD_SIGNATURE}"}}}}')
+    assert sim.calls[-1].status == 401
+
+
+def test_http_missing_signature_is_401(sim: Simulator) -> None:
+    response = request(sim, "listZones", signed=False)
+    assert response.status_code == 401
+    assert response.json()["listzonesresponse"]["errortext"] == BAD_SIGNATURE
+
+
+def test_http_expired_v3_is_401(sim: Simulator) -> None:
+    response = request(sim, "listZones", signatureVersion="3", expires="2020-01-01T00:00:00+0000")
+    assert response.status_code == 401
+    fresh = (datetime.now(timezone.utc) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S%z")
+    assert request(sim, "listZones", signatureVersion="3", expires=fresh).status_code == 200
+
+
+def test_http_unknown_command_is_401_errorresponse(sim: Simulator) -> None:
+    response = request(sim, "fooBar")
+    assert response.status_code == 401
+    assert response.json() == {"errorresponse": {"uuidList": [], "errorcode": 401,
+                                                 "errortext": BAD_SIGNATURE}}
+
+
+def test_http_signature_uses_java_encoding_and_case_sensitive_sort(sim: Simulator) -> None:
+    tilde = {"command": "listVirtualMachines", "response": "json", "apiKey": sim.api_key,
+             "keyword": "a~b c*d/e"}
+    python_style = {**tilde, "signature": sign(tilde, sim.secret_key, encode=lambda v: quote(
+        v, safe="*"))}
+    assert requests.get(sim.url, params=python_style, timeout=5).status_code == 401
+    assert request(sim, "listVirtualMachines", keyword="a~b c*d/e").status_code == 200
+
+    # templateId < templatefilter when sorted case-sensitively ("I" < "f"), not when lowercased
+    params = {"command": "listTemplates", "response": "json", "apiKey": sim.api_key,
+              "templatefilter": "featured", "templateId": sim.template_id}
+    lowered = {**params, "signature": sign(params, sim.secret_key, order=str.lower)}
+    assert requests.get(sim.url, params=lowered, timeout=5).status_code == 401
+    answer = ok(sim, "listTemplates", templatefilter="featured", templateId=sim.template_id)
+    assert answer["count"] == 1
+
+
+def test_http_post_body_merges_with_query(sim: Simulator) -> None:
+    params = {"command": "listZones", "response": "json", "apiKey": sim.api_key,
+              "name": "jp-east-t1v"}
+    params["signature"] = sign(params, sim.secret_key)
+    response = requests.post(sim.url, params={"command": "listZones", "response": "json"},
+                             data={k: v for k, v in params.items()
+                                   if k not in ("command", "response")}, timeout=5)
+    assert response.status_code == 200
+    assert response.json()["listzonesresponse"]["count"] == 1
+    assert sim.calls[-1].method == "POST"
+
+
+def test_http_without_response_json_is_not_json(sim: Simulator) -> None:
+    params = {"command": "listZones", "apiKey": sim.api_key}
+    params["signature"] = sign(params, sim.secret_key)
+    response = requests.get(sim.url, params=params, timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/xml")
+    assert response.text.startswith("<?xml")
+
+
+def test_http_other_path_is_404(sim: Simulator) -> None:
+    response = requests.get(sim.url.replace("/client/api", "/client/other"), timeout=5)
+    assert response.status_code == 404
+    assert sim.calls[-1].status == 404
+
+
+# ------------------------------------------------------------ errors, listing
+
+
+def test_http_missing_parameter_is_431(sim: Simulator) -> None:
+    response = request(sim, "deployVirtualMachine", zoneid=sim.zone_id)
+    assert response.status_code == 431
+    assert response.json() == {"deployvirtualmachineresponse": {
+        "uuidList": [], "errorcode": 431, "cserrorcode": 9999,
+        "errortext": "Unable to execute API command deployvirtualmachine due to missing "
+                     "parameter serviceofferingid"}}
+    assert "missing parameter serviceofferingid" in response.headers["X-Description"]
+
+
+@pytest.mark.parametrize("command, params, name", [
+    ("listLoadBalancerRuleInstances", {"id": "nope"}, "id"),
+    ("queryAsyncJobResult", {"jobid": "0b0e1d39-0000-4000-8000-000000000000"}, "jobid"),
+    ("listVirtualMachines", {"zoneid": "nope"}, "zoneid"),
+    ("deployVirtualMachine", {"zoneid": "nope", "serviceofferingid": "x", "templateid": "y"},
+     "zoneid"),
+    ("destroyVirtualMachine", {"id": "nope"}, "id"),
+    ("assignToLoadBalancerRule", {"id": "LB", "virtualmachineids": "nope"}, "virtualmachineids"),
+])
+def test_http_unknown_uuid_is_431(sim: Simulator, command: str, params: dict[str, str],
+                                  name: str) -> None:
+    params = {k: sim.lb_id if v == "LB" else v for k, v in params.items()}
+    response = request(sim, command, **params)
+    assert response.status_code == 431
+    error = response.json()[f"{command.lower()}response"]
+    assert error["errortext"].startswith(f"Unable to execute API command {command.lower()} due "
+                                         f"to invalid value. Invalid parameter {name} value=")
+
+
+def test_http_list_templates_validates_filter(sim: Simulator) -> None:
+    assert request(sim, "listTemplates").status_code == 431
+    response = request(sim, "listTemplates", templatefilter="Featured")
+    assert response.status_code == 431
+    assert "No enum constant" in response.json()["listtemplatesresponse"]["errortext"]
+    assert ok(sim, "listTemplates", templatefilter="executable")["template"][0]["name"] == \
+        "CentOS 7"
+    assert ok(sim, "listTemplates", templatefilter="self") == {}
+
+
+def test_http_seeded_objects(sim: Simulator) -> None:
+    assert ok(sim, "listZones")["zone"][0]["name"] == "jp-east-t1v"
+    offering = ok(sim, "listServiceOfferings")["serviceoffering"][0]
+    assert (offering["id"], offering["name"], offering["cpunumber"]) == (sim.offering_id, "S2", 1)
+    rule = ok(sim, "listLoadBalancerRules", id=sim.lb_id)["loadbalancerrule"][0]
+    assert (rule["name"], rule["publicip"], rule["publicport"]) == ("web", "203.0.113.10", "80")
+    other = sim.add_lb_rule("api")
+    assert ok(sim, "listLoadBalancerRules")["count"] == 2
+    assert ok(sim, "listLoadBalancerRuleInstances", id=other) == {}
+
+
+def test_http_empty_list_is_empty_object(sim: Simulator) -> None:
+    response = request(sim, "listVirtualMachines")
+    assert response.text == '{"listvirtualmachinesresponse":{}}'
+
+
+def test_http_pagination(sim: Simulator) -> None:
+    for n in range(7):
+        sim.add_vm(f"web{n}")
+    first = ok(sim, "listVirtualMachines", page="1", pagesize="3")
+    assert first["count"] == 7
+    assert [vm["name"] for vm in first["virtualmachine"]] == ["web0", "web1", "web2"]
+    assert [vm["name"] for vm in ok(sim, "listVirtualMachines", page="3",
+                                    pagesize="3")["virtualmachine"]] == ["web6"]
+    assert ok(sim, "listVirtualMachines", page="4", pagesize="3") == {"count": 7}
+    assert len(ok(sim, "listVirtualMachines", pagesize="-1")["virtualmachine"]) == 7
+    assert request(sim, "listVirtualMachines", page="1").status_code == 431
+    assert request(sim, "listVirtualMachines", pagesize="3").status_code == 431
+    assert request(sim, "listVirtualMachines", page="x", pagesize="3").status_code == 431
+    too_big = request(sim, "listVirtualMachines", page="1", pagesize="501")
+    assert too_big.status_code == 431
+    assert too_big.json()["listvirtualmachinesresponse"]["cserrorcode"] == 4350
+
+
+def test_http_list_defaults_to_500() -> None:
+    with Simulator(ip_addresses=[f"127.0.{n // 250 + 2}.{n % 250 + 1}" for n in range(502)]) as big:
+        for n in range(502):
+            big.add_vm(f"vm{n}", in_lb=False)
+        answer = ok(big, "listVirtualMachines")
+        assert (answer["count"], len(answer["virtualmachine"])) == (502, 500)
+
+
+def test_http_list_vms_filters(sim: Simulator) -> None:
+    web1 = sim.add_vm("web1", group="asg")
+    web10 = sim.add_vm("web10", state="Stopped")
+    sim.add_vm("db1", displayname="database")
+
+    def names(**params: str) -> list[str]:
+        return [vm["name"] for vm in ok(sim, "listVirtualMachines", **params).get(
+            "virtualmachine", [])]
+
+    assert names(name="web1") == ["web1", "web10"]        # LIKE %name%, as the server does
+    assert names(id=web10["id"]) == ["web10"]
+    assert names(ids=f"{web1['id']},{web10['id']}") == ["web1", "web10"]
+    assert names(state="Stopped") == ["web10"]
+    assert names(state="present") == ["web1", "web10", "db1"]
+    assert names(groupid=web1["groupid"]) == ["web1"]
+    assert names(keyword="datab") == ["db1"]
+    assert names(zoneid=sim.zone_id) == ["web1", "web10", "db1"]
+    assert web1["group"] == "asg" and "group" not in web10
+
+
+# ------------------------------------------------------------------ jobs, VMs
+
+
+def test_deploy_job_pending_then_running_and_in_no_lb(sim: Simulator) -> None:
+    sim.job_seconds = 0.2
+    answer = deploy(sim, name="web2", group="asg", keypair="key1", displayname="Web 2")
+    assert set(answer) == {"id", "jobid"}
+    pending = job(sim, answer["jobid"])
+    assert pending["jobstatus"] == 0 and "jobresult" not in pending
+    assert pending["jobinstanceid"] == answer["id"]
+    listed = ok(sim, "listVirtualMachines", id=answer["id"])["virtualmachine"][0]
+    assert (listed["state"], listed["jobid"], listed["jobstatus"]) == ("Starting", answer["jobid"],
+                                                                       0)
+    assert sim.pending_jobs() == 1
+    sim.settle()
+    assert sim.pending_jobs() == 0
+    done = job(sim, answer["jobid"])
+    assert (done["jobstatus"], done["jobresultcode"]) == (1, 0)
+    vm = done["jobresult"]["virtualmachine"]
+    assert (vm["state"], vm["name"], vm["displayname"], vm["keypair"]) == (
+        "Running", "web2", "Web 2", "key1")
+    assert vm["nic"][0]["ipaddress"] == "127.0.1.1" and vm["instancename"] == "i-2-1-VM"
+    assert vm["created"].endswith("+0900")
+    assert "jobid" not in sim.vms()[0]
+    assert sim.lb_members() == []
+    event = ok(sim, "listEvents", type="VM.CREATE")["event"][0]
+    assert event["resourceid"] == answer["id"]
+    assert event["description"] == f"Successfully completed starting Vm. Vm Id: {answer['id']}"
+
+
+def test_deploy_defaults_and_validation(sim: Simulator) -> None:
+    answer = deploy(sim, startvm="false")
+    sim.settle()
+    vm = sim.vms()[0]
+    assert vm["id"] == answer["id"]
+    assert vm["name"] == vm["instancename"] == vm["displayname"] == "i-2-1-VM"
+    assert vm["state"] == "Stopped"
+    sim.add_vm("web1")
+    for name in ("web1", "1web", "bad_name"):
+        response = request(sim, "deployVirtualMachine", zoneid=sim.zone_id, name=name,
+                           serviceofferingid=sim.offering_id, templateid=sim.template_id)
+        assert response.status_code == 431, name
+
+
+def test_deploy_reuses_expunged_addresses_only_when_list_is_exhausted() -> None:
+    with Simulator(job_seconds=0.01, ip_addresses=["127.0.2.1", "127.0.2.2"]) as sim:
+        first = deploy(sim)
+        sim.settle()
+        ok(sim, "destroyVirtualMachine", id=first["id"], expunge="true")
+        sim.settle()
+        deploy(sim)
+        sim.settle()
+        assert [vm["nic"][0]["ipaddress"] for vm in sim.vms()] == ["127.0.2.2"]
+        deploy(sim)
+        sim.settle()
+        assert sorted(vm["nic"][0]["ipaddress"] for vm in sim.vms()) == ["127.0.2.1",
+                                                                         "127.0.2.2"]
+        full = request(sim, "deployVirtualMachine", zoneid=sim.zone_id,
+                       serviceofferingid=sim.offering_id, templateid=sim.template_id)
+        assert full.status_code == 533
+
+
+def test_assign_and_remove_membership(sim: Simulator) -> None:
+    web1 = sim.add_vm("web1")
+    web2 = sim.add_vm("web2", in_lb=False)
+    web3 = sim.add_vm("web3", in_lb=False)
+    jobid = ok(sim, "assignToLoadBalancerRule", id=sim.lb_id,
+               virtualmachineids=f"{web3['id']},{web2['id']}")["jobid"]
+    assert [vm["name"] for vm in sim.lb_members()] == ["web1"]     # only when the job completes
+    sim.settle()
+    assert [vm["name"] for vm in sim.lb_members()] == ["web1", "web3", "web2"]
+    done = job(sim, jobid)
+    assert done["jobresult"] == {"success": True} and "jobinstanceid" not in done
+    listed = ok(sim, "listLoadBalancerRuleInstances", id=sim.lb_id)
+    assert listed["count"] == 3
+    ok(sim, "removeFromLoadBalancerRule", id=sim.lb_id, virtualmachineids=web1["id"])
+    sim.settle()
+    assert [vm["name"] for vm in sim.lb_members()] == ["web3", "web2"]
+    events = ok(sim, "listEvents")["event"]
+    assert [e["type"] for e in events] == ["LB.REMOVE.FROM.RULE", "LB.ASSIGN.TO.RULE"]
+    assert events[1]["description"] == (
+        "Successfully completed assigning to load balancer. Load balancer Id: "
+        f"{sim.lb_id}, Vm Ids: {web3['id']},{web2['id']}")
+    assert events[0]["resourceid"] == sim.lb_id
+    assert events[0]["resourcetype"] == "LoadBalancerRule"
+
+
+def test_destroy_hides_vm_and_drops_membership(sim: Simulator) -> None:
+    sim.job_seconds = 0.2
+    web1 = sim.add_vm("web1")
+    sim.add_vm("web2")
+    jobid = ok(sim, "destroyVirtualMachine", id=web1["id"])["jobid"]
+    assert sim.vms()[0]["state"] == "Stopping"
+    assert [vm["name"] for vm in sim.lb_members()] == ["web1", "web2"]   # Stopping is listed
+    sim.settle()
+    result = job(sim, jobid)
+    assert result["jobresult"]["virtualmachine"]["state"] == "Destroyed"
+    assert [vm["name"] for vm in ok(sim, "listVirtualMachines")["virtualmachine"]] == ["web2"]
+    assert ok(sim, "listVirtualMachines", id=web1["id"]) == {}
+    assert [vm["name"] for vm in sim.lb_members()] == ["web2"]
+    assert [vm["state"] for vm in sim.vms(include_gone=True)] == ["Destroyed", "Running"]
+    event = sim.events[-1]
+    assert event["type"] == "VM.DESTROY"
+    assert event["description"] == f"Successfully completed destroying Vm. Vm Id: {web1['id']}"
+
+
+def test_destroy_expunge_removes_vm(sim: Simulator) -> None:
+    web1 = sim.add_vm("web1")
+    ok(sim, "destroyVirtualMachine", id=web1["id"], expunge="true")
+    sim.settle()
+    assert sim.vms() == []
+    assert sim.vms(include_gone=True)[0]["state"] == "Expunging"
+    assert request(sim, "destroyVirtualMachine", id=web1["id"]).status_code == 431
+
+
+def test_lb_instances_skip_error_vms(sim: Simulator) -> None:
+    web1 = sim.add_vm("web1")
+    sim.add_vm("web2", state="Stopped")
+    sim.add_vm("web3", state="Error")
+    sim.set_state(web1["id"], "Unknown")
+    assert [vm["name"] for vm in sim.lb_members()] == ["web2"]
+    answer = ok(sim, "listLoadBalancerRuleInstances", id=sim.lb_id, lbvmips="true")
+    assert answer["count"] == 1
+    item = answer["lbrulevmidip"][0]
+    assert item["loadbalancerruleinstance"]["name"] == "web2"
+    assert item["lbvmipaddresses"] == [item["loadbalancerruleinstance"]["nic"][0]["ipaddress"]]
+    with pytest.raises(ValueError):
+        sim.set_state(web1["id"], "Exploded")
+    with pytest.raises(KeyError):
+        sim.set_state("nope", "Running")
+
+
+# ---------------------------------------------------------------------- faults
+
+
+def test_fault_job_fail_leaves_vm_in_error(sim: Simulator) -> None:
+    sim.inject(Fault("job_fail", "deployvirtualmachine", errortext="No capacity in zone"))
+    jobid = deploy(sim, name="web2")["jobid"]
+    sim.settle()
+    failed = job(sim, jobid)
+    assert (failed["jobstatus"], failed["jobresultcode"]) == (2, 533)
+    assert failed["jobresult"] == {"errorcode": 533, "errortext": "No capacity in zone"}
+    assert sim.vms()[0]["state"] == "Error"
+    assert not [e for e in sim.events if e["type"] == "VM.CREATE"]
+    deploy(sim, name="web3")                                         # times=1: used up
+    sim.settle()
+    assert sim.vms()[1]["state"] == "Running"
+
+
+def test_fault_job_hang_never_completes(sim: Simulator) -> None:
+    sim.inject(Fault("job_hang", "assignToLoadBalancerRule"))
+    web2 = sim.add_vm("web2", in_lb=False)
+    jobid = ok(sim, "assignToLoadBalancerRule", id=sim.lb_id,
+               virtualmachineids=web2["id"])["jobid"]
+    sim.settle(timeout=1)                                           # does not wait for hung jobs
+    sim.age(3600)
+    assert job(sim, jobid)["jobstatus"] == 0
+    assert sim.pending_jobs() == 1
+    assert sim.lb_members() == []
+
+
+def test_fault_http_error(sim: Simulator) -> None:
+    sim.inject(Fault("http_error", "listVirtualMachines", times=2, status=530))
+    for _ in range(2):
+        response = request(sim, "listVirtualMachines")
+        assert response.status_code == 530
+        assert response.json() == {"listvirtualmachinesresponse": {
+            "uuidList": [], "errorcode": 530, "cserrorcode": 9999,
+            "errortext": "Internal error executing command, please contact your system "
+                         "administrator"}}
+    assert request(sim, "listZones").status_code == 200             # other commands unaffected
+    assert request(sim, "listVirtualMachines").status_code == 200
+    assert [c.status for c in sim.calls_of("listvirtualmachines")] == [530, 530, 200]
+
+
+def test_fault_html_and_forever_and_clear(sim: Simulator) -> None:
+    sim.inject(Fault("html", times=-1, status=502))
+    for command in ("listZones", "listEvents"):
+        response = request(sim, command)
+        assert response.status_code == 502
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "502 Bad Gateway" in response.text
+    assert request(sim, "listZones", secret="wrong").status_code == 401   # after verification
+    sim.clear_faults()
+    assert request(sim, "listZones").status_code == 200
+
+
+def test_fault_slow_acts_after_the_sleep(sim: Simulator) -> None:
+    sim.inject(Fault("slow", "deployVirtualMachine", delay=0.4))
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        request(sim, "deployVirtualMachine", zoneid=sim.zone_id, serviceofferingid=sim.offering_id,
+                templateid=sim.template_id, timeout=0.1)
+    assert sim.vms() == []
+    wait_answered(sim, "deployVirtualMachine")
+    assert len(sim.vms()) == 1
+    assert sim.calls_of("deployVirtualMachine")[0].status == 200
+
+
+def test_fault_slow_after_acts_at_once(sim: Simulator) -> None:
+    sim.inject(Fault("slow_after", "deployVirtualMachine", delay=5))
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        request(sim, "deployVirtualMachine", zoneid=sim.zone_id, serviceofferingid=sim.offering_id,
+                templateid=sim.template_id, timeout=0.2)
+    assert len(sim.vms()) == 1
+    assert sim.calls_of("deployVirtualMachine")[0].status == 200
+
+
+def test_fault_rejects_unknown_kind() -> None:
+    with pytest.raises(ValueError):
+        Fault("explode")
+    with pytest.raises(ValueError):
+        Fault("slow", times=0)
+
+
+# ---------------------------------------------------------------- events, time
+
+
+def test_events_newest_first_and_filters(sim: Simulator) -> None:
+    web1 = sim.add_vm("web1")
+    deploy(sim)
+    sim.settle()
+    ok(sim, "destroyVirtualMachine", id=web1["id"])
+    sim.settle()
+    events = ok(sim, "listEvents")
+    assert [e["type"] for e in events["event"]] == ["VM.DESTROY", "VM.CREATE"]
+    assert ok(sim, "listEvents", keyword="destroying")["count"] == 1
+    since = (datetime.now(JST) - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S")
+    assert ok(sim, "listEvents", startdate=since)["count"] == 2
+    tomorrow = (datetime.now(JST) + timedelta(days=1)).strftime("%Y-%m-%d")
+    assert ok(sim, "listEvents", startdate=tomorrow) == {}
+    assert request(sim, "listEvents", startdate="yesterday").status_code == 431
+
+
+def test_age_moves_the_past(sim: Simulator) -> None:
+    sim.add_vm("web1", created=datetime(2024, 5, 10, 17, 27, 52))
+    assert sim.vms()[0]["created"] == "2024-05-10T17:27:52+0900"
+    deploy(sim)
+    sim.settle()
+    before = datetime.strptime(sim.events[0]["created"], "%Y-%m-%dT%H:%M:%S%z")
+    sim.age(7200)
+    after = datetime.strptime(sim.events[0]["created"], "%Y-%m-%dT%H:%M:%S%z")
+    assert before - after == timedelta(hours=2)
+    assert sim.vms()[0]["created"] == "2024-05-10T15:27:52+0900"
+    since = (datetime.now(JST) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
+    assert ok(sim, "listEvents", startdate=since) == {}
+
+
+def test_age_finishes_pending_jobs(sim: Simulator) -> None:
+    sim.job_seconds = 600
+    deploy(sim)
+    assert sim.pending_jobs() == 1
+    sim.age(600)
+    assert sim.pending_jobs() == 0
+    assert sim.vms()[0]["state"] == "Running"
+
+
+def test_settle_times_out() -> None:
+    with Simulator(job_seconds=60) as sim:
+        deploy(sim)
+        with pytest.raises(TimeoutError):
+            sim.settle(timeout=0.05)
+
+
+# ------------------------------------------------------------- construction
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"ip_addresses": ["127.0.0.5", "10.0.0.1"]},
+    {"ip_addresses": ["not-an-ip"]},
+    {"host": "0.0.0.0"},
+    {"host": "192.0.2.1"},
+    {"job_seconds": -1},
+])
+def test_simulator_rejects_non_loopback_and_bad_settings(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Simulator(**kwargs)
+
+
+def test_add_vm_rejects_non_loopback_ip(sim: Simulator) -> None:
+    with pytest.raises(ValueError, match="127.0.0.0/8"):
+        sim.add_vm("web1", ip="192.0.2.7")
+    with pytest.raises(ValueError):
+        sim.add_vm("web1", state="Sleeping")
+    assert sim.add_vm("web1", ip="127.0.1.1")["nic"][0]["ipaddress"] == "127.0.1.1"
+    assert sim.add_vm("web2")["nic"][0]["ipaddress"] == "127.0.1.2"   # no double allocation
+
+
+def test_url_needs_start() -> None:
+    sim = Simulator()
+    with pytest.raises(RuntimeError):
+        _ = sim.url
+    with sim:
+        assert sim.url.startswith("http://127.0.0.1:") and sim.url.endswith("/client/api")
+    sim.stop()                                                          # idempotent
+
+
+def test_concurrent_clients(sim: Simulator) -> None:
+    failures: list[str] = []
+
+    def client() -> None:
+        try:
+            for _ in range(3):
+                assert request(sim, "listVirtualMachines").status_code == 200
+            deploy(sim)
+        except Exception as exc:  # collected and asserted below
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert failures == []
+    sim.settle()
+    vms = sim.vms()
+    assert len(vms) == 30
+    assert len({vm["nic"][0]["ipaddress"] for vm in vms}) == 30
+    assert len(sim.calls) == 120
+
+
+# ------------------------------------------------------------------------ CLI
+
+
+def test_main_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "CloudStack API simulator on loopback" in out and "--job-seconds" in out
+
+
+def test_main_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--vms", "-1"])
+    assert exc.value.code == 2
+    assert "--vms -1" in capsys.readouterr().err
+
+
+def test_main_port_in_use(sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--port", str(sim.port)]) == 1
+    assert f"cannot listen on 127.0.0.1:{sim.port}" in capsys.readouterr().err
+
+
+def test_main_serves_until_ctrl_c() -> None:
+    command = [sys.executable, str(ROOT / "cloudstack_sim.py"), "--port", "0", "--vms", "2"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) as process:
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline() for _ in range(13)]
+            settings = dict(line.strip().split(" = ", 1) for line in lines if " = " in line)
+            assert "[account]" in "".join(lines) and "[scalling]" in "".join(lines)
+            assert settings["api_key"] == DEFAULT_API_KEY
+            assert settings["secret_key"] == DEFAULT_SECRET_KEY
+            assert settings["zoneid"] and settings["serviceofferingid"] and settings["templateid"]
+            params = {"command": "listLoadBalancerRuleInstances", "response": "json",
+                      "apiKey": DEFAULT_API_KEY, "id": settings["load_balancer"]}
+            params["signature"] = sign(params, DEFAULT_SECRET_KEY)
+            answer = requests.get(settings["host"], params=params, timeout=5).json()
+            names = [vm["name"] for vm in answer["listloadbalancerruleinstancesresponse"][
+                "loadbalancerruleinstance"]]
+            assert names == ["web1", "web2"]
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=5) == 130
+        finally:
+            process.kill()

@@ -1,0 +1,247 @@
+"""End to end: the installed ssh_scale.py command, the real OpenSSH sshd on loopback and the
+CloudStack simulator. Each test asserts what a user sees: exit code, printed lines, and the
+cloud's state afterwards."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudstack_sim import Fault
+from tests import sshd_support
+from tests.conftest import assert_no_secrets, base_sections, run_cli, write_config
+
+HIGH, MID, LOW = "4.20 3.10 2.00 3/200 999", "2.00 2.00 2.00 1/200 999", "0.10 0.20 0.30 1/99 9"
+
+
+@pytest.fixture
+def cloud(sim: Any) -> Any:
+    """The 2013 starting point: one unmanaged web VM (the monitored one) behind the LB."""
+    sim.monitored = sim.add_vm("web1", ip="127.0.0.1")
+    return sim
+
+
+def config(tmp_path: Path, cloud: Any, key: Path, sshd: Any, **changes: dict) -> Path:
+    sections = base_sections(cloud, key, port=sshd.port)
+    for section, values in changes.items():
+        sections.setdefault(section, {}).update(values)
+    return write_config(tmp_path / "idcfrc", sections)
+
+
+def managed_group(cloud: Any) -> str:
+    return f"ssh_scale-{cloud.lb_id}"
+
+
+def add_managed(cloud: Any, name: str, ip: str) -> dict:
+    return cloud.add_vm(name, ip=ip, group=managed_group(cloud))
+
+
+def member_names(cloud: Any) -> list[str]:
+    return sorted(vm["name"] for vm in cloud.lb_members())
+
+
+def mutations(cloud: Any) -> list[str]:
+    return [c.command for c in cloud.calls
+            if not c.command.lower().startswith(("list", "query"))]
+
+
+def test_walkthrough_vm_name_via_ssh_config_scales_out(tmp_path, cloud, key, sshd, home):
+    (home / ".ssh" / "config").write_text(
+        f"Host i-2-1-VM\n  HostName 127.0.0.1\n  Port {sshd.port}\n")
+    sections = base_sections(cloud, key, host="i-2-1-VM")
+    path = write_config(tmp_path / "idcfrc", sections)
+    sshd.set_output(HIGH)
+    done = run_cli("-c", str(path))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.endswith("*** scale out check ***") for line in lines)
+    assert any("la_threshold_out : 3" in line for line in lines)
+    assert any("now_la           : 4.20" in line for line in lines)
+    assert any("scale out        : +1" in line for line in lines)
+    assert any("query job        : jobid: " in line for line in lines)
+    assert any("now vm count     : 2" in line for line in lines)
+    members = cloud.lb_members()
+    assert len(members) == 2
+    new = [vm for vm in members if vm["name"] != "web1"][0]
+    assert new["group"] == managed_group(cloud) and new["state"] == "Running"
+    assert sshd.exec_count() == 1
+    assert f"[127.0.0.1]:{sshd.port}" in (home / ".ssh" / "known_hosts").read_text()
+
+
+@pytest.mark.parametrize("key_type, fmt, passphrase", [
+    ("rsa", "pem", "correct horse"), ("ed25519", "openssh", ""), ("ecdsa", "openssh", "pw"),
+])
+def test_key_types_and_passphrases(tmp_path, cloud, home, key_type, fmt, passphrase):
+    other = sshd_support.make_key(home / ".ssh", f"id_{key_type}", key_type, passphrase, fmt)
+    with sshd_support.OpenSSHServer(tmp_path / "sshd2", authorized_keys=[other]) as server:
+        server.set_output(MID)
+        sections = base_sections(cloud, other, port=server.port)
+        sections["monitoring"]["pass_phrase"] = passphrase
+        done = run_cli("-c", str(write_config(tmp_path / "rc", sections)))
+    assert done.returncode == 0, done.stderr
+    assert "now_la           : 2.00" in done.stdout
+    assert_no_secrets(done.stdout, done.stderr, extra=(passphrase,) if passphrase else ())
+
+
+def test_wrong_passphrase_exits_1_without_action(tmp_path, cloud, home):
+    other = sshd_support.make_key(home / ".ssh", "id_enc", "rsa", "right", "pem")
+    sections = base_sections(cloud, other, port=1)
+    sections["monitoring"]["pass_phrase"] = "wrong-phrase"
+    done = run_cli("-c", str(write_config(tmp_path / "rc", sections)))
+    assert done.returncode == 1
+    assert "pass_phrase" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert_no_secrets(done.stdout, done.stderr, extra=("wrong-phrase",))
+    assert mutations(cloud) == []
+
+
+def test_min_fill_adds_one_even_at_low_load(tmp_path, cloud, key, sshd):
+    sshd.set_output(LOW)
+    path = config(tmp_path, cloud, key, sshd, scalling={"min_size": "2"})
+    done = run_cli("-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "below min_size 2" in done.stdout
+    assert len(cloud.lb_members()) == 2
+
+
+def test_max_cap_holds_at_high_load(tmp_path, cloud, key, sshd):
+    add_managed(cloud, "m1", "127.0.1.101")
+    add_managed(cloud, "m2", "127.0.1.102")
+    sshd.set_output(HIGH)
+    done = run_cli("-c", str(config(tmp_path, cloud, key, sshd)))
+    assert done.returncode == 0, done.stderr
+    assert "at max_size 3" in done.stdout
+    assert mutations(cloud) == []
+
+
+def test_scale_in_removes_newest_managed_only(tmp_path, cloud, key, sshd):
+    from datetime import datetime, timedelta, timezone
+    now = datetime.now(timezone.utc)
+    cloud.add_vm("other-unmanaged", ip="127.0.1.100", created=now)
+    older = cloud.add_vm("m-old", ip="127.0.1.101", group=managed_group(cloud),
+                         created=now - timedelta(hours=2))
+    newer = cloud.add_vm("m-new", ip="127.0.1.102", group=managed_group(cloud),
+                         created=now - timedelta(hours=1))
+    sshd.set_output(LOW)
+    path = config(tmp_path, cloud, key, sshd, scalling={"max_size": "5"})
+    done = run_cli("-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "scale in         : -1 (m-new" in done.stdout
+    assert member_names(cloud) == ["m-old", "other-unmanaged", "web1"]
+    assert newer["id"] not in {vm["id"] for vm in cloud.vms()}
+    assert older["id"] in {vm["id"] for vm in cloud.vms()}
+    # and again: the next victim is m-old, never web1 or the unmanaged VM
+    assert run_cli("-c", str(path)).returncode == 0
+    assert member_names(cloud) == ["other-unmanaged", "web1"]
+    third = run_cli("-c", str(path))
+    assert third.returncode == 0 and "no managed VM" in third.stdout
+    assert member_names(cloud) == ["other-unmanaged", "web1"]
+
+
+def test_monitored_vm_never_removed_even_unprotected(tmp_path, cloud, key, sshd):
+    cloud.add_vm("other", ip="127.0.1.100")
+    sshd.set_output(LOW)
+    path = config(tmp_path, cloud, key, sshd, scalling={"protect_unmanaged": "no"})
+    assert run_cli("-c", str(path)).returncode == 0
+    assert member_names(cloud) == ["web1"]
+    done = run_cli("-c", str(path))
+    assert done.returncode == 0 and member_names(cloud) == ["web1"]
+
+
+def test_failed_deploy_reports_errortext_and_destroys_error_vm(tmp_path, cloud, key, sshd):
+    cloud.inject(Fault("job_fail", command="deployVirtualMachine",
+                       errortext="Insufficient capacity in zone"))
+    sshd.set_output(HIGH)
+    done = run_cli("-c", str(config(tmp_path, cloud, key, sshd)))
+    assert done.returncode == 1
+    assert "Insufficient capacity in zone" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert [vm["name"] for vm in cloud.vms()] == ["web1"]
+    assert member_names(cloud) == ["web1"]
+
+
+def test_dry_run_sends_no_mutation(tmp_path, cloud, key, sshd):
+    sshd.set_output(HIGH)
+    done = run_cli("-c", str(config(tmp_path, cloud, key, sshd)), "--dry-run")
+    assert done.returncode == 0
+    assert "would scale out" in done.stdout
+    assert mutations(cloud) == [] and member_names(cloud) == ["web1"]
+
+
+def test_lock_held_exits_0_with_one_line(tmp_path, cloud, key, sshd, home):
+    path = config(tmp_path, cloud, key, sshd)
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:16]
+    lock_dir = home / ".cache" / "ssh_scale"
+    lock_dir.mkdir(parents=True)
+    with open(lock_dir / f"{digest}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        done = run_cli("-c", str(path))
+    assert done.returncode == 0
+    assert "another run holds the lock" in done.stdout
+    assert cloud.calls == [] and sshd.exec_count() == 0
+
+
+def test_unreachable_host_exits_1_and_takes_no_load_action(tmp_path, cloud, key):
+    add_managed(cloud, "m1", "127.0.1.101")
+    sections = base_sections(cloud, key, host="127.0.0.1", port=sshd_support.free_port(
+        "127.0.0.1"))
+    done = run_cli("-c", str(write_config(tmp_path / "rc", sections)))
+    assert done.returncode == 1
+    assert "connection refused (check [monitoring] host/port)" in done.stderr
+    assert mutations(cloud) == []
+
+
+def test_unreachable_host_still_enforces_min_size(tmp_path, cloud, key):
+    sections = base_sections(cloud, key, port=sshd_support.free_port("127.0.0.1"))
+    sections["scalling"]["min_size"] = "2"
+    done = run_cli("-c", str(write_config(tmp_path / "rc", sections)))
+    assert done.returncode == 1
+    assert len(cloud.lb_members()) == 2
+
+
+def test_changed_host_key_refused(tmp_path, cloud, key, sshd, home):
+    sshd.set_output(HIGH)
+    path = config(tmp_path, cloud, key, sshd)
+    (home / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line("127.0.0.1") + "\n")
+    sshd.regenerate_host_key()
+    done = run_cli("-c", str(path))
+    assert done.returncode == 1
+    assert "host key changed" in done.stderr
+    assert sshd.exec_count() == 0 and mutations(cloud) == []
+
+
+def test_verbose_output_has_no_secrets(tmp_path, cloud, home, sshd):
+    other = sshd_support.make_key(home / ".ssh", "id_v", "rsa", "s3cret-phrase", "pem")
+    with sshd_support.OpenSSHServer(tmp_path / "sshd3", authorized_keys=[other]) as server:
+        server.set_output(HIGH)
+        sections = base_sections(cloud, other, port=server.port)
+        sections["monitoring"]["pass_phrase"] = "s3cret-phrase"
+        done = run_cli("-v", "-c", str(write_config(tmp_path / "rc", sections)))
+    assert done.returncode == 0, done.stderr
+    assert "deployVirtualMachine" in done.stdout + done.stderr
+    assert_no_secrets(done.stdout, done.stderr, extra=("s3cret-phrase",))
+
+
+def test_quiet_prints_only_actions(tmp_path, cloud, key, sshd):
+    sshd.set_output(MID)
+    done = run_cli("-q", "-c", str(config(tmp_path, cloud, key, sshd)))
+    assert done.returncode == 0 and done.stdout == ""
+
+
+def test_help_shows_cron_line_and_version():
+    done = run_cli("--help")
+    assert done.returncode == 0 and "* * * * * ssh_scale.py" in done.stdout
+    assert run_cli("--version").stdout.strip().startswith("ssh_scale.py ")
+
+
+def test_env_override_of_config_path(tmp_path, cloud, key, sshd):
+    sshd.set_output(MID)
+    path = config(tmp_path, cloud, key, sshd)
+    env = dict(os.environ, IDCFRC=str(path))
+    done = run_cli(env=env)
+    assert done.returncode == 0 and "now_la           : 2.00" in done.stdout

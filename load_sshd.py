@@ -27,6 +27,7 @@ SERVER_LOG_CHANNEL = "load_sshd.transport"
 POLL_SECONDS = 0.1  # how often blocked threads look at the stop flag
 BIND_ATTEMPTS = 20  # port 0: fresh ports to try when another process holds one on a later address
 LISTEN_BACKLOG = 128
+SYNC_REQUEST = "keepalive@openssh.com"  # every client answers it (with a failure) and ignores it
 JOIN_SECONDS = 0.8  # stop() waits at most this long for the threads it owns
 
 Respond = Callable[[str, str], str]
@@ -262,7 +263,7 @@ class LoadServer:
                     channel, command = handler.requests.get(timeout=POLL_SECONDS)
                 except queue.Empty:
                     continue
-                self._answer(channel, address, command)
+                self._answer(transport, channel, address, command)
         except (paramiko.SSHException, EOFError, OSError):
             pass  # the client hung up or failed to negotiate: nothing to report
         finally:
@@ -270,8 +271,15 @@ class LoadServer:
             with self._lock:
                 self._connections.pop(threading.current_thread(), None)
 
-    def _answer(self, channel: paramiko.Channel, address: str, command: str) -> None:
+    def _answer(self, transport: paramiko.Transport, channel: paramiko.Channel, address: str,
+                command: str) -> None:
         """Sleep `delay`, then send respond(address, command) and exit status 0 (1 if it raised)."""
+        # paramiko sends the reply to the exec request from its own thread after the request
+        # was queued here; a channel close that overtook it would make a paramiko client raise
+        # "Channel closed". A global request answered by the client proves the reply went out,
+        # as the transport thread handles one message at a time. It ends when the client answers
+        # or the connection closes (stop() closes them all).
+        transport.global_request(SYNC_REQUEST, wait=True)
         if self.delay and self._stopping.wait(self.delay):
             return
         with self._lock:

@@ -308,7 +308,7 @@ def _section(parser: configparser.ConfigParser, source: str, logical: str,
 
 def settings_from_config(parser: configparser.ConfigParser, source: str,
                          environ: Optional[Mapping[str, str]] = None,
-                         ssh_config: Optional[Any] = None) -> Settings:
+                         ssh_config: Optional[Any] = None, check_key: bool = True) -> Settings:
     """Validate a parsed config into Settings; raises ConfigError naming section and key."""
     account = idcf_api.account_from_config(parser, source, environ)
     mon = _section(parser, source, "monitoring")
@@ -362,7 +362,8 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         period_out=_period(out), period_in=_period(inn),
         step_out=out.choice("step", "1", ("1", "proportional")),
     )
-    _check_key_file(settings, mon, ssh_config)
+    if check_key:
+        _check_key_file(settings, mon, ssh_config)
     return settings
 
 
@@ -391,11 +392,12 @@ def _check_key_file(settings: Settings, mon: _Section, ssh_config: Optional[Any]
 
 
 def load_settings(path: Optional[str] = None, environ: Optional[Mapping[str, str]] = None,
-                  ssh_config: Optional[Any] = None) -> Settings:
-    """Read and validate the config file (-c, else $IDCFRC, else ~/.idcfrc)."""
+                  ssh_config: Optional[Any] = None, check_key: bool = True) -> Settings:
+    """Read and validate the config file (-c, else $IDCFRC, else ~/.idcfrc); the key file
+    is not needed (nor checked) for an offline replay."""
     resolved = idcf_api.config_path(path, environ)
     parser = idcf_api.read_config(resolved)
-    return settings_from_config(parser, display_path(resolved), environ, ssh_config)
+    return settings_from_config(parser, display_path(resolved), environ, ssh_config, check_key)
 
 
 def insecure_permissions(path: str) -> bool:
@@ -1050,7 +1052,8 @@ def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
     pkey = load_private_key(*_key_and_phrase(settings, ssh_config))
     if settings.monitor_members:
         pool = read_pool(client, settings, monitored_names(settings, ssh_config, Measurement()))
-        hosts = list(settings.hosts) + member_hosts(pool, settings, now)
+        hosts = list(settings.hosts) + member_hosts(
+            Pool(tuple(v for v in pool.vms if not v.monitored)), settings, now)
         measurement = measure(hosts, settings, ssh_config, pkey)
     else:
         with ThreadPoolExecutor(max_workers=1) as executor:
@@ -1083,12 +1086,12 @@ def log_checks(report: Report, settings: Settings) -> None:
     load_in = "unknown" if report.load_in is None else f"{report.load_in:.2f}"
     lines = [
         "*** scale out check ***",
-        f"{'la_threshold_out':<17}: {settings.threshold_out:g}",
+        f"{'la_threshold_out':<17}: {settings.threshold_out!r}",
         f"{'now_la':<17}: {load_out}",
         f"{'now_vm_count':<17}: {count}",
         f"{'vm count':<17}: now {count}, max {settings.max_size}",
         "*** scale in check ***",
-        f"{'la_threshold_in':<17}: {settings.threshold_in:g}",
+        f"{'la_threshold_in':<17}: {settings.threshold_in!r}",
         f"{'now_la':<17}: {load_in}",
         f"{'vm count':<17}: now {count}, min {settings.min_size}",
     ]
@@ -1182,7 +1185,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show the pool and the decision that would be taken; change nothing")
     views.add_argument("--json", action="store_true",
                        help="one JSON object per run on stdout; log lines go to stderr")
-    views.add_argument("--replay", metavar="TRACE.csv",
+    parser.add_argument("--replay", metavar="TRACE.csv",
                        help="what-if: replay a minute,demand trace through the decision code")
     parser.add_argument("--policy", choices=("current", "classic"), default="current",
                         help="with --replay: this config's policy or the 2013 tool's")
@@ -1211,7 +1214,9 @@ def configure_logging(verbose: bool, quiet: bool, stream: Any) -> idcf_api.Redac
 def execute(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> int:
     """One invocation after argument parsing; raises the module's errors."""
     ssh_config = read_ssh_config()
-    settings = load_settings(args.config, ssh_config=ssh_config)
+    if args.replay and (args.status or args.dry_run):
+        raise ConfigError("--replay runs offline: it cannot be combined with --status or -n")
+    settings = load_settings(args.config, ssh_config=ssh_config, check_key=not args.replay)
     redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
     if args.replay:
         import ssh_scale_replay

@@ -4,7 +4,9 @@ The sshd runs as a child of the test process with its own config in a test direc
 session runs a ForceCommand script that counts the exec and prints a canned load report per
 server address, which tests set with OpenSSHServer.set_output / set_sleep. As root, sshd needs the
 privilege separation directory /run/sshd (made on start); as a normal user it runs unprivileged
-and only that user can log in, which is the user AllowUsers names.
+and only that user can log in, which is the user AllowUsers names. With UsePAM no, sshd turns
+away an account whose password entry it reads as locked ("!..."): as root that is root's line in
+/etc/shadow; a normal user's sshd cannot read /etc/shadow and lets ordinary accounts in.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def test_walkthrough_vm_name_via_ssh_config_scales_out(tmp_path, cloud, key, ssh
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert any(line.endswith("*** scale out check ***") for line in lines)
-    assert any("la_threshold_out : 3" in line for line in lines)
+    assert any("la_threshold_out : 3.0" in line for line in lines)
     assert any("now_la           : 4.20" in line for line in lines)
     assert any("scale out        : +1" in line for line in lines)
     assert any("query job        : jobid: " in line for line in lines)

@@ -18,7 +18,8 @@ from idcf_api import Account, ApiError, Client, JobFailed, JobTimeout, Transport
 from tests.conftest import assert_no_secrets
 
 DOC_KEY = "plgWJfZK4gyS3mOMTVmjUVg-X-jlWlnfaUJ9GAbBbf9EdM-kAYMmAiLqzzq1ElZLYq_u38zCm0bewzGUdP66mg"
-DOC_SECRET = "VDaACYb0LV9eNjTetIOElcVQkvJck_J_QljX_FcHRj87ZKiy0z0ty0ZsYBkoXkY9b7eq1EhwJaw7FF3akA3KBQ"
+DOC_SECRET = ("VDaACYb0LV9eNjTetIOElcVQkvJck_J_QljX_FcHRj87ZKiy0z0ty0ZsYBkoXkY9b7eq1EhwJaw7FF3"
+              "akA3KBQ")
 
 
 def no_sleep(_: float) -> None:

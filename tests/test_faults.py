@@ -1,0 +1,467 @@
+"""The fault campaign: concurrency, crashes at every step, API, job and SSH faults, secrets.
+
+Every scenario runs the installed ssh_scale.py against the simulator and the real sshd, then
+checks what matters to the operator: exit code, one clear line, and the pool afterwards
+(within [min_size, max_size], no orphaned or half-built managed VM, the monitored and
+unmanaged VMs untouched)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from cloudstack_sim import Fault
+from tests import sshd_support
+from tests.conftest import SSH_SCALE, assert_no_secrets, base_sections, run_cli, write_config
+
+HIGH, MID, LOW = "4.20 3.10 2.00 3/200 999", "2.00 2.00 2.00 1/200 999", "0.10 0.20 0.30 1/99 9"
+MIN, MAX = 1, 3
+
+
+@pytest.fixture
+def cloud(sim: Any) -> Any:
+    """web1 (monitored, unmanaged) and an unmanaged bystander behind the load balancer."""
+    sim.job_seconds = 0.3
+    sim.add_vm("web1", ip="127.0.0.1")
+    sim.add_vm("bystander", ip="127.0.1.200")
+    return sim
+
+
+def group(cloud: Any) -> str:
+    return f"ssh_scale-{cloud.lb_id}"
+
+
+def add_managed(cloud: Any, name: str, hours_ago: float = 2) -> dict:
+    created = datetime.now(timezone.utc) - timedelta(hours=hours_ago)
+    return cloud.add_vm(name, group=group(cloud), created=created)
+
+
+def make_config(tmp_path: Path, cloud: Any, key: Path, port: int, **changes: dict) -> Path:
+    sections = base_sections(cloud, key, port=port)
+    sections["scalling"].update(min_size=str(MIN), max_size=str(MAX + 1), job_timeout="20")
+    sections["account"]["timeout"] = "2"
+    for section, values in changes.items():
+        sections.setdefault(section, {}).update(values)
+    return write_config(tmp_path / "idcfrc", sections)
+
+
+def assert_consistent(cloud: Any, min_size: int = MIN + 1, max_size: int = MAX + 1) -> None:
+    """The invariants: bounds, no orphan, no half-built VM, unmanaged VMs untouched."""
+    cloud.settle()
+    names = {vm["name"] for vm in cloud.lb_members()}
+    assert {"web1", "bystander"} <= names
+    assert min_size <= len(names) <= max_size
+    for vm in cloud.vms():
+        if vm.get("group") == group(cloud):
+            assert vm["state"] == "Running", vm
+            assert vm["name"] in names, f"orphan {vm['name']}"
+
+
+def outputs(done: subprocess.CompletedProcess) -> str:
+    assert_no_secrets(done.stdout, done.stderr)
+    return done.stdout + done.stderr
+
+
+def kill_when(path: Path, predicate: Callable[[], bool], *args: str,
+              timeout: float = 20) -> None:
+    """Start a run and kill -9 it as soon as predicate() holds (polled every 10 ms)."""
+    process = subprocess.Popen([SSH_SCALE, "-c", str(path), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while not predicate():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the step was never reached"
+            time.sleep(0.01)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
+def called(cloud: Any, command: str) -> Callable[[], bool]:
+    return lambda: bool(cloud.calls_of(command))
+
+
+def repair(path: Path, cloud: Any, runs: int = 2) -> list[str]:
+    """Run again (cloud jobs finished first) until the pool is quiet; returns the outputs."""
+    texts = []
+    for _ in range(runs):
+        cloud.settle()
+        done = run_cli("-c", str(path))
+        texts.append(outputs(done))
+        assert done.returncode == 0, done.stderr
+    return texts
+
+
+# --- concurrency --------------------------------------------------------------------------
+
+def start_many(path: Path, count: int) -> list[subprocess.CompletedProcess]:
+    results: list[subprocess.CompletedProcess] = []
+    barrier = threading.Barrier(count)
+
+    def one() -> None:
+        barrier.wait()
+        results.append(run_cli("-c", str(path), timeout=120))
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_twenty_runs_at_once_high_load_deploy_exactly_once(tmp_path, cloud, key, sshd):
+    sshd.set_output(HIGH)
+    path = make_config(tmp_path, cloud, key, sshd.port,
+                       scalling_policy_out={"cooldown": "120"})
+    results = start_many(path, 20)
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert len(cloud.calls_of("deployVirtualMachine")) == 1
+    busy = sum("another run holds the lock" in r.stdout for r in results)
+    held = sum("held back by the scale-out cooldown" in r.stdout for r in results)
+    assert busy + held == 19
+    assert_consistent(cloud)
+
+
+def test_twenty_runs_at_once_low_load_destroy_exactly_once(tmp_path, cloud, key, sshd):
+    add_managed(cloud, "m1", hours_ago=3)
+    add_managed(cloud, "m2", hours_ago=2)
+    sshd.set_output(LOW)
+    path = make_config(tmp_path, cloud, key, sshd.port,
+                       scalling_policy_in={"cooldown": "300"})
+    results = start_many(path, 20)
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert len(cloud.calls_of("destroyVirtualMachine")) == 1
+    assert "m2" not in {vm["name"] for vm in cloud.vms()}
+    assert_consistent(cloud)
+
+
+# --- crashes at every step ------------------------------------------------------------------
+
+def scale_out_steps(cloud: Any) -> dict[str, tuple[Callable[[], bool], list[Fault]]]:
+    def deploy_done() -> bool:
+        return any(vm.get("group") == group(cloud) and vm["state"] == "Running"
+                   for vm in cloud.vms())
+    return {
+        "deploy sent, job pending": (called(cloud, "deployVirtualMachine"), []),
+        "deploy done, before assign": (
+            lambda: deploy_done() and bool(cloud.calls_of("assignToLoadBalancerRule")),
+            [Fault("slow", command="assignToLoadBalancerRule", delay=30)]),
+        "assign sent, job pending": (called(cloud, "assignToLoadBalancerRule"), []),
+        "waiting for the deploy job": (
+            lambda: len(cloud.calls_of("queryAsyncJobResult")) >= 1, []),
+    }
+
+
+@pytest.mark.parametrize("step", [
+    "deploy sent, job pending", "deploy done, before assign", "assign sent, job pending",
+    "waiting for the deploy job"])
+def test_crash_during_scale_out_is_repaired(tmp_path, cloud, key, sshd, step):
+    sshd.set_output(HIGH)
+    path = make_config(tmp_path, cloud, key, sshd.port)
+    predicate, faults = scale_out_steps(cloud)[step]
+    for fault in faults:
+        cloud.inject(fault)
+    kill_when(path, predicate)
+    cloud.clear_faults()
+    sshd.set_output(MID)
+    texts = repair(path, cloud)
+    assert len(cloud.calls_of("deployVirtualMachine")) == 1  # never blindly redeployed
+    assert "repair" in texts[0] or step == "assign sent, job pending"
+    assert_consistent(cloud)
+    assert len(cloud.lb_members()) == 3
+
+
+def scale_in_steps(cloud: Any) -> dict[str, tuple[Callable[[], bool], list[Fault]]]:
+    def out_of_lb() -> bool:
+        return "m2" not in {vm["name"] for vm in cloud.lb_members()}
+    return {
+        "remove sent, job pending": (called(cloud, "removeFromLoadBalancerRule"), []),
+        "draining": (lambda: bool(cloud.calls_of("removeFromLoadBalancerRule")) and out_of_lb(),
+                     []),
+        "destroy sent, job pending": (called(cloud, "destroyVirtualMachine"), []),
+    }
+
+
+@pytest.mark.parametrize("step", ["remove sent, job pending", "draining",
+                                  "destroy sent, job pending"])
+def test_crash_during_scale_in_is_repaired(tmp_path, cloud, key, sshd, step):
+    add_managed(cloud, "m1", hours_ago=3)
+    add_managed(cloud, "m2", hours_ago=2)
+    sshd.set_output(LOW)
+    drain = "5" if step == "draining" else "0"
+    path = make_config(tmp_path, cloud, key, sshd.port, scalling={"drain_seconds": drain})
+    predicate, _ = scale_in_steps(cloud)[step]
+    kill_when(path, predicate)
+    sshd.set_output(MID)
+    repair(path, cloud)
+    assert "m2" not in {vm["name"] for vm in cloud.vms()}
+    assert "m1" in {vm["name"] for vm in cloud.lb_members()}
+    assert_consistent(cloud)
+
+
+def test_drained_vm_is_readded_when_pool_fell_below_min(tmp_path, cloud, key, sshd):
+    vm = add_managed(cloud, "m1", hours_ago=3)
+    sshd.set_output(LOW)
+    path = make_config(tmp_path, cloud, key, sshd.port, scalling={"drain_seconds": "5"})
+    kill_when(path, lambda: "m1" not in {v["name"] for v in cloud.lb_members()})
+    # the operator raises min_size meanwhile: the drained VM is needed again
+    path = make_config(tmp_path, cloud, key, sshd.port, scalling={"min_size": "3"})
+    sshd.set_output(MID)
+    text = repair(path, cloud, runs=1)[0]
+    assert "re-added" in text
+    assert vm["id"] in {v["id"] for v in cloud.lb_members()}
+    assert len(cloud.calls_of("deployVirtualMachine")) == 0
+
+
+def test_orphan_destroyed_when_pool_is_full(tmp_path, cloud, key, sshd):
+    add_managed(cloud, "m1")
+    add_managed(cloud, "m2")
+    orphan = cloud.add_vm("orphan", group=group(cloud), in_lb=False)
+    sshd.set_output(MID)
+    path = make_config(tmp_path, cloud, key, sshd.port)
+    text = repair(path, cloud, runs=1)[0]
+    assert "the pool is full" in text
+    assert orphan["id"] not in {vm["id"] for vm in cloud.vms()}
+
+
+@pytest.mark.parametrize("state", ["Error", "Stopped"])
+def test_broken_managed_vm_destroyed_unmanaged_left(tmp_path, cloud, key, sshd, state):
+    broken = cloud.add_vm("broken", group=group(cloud), in_lb=False)
+    cloud.set_state(broken["id"], state)
+    other = cloud.add_vm("not-ours", in_lb=False)
+    cloud.set_state(other["id"], state)
+    sshd.set_output(MID)
+    text = repair(path := make_config(tmp_path, cloud, key, sshd.port), cloud, runs=1)[0]
+    assert f"repair: managed VM broken is {state}" in text
+    ids = {vm["id"] for vm in cloud.vms()}
+    assert broken["id"] not in ids and other["id"] in ids
+    assert path.exists()
+
+
+def test_deploy_answer_lost_in_transport_is_adopted_not_resent(tmp_path, cloud, key, sshd):
+    sshd.set_output(HIGH)
+    path = make_config(tmp_path, cloud, key, sshd.port, account={"timeout": "1"})
+    cloud.inject(Fault("slow_after", command="deployVirtualMachine", delay=3))
+    done = run_cli("-c", str(path))
+    assert done.returncode == 1
+    assert "deployVirtualMachine" in done.stderr and "no answer within 1 s" in done.stderr
+    sshd.set_output(MID)
+    text = repair(path, cloud, runs=1)[0]
+    assert "adopting" in text
+    assert len(cloud.calls_of("deployVirtualMachine")) == 1
+    assert_consistent(cloud)
+
+
+# --- API faults on every call ---------------------------------------------------------------
+
+READS = ["listLoadBalancerRuleInstances", "listVirtualMachines", "queryAsyncJobResult"]
+MUTATIONS_OUT = ["deployVirtualMachine", "assignToLoadBalancerRule"]
+MUTATIONS_IN = ["removeFromLoadBalancerRule", "destroyVirtualMachine"]
+
+
+def fault_config(tmp_path: Path, cloud: Any, key: Path, sshd: Any, command: str) -> Path:
+    if command in MUTATIONS_IN:
+        add_managed(cloud, "m1")
+        sshd.set_output(LOW)
+    else:
+        sshd.set_output(HIGH)
+    return make_config(tmp_path, cloud, key, sshd.port, account={"timeout": "1"})
+
+
+@pytest.mark.parametrize("command", READS)
+@pytest.mark.parametrize("kind", ["http_error", "html", "slow"])
+def test_transient_read_fault_is_retried(tmp_path, cloud, key, sshd, command, kind):
+    path = fault_config(tmp_path, cloud, key, sshd, command)
+    cloud.inject(Fault(kind, command=command, delay=2, times=1))
+    done = run_cli("-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "scale out        : +1" in outputs(done)
+    assert_consistent(cloud)
+
+
+@pytest.mark.parametrize("command", READS[:2])
+def test_persistent_read_fault_exits_1_after_bounded_retries(tmp_path, cloud, key, sshd,
+                                                             command):
+    path = fault_config(tmp_path, cloud, key, sshd, command)
+    cloud.inject(Fault("http_error", command=command, times=-1))
+    done = run_cli("-c", str(path))
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and f"{command}: HTTP 503" in done.stderr
+    assert len(cloud.calls_of(command)) == 4
+    assert len(cloud.calls_of("deployVirtualMachine")) == 0
+
+
+@pytest.mark.parametrize("command", MUTATIONS_OUT + MUTATIONS_IN)
+@pytest.mark.parametrize("kind", ["http_error", "html", "slow"])
+def test_mutation_fault_is_not_repeated_and_repaired_next_run(tmp_path, cloud, key, sshd,
+                                                              command, kind):
+    path = fault_config(tmp_path, cloud, key, sshd, command)
+    cloud.inject(Fault(kind, command=command, delay=2, times=-1))
+    done = run_cli("-c", str(path))
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert command in done.stderr
+    assert len(cloud.calls_of(command)) == 1
+    cloud.clear_faults()
+    sshd.set_output(MID)
+    repair(path, cloud)
+    assert_consistent(cloud)
+
+
+def test_bad_key_401_on_first_call_exits_1(tmp_path, cloud, key, sshd):
+    sshd.set_output(HIGH)
+    path = make_config(tmp_path, cloud, key, sshd.port, account={"secret_key": "wrong"})
+    done = run_cli("-c", str(path), "-v")
+    assert done.returncode == 1
+    assert "HTTP 401" in done.stderr and "unable to verify user credentials" in done.stderr
+    assert all(c.status == 401 for c in cloud.calls)
+    assert len(cloud.calls_of("listLoadBalancerRuleInstances")) == 1
+    assert_no_secrets(done.stdout, done.stderr, extra=("wrong",))
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+def test_failing_deploy_job_leaves_nothing(tmp_path, cloud, key, sshd):
+    sshd.set_output(HIGH)
+    path = make_config(tmp_path, cloud, key, sshd.port)
+    cloud.inject(Fault("job_fail", command="deployVirtualMachine", errortext="No host"))
+    done = run_cli("-c", str(path))
+    assert done.returncode == 1 and "No host" in done.stderr
+    sshd.set_output(MID)
+    repair(path, cloud, runs=1)
+    assert [vm["name"] for vm in cloud.vms() if vm.get("group")] == []
+
+
+def test_never_finishing_job_is_bounded_and_repaired(tmp_path, cloud, key, sshd):
+    sshd.set_output(HIGH)
+    path = make_config(tmp_path, cloud, key, sshd.port, scalling={"job_timeout": "2"})
+    cloud.inject(Fault("job_hang", command="deployVirtualMachine"))
+    started = time.monotonic()
+    done = run_cli("-c", str(path))
+    assert done.returncode == 1 and time.monotonic() - started < 15
+    assert "still pending after 2 s" in done.stderr and "next run" in done.stderr
+    # the hung VM is adopted once the cloud finishes (here: never, so job_timeout again)
+    cloud.clear_faults()
+    hung = [vm for vm in cloud.vms() if vm.get("group")][0]
+    cloud.set_state(hung["id"], "Error")
+    sshd.set_output(MID)
+    repair(path, cloud, runs=1)
+    assert [vm for vm in cloud.vms() if vm.get("group")] == []
+
+
+# --- SSH faults -----------------------------------------------------------------------------
+
+class SilentServer:
+    """Accepts TCP connections and never says a word (an SSH server that hangs)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ssh_case(tmp_path: Path, cloud: Any, key: Path, port: int, **mon: str) -> tuple[
+        subprocess.CompletedProcess, Path]:
+    add_managed(cloud, "m1")
+    path = make_config(tmp_path, cloud, key, port, monitoring=mon)
+    return run_cli("-c", str(path)), path
+
+
+def assert_no_load_action(done: subprocess.CompletedProcess, cloud: Any, text: str) -> None:
+    assert done.returncode == 1, done.stdout
+    assert text in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert not [c for c in cloud.calls if not c.command.startswith(("list", "query"))]
+    assert_no_secrets(done.stdout, done.stderr)
+
+
+def test_ssh_connection_refused(tmp_path, cloud, key):
+    done, _ = ssh_case(tmp_path, cloud, key, sshd_support.free_port("127.0.0.1"))
+    assert_no_load_action(done, cloud, "connection refused")
+
+
+def test_ssh_timeout(tmp_path, cloud, key):
+    silent = SilentServer()
+    try:
+        done, _ = ssh_case(tmp_path, cloud, key, silent.port, connect_timeout="1")
+    finally:
+        silent.close()
+    assert_no_load_action(done, cloud, "127.0.0.1")
+
+
+def test_ssh_auth_failure(tmp_path, cloud, key, sshd, home):
+    stranger = sshd_support.make_key(home / ".ssh", "stranger")
+    done, _ = ssh_case(tmp_path, cloud, stranger, sshd.port)
+    assert_no_load_action(done, cloud, "authentication failed")
+
+
+@pytest.mark.parametrize("output, text", [
+    ("garbage without numbers", "no load average"),
+    ("", "empty output"),
+    ("load average: n/a", "no load average"),
+])
+def test_ssh_unusable_output(tmp_path, cloud, key, sshd, output, text):
+    sshd.set_output(output)
+    done, _ = ssh_case(tmp_path, cloud, key, sshd.port)
+    assert_no_load_action(done, cloud, text)
+
+
+def test_ssh_command_hangs(tmp_path, cloud, key, sshd):
+    sshd.set_sleep(30)
+    started = time.monotonic()
+    done, _ = ssh_case(tmp_path, cloud, key, sshd.port, command_timeout="1")
+    assert time.monotonic() - started < 15
+    assert_no_load_action(done, cloud, "127.0.0.1")
+
+
+@pytest.mark.parametrize("policy, ok, recorded", [
+    ("accept-new", True, True), ("strict", False, False), ("off", True, False)])
+def test_unknown_host_key_per_policy(tmp_path, cloud, key, sshd, home, policy, ok, recorded):
+    sshd.set_output(MID)
+    done, _ = ssh_case(tmp_path, cloud, key, sshd.port, host_key_policy=policy)
+    known = home / ".ssh" / "known_hosts"
+    assert (done.returncode == 0) is ok, done.stderr
+    assert (known.exists() and str(sshd.port) in known.read_text()) is recorded
+    if not ok:
+        assert_no_load_action(done, cloud, "unknown host key and host_key_policy = strict")
+
+
+@pytest.mark.parametrize("policy, ok", [("accept-new", False), ("strict", False), ("off", True)])
+def test_changed_host_key_per_policy(tmp_path, cloud, key, sshd, home, policy, ok):
+    sshd.set_output(MID)
+    (home / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line("127.0.0.1") + "\n")
+    sshd.regenerate_host_key()
+    done, _ = ssh_case(tmp_path, cloud, key, sshd.port, host_key_policy=policy)
+    if ok:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert_no_load_action(done, cloud, "host key changed")
+
+
+# --- secrets at every verbosity -------------------------------------------------------------
+
+@pytest.mark.parametrize("flags", [[], ["-v"], ["-q"], ["--json"], ["--status"], ["-n", "-v"]])
+def test_no_secret_in_any_output(tmp_path, cloud, home, flags):
+    enc = sshd_support.make_key(home / ".ssh", "id_secret", "rsa", "phrase-XYZ", "pem")
+    with sshd_support.OpenSSHServer(tmp_path / "sshd-s", authorized_keys=[enc]) as server:
+        server.set_output(HIGH)
+        path = make_config(tmp_path, cloud, enc, server.port,
+                           monitoring={"pass_phrase": "phrase-XYZ"})
+        done = run_cli("-c", str(path), *flags)
+    assert done.returncode == 0, done.stderr
+    assert_no_secrets(done.stdout, done.stderr, extra=("phrase-XYZ",))

@@ -215,12 +215,11 @@ def config_path(path: Optional[str] = None, environ: Optional[Mapping[str, str]]
     return os.path.expanduser(path or environ.get("IDCFRC") or DEFAULT_CONFIG)
 
 
-def read_config(path: str) -> configparser.ConfigParser:
-    """Parse an INI file; raises ConfigError naming the file on any problem."""
-    parser = configparser.ConfigParser(interpolation=None)
+def read_text(path: str, expected: str = "UTF-8 INI", encoding: str = "utf-8") -> str:
+    """A text file's content; raises ConfigError naming the file when it cannot be read."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
+        with open(path, encoding=encoding) as handle:
+            return handle.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except PermissionError:
@@ -228,7 +227,14 @@ def read_config(path: str) -> configparser.ConfigParser:
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (expected UTF-8 INI)") from None
+        raise ConfigError(f"{path}: not a text file (expected {expected})") from None
+
+
+def read_config(path: str) -> configparser.ConfigParser:
+    """Parse an INI file; raises ConfigError naming the file on any problem."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(read_text(path), source=path)
     except configparser.Error as exc:
         first_line = str(exc).splitlines()[0]
         raise ConfigError(f"{path}: not a valid INI file: {redact(first_line)}") from None

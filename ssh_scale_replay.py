@@ -152,19 +152,9 @@ def _parse_demand(text: str, where: str) -> float:
 
 
 def read_trace(path: str) -> Trace:
-    """Read and parse a trace file; raises ReplayError naming the file."""
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            return parse_trace(handle, path)
-    except FileNotFoundError:
-        raise ReplayError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ReplayError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise ReplayError(f"{path}: permission denied") from None
-    except UnicodeDecodeError:
-        raise ReplayError(f"{path}: not a text file (expected UTF-8 minute,demand lines)") \
-            from None
+    """Read and parse a trace file; raises ConfigError (ReplayError for its content)."""
+    text = idcf_api.read_text(path, "UTF-8 minute,demand lines", encoding="utf-8-sig")
+    return parse_trace(text.splitlines(), path)
 
 
 # --- the load-average model (pure) ---------------------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 import idcf_api
 import ssh_scale
 import ssh_scale_replay as rp
+from idcf_api import ConfigError
 from ssh_scale import Action, Settings
 from ssh_scale_replay import Change, ReplayError
 
@@ -166,13 +167,13 @@ def test_parse_trace_rejects_bad_rows_naming_file_and_line(text: str, message: s
 
 
 def test_read_trace_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(ReplayError, match=r"missing\.csv: no such file$"):
+    with pytest.raises(ConfigError, match=r"missing\.csv: no such file$"):
         rp.read_trace(str(tmp_path / "missing.csv"))
-    with pytest.raises(ReplayError, match="is a directory"):
+    with pytest.raises(ConfigError, match="is a directory"):
         rp.read_trace(str(tmp_path))
     binary = tmp_path / "trace.bin"
     binary.write_bytes(b"\xff\xfe\x00\x81")
-    with pytest.raises(ReplayError, match=r"trace\.bin: not a text file"):
+    with pytest.raises(ConfigError, match=r"trace\.bin: not a text file"):
         rp.read_trace(str(binary))
 
 

@@ -1257,9 +1257,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             message += "; the next run repairs what it left"
         _fail(message, redactor)
         return 1
+    except OSError as exc:
+        _fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc}", redactor)
+        return 1
     except KeyboardInterrupt:
         _fail("interrupted", redactor)
         return 130
+    except Exception as exc:  # a bug or an answer we do not understand: still one line
+        log.debug("unexpected error", exc_info=True)
+        _fail(f"unexpected {exc.__class__.__name__}: {exc} (run with -v for details; "
+              "please report it)", redactor)
+        return 1
 
 
 def _fail(message: str, redactor: idcf_api.RedactingFilter) -> None:

@@ -361,19 +361,17 @@ class Client:
         """Every object a list command returns, following pages (500 a page)."""
         if "page" in params or "pagesize" in params:
             return list_items(self.call(command, **params))
-        answer = self.call(command, **params)
-        items = list_items(answer)
-        page = 1
-        # The first answer is page 1 of 500 (the server default); only fetch on when the
-        # total says there is more, so a small list costs one request.
-        while items and len(items) < int(answer.get("count") or 0):
+        items: list[dict] = []
+        page = 0
+        # Explicit pages of 500: the server's default page size is a setting that may be
+        # smaller. A small list costs one request; stop at the total or an empty page.
+        while True:
             page += 1
             answer = self.call(command, page=page, pagesize=PAGE_SIZE, **params)
             more = list_items(answer)
-            if not more:
-                break
             items.extend(more)
-        return items
+            if not more or len(items) >= int(answer.get("count") or 0):
+                return items
 
     def wait(self, jobid: str, timeout: float = 900.0,
              on_poll: Optional[Callable[[dict], None]] = None) -> dict:
@@ -688,6 +686,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. piped into head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

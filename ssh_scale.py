@@ -17,7 +17,6 @@ import contextlib
 import enum
 import fcntl
 import getpass
-import hashlib
 import json
 import logging
 import math
@@ -58,8 +57,8 @@ KNOWN_KEYS = {
 }
 REQUIRED_LAUNCH_KEYS = ("serviceofferingid", "templateid", "zoneid")
 HOST_KEY_POLICIES = ("accept-new", "strict", "off")
-IN_SERVICE = ("Running", "Starting")
-BROKEN = ("Error", "Stopped")
+IN_SERVICE = ("Running", "Starting", "Migrating")
+BROKEN = ("Error", "Stopped", "Unknown", "Shutdown")
 PERIODS = (1, 5, 15)
 CPU_COMMAND = "getconf _NPROCESSORS_ONLN"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -75,6 +74,10 @@ class SshError(ScaleError):
 
 class LockBusy(ScaleError):
     """Another run holds the lock for this config."""
+
+
+class CommandFailed(Exception):
+    """The monitoring command failed, or did not finish within command_timeout."""
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -318,6 +321,8 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
     inn = _section(parser, source, "policy_in")
     for key in REQUIRED_LAUNCH_KEYS:
         launch.text(key)
+    if launch.values.get("startvm", "true").strip().lower() == "false":
+        raise launch.error("startvm", "must not be false: the pool needs running VMs")
     monitor_members = mon.boolean("monitor_members", False)
     hosts = tuple(h.strip() for h in mon.text("host", "" if monitor_members else None)
                   .split(",") if h.strip())
@@ -498,13 +503,15 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
 
 
 def _plan_repair(pool: Pool, settings: Settings, history: Optional[History]) -> Optional[Decision]:
-    managed_out = [v for v in pool.vms if v.managed and not v.in_lb]
-    broken = [v for v in pool.vms if v.managed and v.state in BROKEN]
+    ours = [v for v in pool.vms if v.managed and not v.monitored]
+    broken = [v for v in ours if v.state in BROKEN and not v.jobid]
     if broken:
         vm = broken[0]
         return Decision(Action.DESTROY, f"repair: managed VM {vm.name} is {vm.state}",
                         vms=(vm,), count=1, rule="repair")
-    orphans = [v for v in managed_out if v.state in IN_SERVICE]
+    # A VM listed Stopped with a pending job is a deploy still under way (Stopped, Starting,
+    # Running): it is adopted after its job, like a Starting one.
+    orphans = [v for v in ours if not v.in_lb and (v.state in IN_SERVICE or v.jobid)]
     if not orphans:
         return None
     if history is None:
@@ -643,38 +650,37 @@ def history_from_events(events: Sequence[Mapping[str, Any]], settings: Settings,
                         pool: Pool) -> History:
     """Last scale-out end, last scale-in, and drained VMs, from listEvents objects.
 
-    An event belongs to this pool when it names the load-balancer rule (LB events) or a
-    managed VM (VM events). Without an assign event, the newest managed member's creation
-    time stands in for the last scale-out (a lower bound)."""
+    An LB event belongs to this pool when its resourceid is the rule, or its description
+    names the rule's ID as a whole word; the managed VMs it names (whole words) were assigned
+    or drained. Without an assign event, the newest managed member's creation time stands in
+    for the last scale-out (a lower bound)."""
     managed_ids = {v.id for v in pool.vms if v.managed}
     last_out = last_in = None
     drained: set[str] = set()
-    assigned_after: dict[str, datetime] = {}
     for event in sorted(events, key=lambda e: parse_time(e.get("created")) or _EPOCH):
         when = parse_time(event.get("created"))
-        if when is None or event.get("state", "Completed") != "Completed":
-            continue
         kind = str(event.get("type", ""))
-        text = f"{event.get('description', '')} {event.get('resourceid', '')}"
-        if kind.startswith("LB.") and settings.load_balancer not in text:
+        if when is None or event.get("state", "Completed") != "Completed" or \
+                kind not in ("LB.ASSIGN.TO.RULE", "LB.REMOVE.FROM.RULE"):
             continue
-        named = {i for i in managed_ids if i in text}
+        words = set(_ID_WORD.findall(str(event.get("description", ""))))
+        if event.get("resourceid") != settings.load_balancer and \
+                settings.load_balancer not in words:
+            continue
+        named = managed_ids & words
         if kind == "LB.ASSIGN.TO.RULE":
             last_out = when
-            for vm_id in named:
-                assigned_after[vm_id] = when
-                drained.discard(vm_id)
-        elif kind == "LB.REMOVE.FROM.RULE":
+            drained -= named
+        else:
             last_in = when
-            drained.update(named)
-        elif kind == "VM.DESTROY" and named:
-            last_in = when
+            drained |= named
     if last_out is None:
         created = [v.created for v in pool.members if v.managed and v.created]
         last_out = max(created, default=None)
     return History(last_out, last_in, frozenset(drained))
 
 
+_ID_WORD = re.compile(r"[A-Za-z0-9_-]+")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -810,8 +816,18 @@ def _exec(client: Any, command: str, timeout: float) -> str:
     stdin, stdout, _ = client.exec_command(command, timeout=timeout)
     stdin.close()
     channel = stdout.channel
-    data = stdout.read(65536)
-    channel.recv_exit_status()
+    late = CommandFailed(f"the command did not finish within {timeout:g} s "
+                         "(check [monitoring] command / command_timeout)")
+    try:
+        data = stdout.read(65536)
+    except socket.timeout:
+        raise late from None
+    if not channel.status_event.wait(timeout):
+        raise late
+    status = channel.recv_exit_status()
+    if status != 0:
+        raise CommandFailed(f"the command exited with status {status} "
+                            "(check [monitoring] command)")
     return data.decode("utf-8", "replace")
 
 
@@ -819,6 +835,8 @@ def _ssh_error_text(exc: BaseException, target: Target, settings: Settings) -> s
     import paramiko
 
     where = f"{target.hostname}:{target.port}"
+    if isinstance(exc, CommandFailed):
+        return f"{where}: {exc}"
     if isinstance(exc, paramiko.BadHostKeyException):
         return (f"{where}: host key changed ({exc.key.get_name()}); refusing to connect "
                 f"(check {display_path(target.known_hosts)})")
@@ -844,15 +862,20 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def measure(hosts: Sequence[str], settings: Settings, ssh_config: Optional[Any],
-            pkey: Any) -> Measurement:
-    """Measure every host in parallel (bounded workers, per-host timeouts)."""
+def measure(hosts: Sequence[str], settings: Settings,
+            ssh_config: Optional[Any]) -> Measurement:
+    """Measure every host in parallel (bounded workers, per-host timeouts); each host with
+    its own key (~/.ssh/config IdentityFile), each key loaded once. Raises SshError when a
+    key cannot be loaded."""
     if not hosts:
         return Measurement()
     targets = [make_target(h, settings, ssh_config) for h in hosts]
+    keys = {path: load_private_key(path, settings.pass_phrase)
+            for path in {t.key_path for t in targets}}
     workers = min(settings.max_parallel, len(targets))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return Measurement(tuple(pool.map(lambda t: read_load(t, settings, pkey), targets)))
+        return Measurement(tuple(pool.map(
+            lambda t: read_load(t, settings, keys[t.key_path]), targets)))
 
 
 # --- the cloud (I/O) --------------------------------------------------------------------------
@@ -1008,17 +1031,14 @@ class Report:
 
 
 @contextlib.contextmanager
-def run_lock(source: str) -> Iterator[None]:
-    """A per-config flock; raises LockBusy when another run holds it."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.expanduser("~/.cache")
-    directory = os.path.join(base, "ssh_scale")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    digest = hashlib.sha1(os.path.abspath(os.path.expanduser(source)).encode()).hexdigest()[:16]
-    with open(os.path.join(directory, f"{digest}.lock"), "a") as handle:
+def run_lock(path: str) -> Iterator[None]:
+    """An flock on the config file itself, so every run of one config excludes the others
+    whatever its environment (cron, systemd, a login shell); raises LockBusy."""
+    with open(path, "rb") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockBusy(f"another run holds the lock for {source}") from None
+            raise LockBusy(f"another run holds the lock on {display_path(path)}") from None
         yield
 
 
@@ -1027,7 +1047,7 @@ def monitored_names(settings: Settings, ssh_config: Optional[Any],
     """Names and addresses that identify the monitored VM among the pool members."""
     names = list(settings.hosts)
     names += [lookup_ssh_config(ssh_config, h).get("hostname", h) for h in settings.hosts]
-    names += [h.address for h in measurement.hosts if h.address]
+    names += [h.address for h in measurement.hosts if h.address and h.host in settings.hosts]
     return names
 
 
@@ -1048,16 +1068,15 @@ def member_hosts(pool: Pool, settings: Settings, now: datetime) -> list[str]:
 
 def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
             now: datetime) -> tuple[Measurement, Pool]:
-    """Measure and read the pool; in parallel when the hosts are known up front."""
-    pkey = load_private_key(*_key_and_phrase(settings, ssh_config))
+    """Measure and read the pool; in parallel when the hosts are known up front. With
+    monitor_members the members are measured instead of [monitoring] host, which then only
+    identifies the monitored VM."""
     if settings.monitor_members:
         pool = read_pool(client, settings, monitored_names(settings, ssh_config, Measurement()))
-        hosts = list(settings.hosts) + member_hosts(
-            Pool(tuple(v for v in pool.vms if not v.monitored)), settings, now)
-        measurement = measure(hosts, settings, ssh_config, pkey)
+        measurement = measure(member_hosts(pool, settings, now), settings, ssh_config)
     else:
         with ThreadPoolExecutor(max_workers=1) as executor:
-            measuring = executor.submit(measure, settings.hosts, settings, ssh_config, pkey)
+            measuring = executor.submit(measure, settings.hosts, settings, ssh_config)
             pool = read_pool(client, settings, monitored_names(settings, ssh_config,
                                                                 Measurement()))
             measurement = measuring.result()
@@ -1071,12 +1090,6 @@ def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
 
 def _matches(vm: Vm, names: Sequence[str]) -> bool:
     return bool({vm.name, vm.displayname, vm.instancename, vm.ip} & set(names))
-
-
-def _key_and_phrase(settings: Settings, ssh_config: Optional[Any]) -> tuple[str, str]:
-    first = settings.hosts[0] if settings.hosts else "*"
-    return key_path_for(settings, lookup_ssh_config(ssh_config, first)) or "", \
-        settings.pass_phrase
 
 
 def log_checks(report: Report, settings: Settings) -> None:
@@ -1109,12 +1122,14 @@ def decide_with_history(measurement: Measurement, pool: Pool, settings: Settings
     return decision
 
 
-def run_once(settings: Settings, client: Client, *, ssh_config: Optional[Any] = None,
-             dry_run: bool = False, sleep: Callable[[float], None] = time.sleep,
+def run_once(settings: Settings, client: Client, report: Report, *,
+             ssh_config: Optional[Any] = None, sleep: Callable[[float], None] = time.sleep,
              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Report:
-    """Observe, decide and (unless dry_run) act once; raises on operational failure."""
+    """Observe, decide and (unless report.dry_run) act once, filling the report as it goes
+    (so a failing run still reports what it saw); raises on operational failure."""
     now = clock()
-    report = Report(time=now.isoformat(timespec="seconds"), dry_run=dry_run)
+    dry_run = report.dry_run
+    report.time = now.isoformat(timespec="seconds")
     report.measurement, report.pool = observe(settings, client, ssh_config, now)
     report.load_out = aggregate_load(report.measurement, settings.period_out, settings)
     report.load_in = aggregate_load(report.measurement, settings.period_in, settings)
@@ -1227,13 +1242,26 @@ def execute(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> int
         log.warning("%-17s: %s is readable by group or others; it holds secrets "
                     "(chmod 600 it)", "warning", display_path(path))
     client = Client(settings.account)
+    read_only = args.dry_run or args.status
+    report = Report(time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    dry_run=read_only)
     try:
-        with run_lock(path):
-            report = run_once(settings, client, ssh_config=ssh_config,
-                              dry_run=args.dry_run or args.status)
+        # A read-only look needs no lock: it must work while a scale-out is under way.
+        with contextlib.nullcontext() if read_only else run_lock(path):
+            run_once(settings, client, report, ssh_config=ssh_config)
     except LockBusy as exc:
         log.warning("%-17s: %s; exiting", "lock", exc)
-        return 0
+        report.result = f"skipped: {exc}"
+        return emit(report, args)
+    except (ScaleError, idcf_api.CloudStackError) as exc:
+        report.result = f"error: {idcf_api.redact(str(exc), redactor.secrets)}"
+        emit(report, args)
+        raise
+    return emit(report, args)
+
+
+def emit(report: Report, args: argparse.Namespace) -> int:
+    """Print the --status table or the --json object (if asked); returns 0."""
     if args.status:
         print(status_table(report))
     if args.json:

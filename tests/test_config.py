@@ -78,6 +78,8 @@ BROKEN = [
      "[launch_config] templateid: empty"),
     ("no-offering", removing("launch_config", "serviceofferingid"),
      "[launch_config] serviceofferingid: missing"),
+    ("startvm-false", setting("launch_config", "startvm", "false"),
+     "[launch_config] startvm: must not be false"),
     ("no-scaling", removing("scalling"), "[scalling]: missing section"),
     ("no-min", removing("scalling", "min_size"), "[scalling] min_size: missing"),
     ("max-five", setting("scalling", "max_size", "five"),

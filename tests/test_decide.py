@@ -265,3 +265,37 @@ def test_parse_time_formats():
     assert s.parse_time("2013-05-10T17:27:52+0900") == datetime(
         2013, 5, 10, 8, 27, 52, tzinfo=timezone.utc)
     assert s.parse_time("garbage") is None and s.parse_time(None) is None
+
+
+def test_repair_never_touches_the_monitored_vm():
+    monitored = replace(vm("web1", in_lb=False, state="Stopped"), monitored=True)
+    d = s.decide(load(2.0), pool(3, monitored), COOL, NOW, s.History())
+    assert d.action is A.NONE
+
+
+@pytest.mark.parametrize("state", ["Stopped", "Starting", "Running"])
+def test_repair_adopts_a_vm_whose_deploy_job_is_pending(state):
+    building = replace(vm("x", in_lb=False, state=state), jobid="job-1")
+    d = s.decide(load(2.0), pool(3, building), COOL, NOW, s.History())
+    assert d.action is A.ADOPT and d.vms == (building,)
+
+
+@pytest.mark.parametrize("state", ["Unknown", "Shutdown"])
+def test_repair_destroys_other_dead_states(state):
+    dead = vm("x", in_lb=False, state=state)
+    assert s.decide(load(2.0), pool(3, dead), COOL, NOW, s.History()).action is A.DESTROY
+
+
+def test_migrating_member_counts_as_in_service():
+    p = s.Pool((vm("web1", managed=False, monitored=True), vm("m", state="Migrating")))
+    d = s.decide(load(2.0), p, replace(BASE, min_size=2, max_size=2), NOW, s.History())
+    assert p.count == 2 and d.action is A.NONE
+
+
+def test_history_matches_whole_ids_and_resourceid():
+    settings = replace(BASE, load_balancer="5")
+    events = [event("LB.ASSIGN.TO.RULE", 1, "Load balancer Id: 15 Instance IDs: 7"),
+              event("LB.REMOVE.FROM.RULE", 2, "no ids here")]
+    events[1]["resourceid"] = "5"
+    h = s.history_from_events(events, settings, s.Pool())
+    assert h.last_scale_out is None and h.last_scale_in == NOW - timedelta(minutes=2)

@@ -5,7 +5,6 @@ cloud's state afterwards."""
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -173,17 +172,19 @@ def test_dry_run_sends_no_mutation(tmp_path, cloud, key, sshd):
     assert mutations(cloud) == [] and member_names(cloud) == ["web1"]
 
 
-def test_lock_held_exits_0_with_one_line(tmp_path, cloud, key, sshd, home):
+def test_lock_held_exits_0_with_one_line(tmp_path, cloud, key, sshd):
     path = config(tmp_path, cloud, key, sshd)
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:16]
-    lock_dir = home / ".cache" / "ssh_scale"
-    lock_dir.mkdir(parents=True)
-    with open(lock_dir / f"{digest}.lock", "a") as handle:
+    with open(path, "rb") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         done = run_cli("-c", str(path))
-    assert done.returncode == 0
-    assert "another run holds the lock" in done.stdout
-    assert cloud.calls == [] and sshd.exec_count() == 0
+        shell_like = run_cli("-c", str(path), env=dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path)))
+        status = run_cli("-c", str(path), "--status")
+    assert done.returncode == 0 and shell_like.returncode == 0
+    assert "another run holds the lock on" in done.stdout
+    assert "another run holds the lock on" in shell_like.stdout
+    assert status.returncode == 0 and "decision now" in status.stdout  # read-only: no lock
+    assert not [c for c in cloud.calls if c.command == "deployVirtualMachine"]
+    assert sshd.exec_count() == 1
 
 
 def test_unreachable_host_exits_1_and_takes_no_load_action(tmp_path, cloud, key):

@@ -142,7 +142,14 @@ def test_list_pages_past_500(client, sim):
         sim.add_vm(f"vm{i}", ip="127.0.9.9", in_lb=False)
     vms = client.list("listVirtualMachines")
     assert len(vms) == 1203 and len({v["id"] for v in vms}) == 1203
-    assert len(sim.calls) == 3  # one request per page, the first without paging parameters
+    assert [c.params["page"] for c in sim.calls] == ["1", "2", "3"]
+
+
+def test_small_list_costs_one_request(client, sim):
+    for i in range(7):
+        sim.add_vm(f"vm{i}", ip="127.0.9.9", in_lb=False)
+    assert len(client.list("listVirtualMachines")) == 7
+    assert len(sim.calls) == 1
 
 
 def test_lbvmips_list_variant(client, sim):
@@ -384,6 +391,18 @@ def test_cli_config_error_exit_2(home, capsys):
     assert idcf_api.main(["listZones"]) == 2
     err = capsys.readouterr().err
     assert "[account] host: missing (or set CLOUDSTACK_ENDPOINT)" in err
+
+
+def test_cli_into_a_closed_pipe_is_quiet(rc, sim):
+    import subprocess
+    import sys
+    for i in range(300):  # an answer far larger than a pipe's buffer
+        sim.add_vm(f"vm{i}", ip="127.0.9.9", in_lb=False)
+    script = "import idcf_api, sys; sys.exit(idcf_api.main(['listVirtualMachines']))"
+    done = subprocess.run(f"{sys.executable} -c \"{script}\" | head -c 1", shell=True,
+                          capture_output=True, text=True, env={**__import__("os").environ},
+                          check=False)
+    assert "Traceback" not in done.stderr and done.stdout == "{"
 
 
 def test_cli_help_and_version(capsys):

@@ -159,3 +159,42 @@ def test_json_one_object_on_stdout(tmp_path, cloud, key, servers):
     assert report["result"] == "pool has 3 VMs"
     assert len(cloud.lb_members()) == 3
     assert "*** scale out check ***" in done.stderr
+
+
+def test_members_mode_scales_in_the_newest_managed(tmp_path, cloud, key, servers):
+    vms = pool_of(cloud, 3)
+    loads(servers, 0.1, 0.1, 0.1)
+    done = run_cli("-c", str(members_config(tmp_path, cloud, key, servers.port)))
+    assert done.returncode == 0, done.stderr
+    assert "scale in         : -1 (m2" in done.stdout
+    assert vms[2]["id"] not in {vm["id"] for vm in cloud.vms()}
+
+
+def test_json_still_printed_when_the_run_fails(tmp_path, cloud, key):
+    pool_of(cloud, 1)
+    sections = base_sections(cloud, key, port=sshd_support.free_port("127.0.0.1"))
+    sections["scalling"]["min_size"] = "2"
+    done = run_cli("--json", "-c", str(write_config(tmp_path / "rc", sections)))
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["decision"]["rule"] == "min_size" and report["result"].startswith("error: ")
+    assert "connection refused" in report["hosts"][0]["error"]
+    assert len(cloud.lb_members()) == 2
+
+
+def test_failing_command_is_no_measurement(tmp_path, cloud, key):
+    import paramiko
+
+    from load_sshd import LoadServer
+
+    def respond(address: str, command: str) -> str:
+        raise RuntimeError("upstream error 502")  # the server answers exit status 1
+
+    pool_of(cloud, 2)
+    with LoadServer(respond, authorized_keys=[paramiko.PKey.from_path(str(key))]) as server:
+        sections = base_sections(cloud, key, port=server.port)
+        done = run_cli("-c", str(write_config(tmp_path / "rc", sections)))
+    assert done.returncode == 1
+    assert "the command exited with status 1" in done.stderr
+    assert not cloud.calls_of("deployVirtualMachine") and not cloud.calls_of(
+        "destroyVirtualMachine")

@@ -504,14 +504,15 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
 
 def _plan_repair(pool: Pool, settings: Settings, history: Optional[History]) -> Optional[Decision]:
     ours = [v for v in pool.vms if v.managed and not v.monitored]
-    broken = [v for v in ours if v.state in BROKEN and not v.jobid]
+    building = [v for v in ours if v.state == "Stopped" and v.jobid]
+    broken = [v for v in ours if v.state in BROKEN and v not in building]
     if broken:
         vm = broken[0]
         return Decision(Action.DESTROY, f"repair: managed VM {vm.name} is {vm.state}",
                         vms=(vm,), count=1, rule="repair")
     # A VM listed Stopped with a pending job is a deploy still under way (Stopped, Starting,
     # Running): it is adopted after its job, like a Starting one.
-    orphans = [v for v in ours if not v.in_lb and (v.state in IN_SERVICE or v.jobid)]
+    orphans = [v for v in ours if not v.in_lb and (v.state in IN_SERVICE or v in building)]
     if not orphans:
         return None
     if history is None:

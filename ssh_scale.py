@@ -120,7 +120,7 @@ class Settings:
     min_reporting: int = 1
     aggregate: str = "mean"
     per_cpu: bool = False
-    max_parallel: int = 32
+    max_parallel: int = 64
     job_timeout: float = 900.0
     expunge: bool = False
     drain_seconds: float = 30.0
@@ -357,7 +357,7 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         min_reporting=mon.integer("min_reporting", 1, minimum=1),
         aggregate=mon.choice("aggregate", "mean", ("mean", "max")),
         per_cpu=mon.boolean("per_cpu", False),
-        max_parallel=mon.integer("max_parallel", 32, minimum=1),
+        max_parallel=mon.integer("max_parallel", 64, minimum=1),
         job_timeout=scaling.number("job_timeout", 900.0, above=True),
         expunge=scaling.boolean("expunge", False),
         drain_seconds=scaling.number("drain_seconds", 30.0),
@@ -780,25 +780,45 @@ def _accept_new_policy(known_hosts: str) -> Any:
     return AcceptNew()
 
 
-def read_load(target: Target, settings: Settings, pkey: Any) -> HostLoad:
-    """One SSH connection, one exec; never raises (the error goes into the HostLoad)."""
+def load_known_hosts(path: str) -> Any:
+    """The parsed known_hosts file (empty when absent), read once per run for all hosts."""
+    import paramiko
+
+    keys = paramiko.HostKeys()
+    if os.path.exists(path):
+        keys.load(path)
+    return keys
+
+
+def read_load(target: Target, settings: Settings, pkey: Any, known: Any) -> HostLoad:
+    """One SSH connection, one exec; never raises (the error goes into the HostLoad).
+
+    ``known`` is the parsed known_hosts (paramiko.HostKeys); only this host's entries are
+    handed to the client."""
     import paramiko
 
     client = paramiko.SSHClient()
     started = time.monotonic()
     try:
-        if settings.host_key_policy != "off" and os.path.exists(target.known_hosts):
-            client.load_system_host_keys(target.known_hosts)
+        name = target.hostname if target.port == 22 else f"[{target.hostname}]:{target.port}"
+        if settings.host_key_policy != "off":
+            for keytype, key in (known.lookup(name) or {}).items():
+                client.get_host_keys().add(name, keytype, key)
         if settings.host_key_policy == "accept-new":
             client.set_missing_host_key_policy(_accept_new_policy(target.known_hosts))
         elif settings.host_key_policy == "off":
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         else:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        sock = socket.create_connection((target.hostname, target.port),
+                                        timeout=settings.connect_timeout)
+        # SSH sends small packets back and forth: without this each may wait ~40 ms for a
+        # delayed ACK (paramiko does not set it).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.connect(target.hostname, port=target.port, username=target.user, pkey=pkey,
                        timeout=settings.connect_timeout, banner_timeout=settings.connect_timeout,
                        auth_timeout=settings.connect_timeout, allow_agent=False,
-                       look_for_keys=False)
+                       look_for_keys=False, sock=sock)
         transport = client.get_transport()
         address = transport.getpeername()[0] if transport else None
         command = settings.command + (f"; {CPU_COMMAND}" if settings.per_cpu else "")
@@ -873,10 +893,11 @@ def measure(hosts: Sequence[str], settings: Settings,
     targets = [make_target(h, settings, ssh_config) for h in hosts]
     keys = {path: load_private_key(path, settings.pass_phrase)
             for path in {t.key_path for t in targets}}
+    known = {path: load_known_hosts(path) for path in {t.known_hosts for t in targets}}
     workers = min(settings.max_parallel, len(targets))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return Measurement(tuple(pool.map(
-            lambda t: read_load(t, settings, keys[t.key_path]), targets)))
+            lambda t: read_load(t, settings, keys[t.key_path], known[t.known_hosts]), targets)))
 
 
 # --- the cloud (I/O) --------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Benchmarks of ssh-scale: run them all with `make bench` (bench/run_all.py)."""

@@ -85,10 +85,7 @@ def write_config(path: Path, sections: dict[str, dict[str, str]]) -> Path:
 @pytest.fixture
 def sshd(tmp_path: Path, key: Path) -> Any:
     """The real OpenSSH sshd on 127.0.0.1, accepting `key`; skipped without sshd (not in CI)."""
-    if not sshd_support.sshd_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("sshd is missing in CI: make test installs openssh-server")
-        pytest.skip("OpenSSH sshd is not installed (make test installs it)")
+    sshd_support.require_sshd()
     with sshd_support.OpenSSHServer(tmp_path / "sshd", authorized_keys=[key]) as server:
         yield server
 

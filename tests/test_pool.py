@@ -4,7 +4,6 @@ several loopback addresses, metric options, and the --status and --json views.""
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,7 @@ def cloud() -> Any:
 @pytest.fixture
 def servers(tmp_path: Path, key: Path) -> Any:
     """One sshd on every member address: it tells hosts apart by the address dialled."""
-    if not sshd_support.sshd_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("sshd is missing in CI")
-        pytest.skip("OpenSSH sshd is not installed")
+    sshd_support.require_sshd()
     with sshd_support.OpenSSHServer(tmp_path / "sshd", addresses=ADDRESSES,
                                     authorized_keys=[key]) as server:
         yield server

@@ -8,8 +8,10 @@ script's folder comes first on sys.path), so this launcher drops its own folder 
 import os
 import sys
 
-_here = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _here]
+# Both: the folder this file is in, and the one it was started from (an editable install's
+# wrapper execs this file from the bin folder).
+_mine = {os.path.dirname(os.path.realpath(f)) for f in (__file__, sys.argv[0]) if f}
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) not in _mine]
 
 from ssh_scale import main  # noqa: E402
 

@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Optional, Union
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import quote, urlsplit
@@ -337,6 +338,8 @@ class Client:
         self.monotonic = monotonic
         self.retries = retries
         self._secrets = (account.api_key, account.secret_key)
+        #: Seconds the server's clock is ahead of ours, from the last answer's Date header.
+        self.clock_skew = 0.0
 
     def request(self, command: str, **params: Any) -> dict:
         """The full JSON answer (with its envelope); reads are retried, mutations never."""
@@ -421,7 +424,14 @@ class Client:
                                  f"{_short_reason(exc, self._secrets)}") from None
         log.debug("%s: HTTP %d in %.3f s", command, response.status_code,
                   self.monotonic() - started)
+        self._note_server_time(response.headers.get("Date"))
         return self._decode(command, response)
+
+    def _note_server_time(self, date: Optional[str]) -> None:
+        try:
+            self.clock_skew = parsedate_to_datetime(date or "").timestamp() - time.time()
+        except (TypeError, ValueError, IndexError):
+            pass  # no usable Date header: keep what we knew
 
     def _decode(self, command: str, response: requests.Response) -> dict:
         try:

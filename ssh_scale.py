@@ -62,6 +62,7 @@ BROKEN = ("Error", "Stopped", "Unknown", "Shutdown")
 PERIODS = (1, 5, 15)
 CPU_COMMAND = "getconf _NPROCESSORS_ONLN"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+IGNORED_SKEW = 5.0  # seconds: the Date header's resolution plus the answer's latency
 
 
 class ScaleError(Exception):
@@ -1088,6 +1089,14 @@ def member_hosts(pool: Pool, settings: Settings, now: datetime) -> list[str]:
     return hosts
 
 
+def cloud_time(local: datetime, client: Client) -> datetime:
+    """The cloud's time: the local time corrected by the skew seen in the API's Date
+    headers, so cooldowns and boot_grace compare like with like on a monitor VM whose clock
+    is off."""
+    skew = client.clock_skew
+    return local + timedelta(seconds=skew) if abs(skew) > IGNORED_SKEW else local
+
+
 def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
             now: datetime) -> tuple[Measurement, Pool]:
     """Measure and read the pool; in parallel when the hosts are known up front. With
@@ -1095,7 +1104,8 @@ def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
     identifies the monitored VM."""
     if settings.monitor_members:
         pool = read_pool(client, settings, monitored_names(settings, ssh_config, Measurement()))
-        measurement = measure(member_hosts(pool, settings, now), settings, ssh_config)
+        measurement = measure(member_hosts(pool, settings, cloud_time(now, client)), settings,
+                              ssh_config)
     else:
         with ThreadPoolExecutor(max_workers=1) as executor:
             measuring = executor.submit(measure, settings.hosts, settings, ssh_config)
@@ -1153,6 +1163,11 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     dry_run = report.dry_run
     report.time = now.isoformat(timespec="seconds")
     report.measurement, report.pool = observe(settings, client, ssh_config, now)
+    if abs(client.clock_skew) > IGNORED_SKEW:
+        log.warning("%-17s: this machine's clock is %.0f s %s the cloud's; cooldowns use the "
+                    "cloud's", "clock", abs(client.clock_skew),
+                    "behind" if client.clock_skew > 0 else "ahead of")
+        now = cloud_time(now, client)
     report.load_out = aggregate_load(report.measurement, settings.period_out, settings)
     report.load_in = aggregate_load(report.measurement, settings.period_in, settings)
     log_checks(report, settings)

@@ -307,6 +307,8 @@ class Simulator:
         self.secret_key = secret_key
         self.host = _check_loopback(host, "host")
         self.job_seconds = job_seconds
+        #: The cloud's default.page.size: the default and the largest pagesize accepted.
+        self.page_size = MAX_PAGE_SIZE
         ips = list(_DEFAULT_IPS if ip_addresses is None else ip_addresses)
         self._fresh_ips = deque(_check_loopback(ip, "VM address") for ip in ips)
         self._freed_ips: deque[str] = deque()
@@ -635,12 +637,12 @@ class Simulator:
             raise _ApiError(431, '"pagesize" parameter is required when "page" is specified')
         page = self._integer(command, "page", page_text) if page_text is not None else None
         size = (self._integer(command, "pagesize", size_text) if size_text is not None
-                else MAX_PAGE_SIZE)
+                else self.page_size)
         if page is None and size != -1 and size_text is not None:
             raise _ApiError(431, '"page" parameter is required when "pagesize" is specified')
-        if size > MAX_PAGE_SIZE:
+        if size > self.page_size:
             raise _ApiError(431, "Page size can't exceed max allowed page size value: "
-                                 f"{MAX_PAGE_SIZE}", 4350)
+                                 f"{self.page_size}", 4350)
         if size == -1 and page is not None:
             raise _ApiError(431, "Can't specify page parameter when pagesize is -1 (Unlimited)",
                             4350)

@@ -46,7 +46,6 @@ log = logging.getLogger("idcf_api")
 DEFAULT_CONFIG = "~/.idcfrc"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_EXPIRES = 600
-PAGE_SIZE = 500
 READ_RETRIES = 3
 MAX_GET_LENGTH = 2000
 ENV_NAMES = {
@@ -361,20 +360,22 @@ class Client:
         return unwrap(command, self.request(command, **params))
 
     def list(self, command: str, **params: Any) -> list[dict]:
-        """Every object a list command returns, following pages (500 a page)."""
+        """Every object a list command returns, following pages."""
         if "page" in params or "pagesize" in params:
             return list_items(self.call(command, **params))
-        items: list[dict] = []
-        page = 0
-        # Explicit pages of 500: the server's default page size is a setting that may be
-        # smaller. A small list costs one request; stop at the total or an empty page.
-        while True:
+        # The first request leaves the page size to the server (its default.page.size may be
+        # below 500, and a larger pagesize is refused); further pages use the size it chose.
+        answer = self.call(command, **params)
+        items = list_items(answer)
+        size, page = len(items), 1
+        while items and len(items) < int(answer.get("count") or 0):
             page += 1
-            answer = self.call(command, page=page, pagesize=PAGE_SIZE, **params)
+            answer = self.call(command, page=page, pagesize=size, **params)
             more = list_items(answer)
+            if not more:
+                break
             items.extend(more)
-            if not more or len(items) >= int(answer.get("count") or 0):
-                return items
+        return items
 
     def wait(self, jobid: str, timeout: float = 900.0,
              on_poll: Optional[Callable[[dict], None]] = None) -> dict:

@@ -17,6 +17,7 @@ import contextlib
 import enum
 import fcntl
 import getpass
+import hashlib
 import json
 import logging
 import math
@@ -58,7 +59,8 @@ KNOWN_KEYS = {
 REQUIRED_LAUNCH_KEYS = ("serviceofferingid", "templateid", "zoneid")
 HOST_KEY_POLICIES = ("accept-new", "strict", "off")
 IN_SERVICE = ("Running", "Starting", "Migrating")
-BROKEN = ("Error", "Stopped", "Unknown", "Shutdown")
+# Not "Unknown": a VM on a disconnected host may come back; it is left alone.
+BROKEN = ("Error", "Stopped", "Shutdown")
 PERIODS = (1, 5, 15)
 CPU_COMMAND = "getconf _NPROCESSORS_ONLN"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -201,7 +203,7 @@ class Pool:
 
     @property
     def count(self) -> int:
-        """Pool size: members that are Running or Starting."""
+        """Pool size: members that are Running, Starting or Migrating."""
         return len(self.in_service)
 
 
@@ -322,8 +324,8 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
     inn = _section(parser, source, "policy_in")
     for key in REQUIRED_LAUNCH_KEYS:
         launch.text(key)
-    if launch.values.get("startvm", "true").strip().lower() == "false":
-        raise launch.error("startvm", "must not be false: the pool needs running VMs")
+    if launch.values.get("startvm", "true").strip().lower() != "true":
+        raise launch.error("startvm", "must be true (or absent): the pool needs running VMs")
     monitor_members = mon.boolean("monitor_members", False)
     hosts = tuple(h.strip() for h in mon.text("host", "" if monitor_members else None)
                   .split(",") if h.strip())
@@ -467,16 +469,21 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
            history: Optional[History] = None) -> Decision:
     """The one change to make now, first matching rule wins.
 
-    Repairs of crash leftovers come first, then min/max, then the load rules, which respect
-    the cooldowns. ``history=None`` means the event log was not read: when an answer depends
-    on it, the Decision says ``needs_history`` and the caller asks again with it."""
+    Repairs of crash leftovers come first (those that give the pool a VM back before min_size,
+    so that a destroy the cloud keeps refusing never blocks filling the pool), then
+    min/max, then the load rules, which respect the cooldowns. ``history=None`` means the
+    event log was not read: when an answer depends on it, the Decision says
+    ``needs_history`` and the caller asks again with it."""
     repair = _plan_repair(pool, settings, history)
-    if repair is not None:
-        return repair
     count = pool.count
+    if repair is not None and (repair.action is not Action.DESTROY
+                               or count >= settings.min_size or repair.needs_history):
+        return repair
     if count < settings.min_size:
         return Decision(Action.SCALE_OUT, f"pool has {count} VMs, below min_size "
                         f"{settings.min_size}", count=1, rule="min_size")
+    if repair is not None:
+        return repair
     if count > settings.max_size:
         return _scale_in(pool, settings, "max_size",
                          f"pool has {count} VMs, above max_size {settings.max_size}")
@@ -505,15 +512,15 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
 
 def _plan_repair(pool: Pool, settings: Settings, history: Optional[History]) -> Optional[Decision]:
     ours = [v for v in pool.vms if v.managed and not v.monitored]
+    # A VM listed Stopped with a pending job is a deploy still under way (Stopped, Starting,
+    # Running): it is adopted after its job, like a Starting one.
     building = [v for v in ours if v.state == "Stopped" and v.jobid]
     broken = [v for v in ours if v.state in BROKEN and v not in building]
-    if broken:
+    orphans = [v for v in ours if not v.in_lb and (v.state in IN_SERVICE or v in building)]
+    if broken and not (orphans and pool.count < settings.min_size):
         vm = broken[0]
         return Decision(Action.DESTROY, f"repair: managed VM {vm.name} is {vm.state}",
                         vms=(vm,), count=1, rule="repair")
-    # A VM listed Stopped with a pending job is a deploy still under way (Stopped, Starting,
-    # Running): it is adopted after its job, like a Starting one.
-    orphans = [v for v in ours if not v.in_lb and (v.state in IN_SERVICE or v in building)]
     if not orphans:
         return None
     if history is None:
@@ -732,14 +739,16 @@ def key_path_for(settings: Settings, options: Mapping[str, Any]) -> Optional[str
     return os.path.expanduser(files[0]) if files else None
 
 
-def make_target(host: str, settings: Settings, ssh_config: Optional[Any]) -> Target:
-    """Resolve a host name, alias or address like OpenSSH: ~/.ssh/config, then defaults."""
+def make_target(host: str, settings: Settings, ssh_config: Optional[Any],
+                default_key: str = "") -> Target:
+    """Resolve a host name, alias or address like OpenSSH: ~/.ssh/config, then defaults
+    (a member reached at its IP uses the configured host's key unless one matches it)."""
     options = lookup_ssh_config(ssh_config, host)
     port = settings.port or int(options.get("port", 22))
     user = settings.user or options.get("user") or getpass.getuser()
     known = (options.get("userknownhostsfile") or "~/.ssh/known_hosts").split()[0]
     return Target(label=host, hostname=options.get("hostname", host), port=port, user=user,
-                  key_path=key_path_for(settings, options) or "",
+                  key_path=key_path_for(settings, options) or default_key,
                   known_hosts=os.path.expanduser(known))
 
 
@@ -781,13 +790,40 @@ def _accept_new_policy(known_hosts: str) -> Any:
     return AcceptNew()
 
 
+def remote_command(settings: Settings) -> str:
+    """The one command executed per host; with per_cpu it also prints the CPU count.
+
+    "{ cmd<newline>} && getconf ...": the command's own exit status counts, and a trailing
+    comment in it cannot swallow getconf."""
+    if not settings.per_cpu:
+        return settings.command
+    return f"{{ {settings.command}\n}} && {CPU_COMMAND}"
+
+
 def load_known_hosts(path: str) -> Any:
-    """The parsed known_hosts file (empty when absent), read once per run for all hosts."""
+    """The parsed known_hosts file, read once per run for all hosts; empty when absent or
+    unreadable. Lines paramiko cannot use (@cert-authority, @revoked, unknown key types)
+    are skipped instead of failing the run, as OpenSSH skips what it does not know."""
     import paramiko
+    from paramiko.hostkeys import HostKeyEntry
 
     keys = paramiko.HostKeys()
-    if os.path.exists(path):
-        keys.load(path)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return keys
+    for number, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line or line.startswith(("#", "@")):
+            continue
+        try:
+            entry = HostKeyEntry.from_line(line, number)
+        except Exception:  # paramiko raises assorted errors for lines it cannot read
+            entry = None
+        if entry is not None and entry.key is not None:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
     return keys
 
 
@@ -822,8 +858,7 @@ def read_load(target: Target, settings: Settings, pkey: Any, known: Any) -> Host
                        look_for_keys=False, sock=sock)
         transport = client.get_transport()
         address = transport.getpeername()[0] if transport else None
-        command = settings.command + (f"; {CPU_COMMAND}" if settings.per_cpu else "")
-        output = _exec(client, command, settings.command_timeout)
+        output = _exec(client, remote_command(settings), settings.command_timeout)
         loads, cpus = parse_load(output, settings.per_cpu)
         log.debug("%s: %s in %.3f s", target.label, output.strip()[:80],
                   time.monotonic() - started)
@@ -887,18 +922,35 @@ def _first_line(exc: BaseException) -> str:
 def measure(hosts: Sequence[str], settings: Settings,
             ssh_config: Optional[Any]) -> Measurement:
     """Measure every host in parallel (bounded workers, per-host timeouts); each host with
-    its own key (~/.ssh/config IdentityFile), each key loaded once. Raises SshError when a
-    key cannot be loaded."""
+    its own key (~/.ssh/config IdentityFile), each key loaded once; a key that cannot be
+    loaded fails the hosts that use it."""
     if not hosts:
         return Measurement()
-    targets = [make_target(h, settings, ssh_config) for h in hosts]
-    keys = {path: load_private_key(path, settings.pass_phrase)
+    configured = settings.hosts[0] if settings.hosts else "*"
+    default_key = key_path_for(settings, lookup_ssh_config(ssh_config, configured)) or ""
+    targets = [make_target(h, settings, ssh_config, default_key) for h in hosts]
+    keys = {path: _key_or_error(path, settings.pass_phrase)
             for path in {t.key_path for t in targets}}
-    known = {path: load_known_hosts(path) for path in {t.known_hosts for t in targets}}
+    known = {path: load_known_hosts(path) if settings.host_key_policy != "off" else None
+             for path in {t.known_hosts for t in targets}}
+
+    def one(target: Target) -> HostLoad:
+        key = keys[target.key_path]
+        if isinstance(key, SshError):
+            return HostLoad(target.label, error=str(key))
+        return read_load(target, settings, key, known[target.known_hosts])
+
     workers = min(settings.max_parallel, len(targets))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return Measurement(tuple(pool.map(
-            lambda t: read_load(t, settings, keys[t.key_path], known[t.known_hosts]), targets)))
+        return Measurement(tuple(pool.map(one, targets)))
+
+
+def _key_or_error(path: str, pass_phrase: str) -> Any:
+    """The loaded key, or the SshError saying why not (it then fails each host using it)."""
+    try:
+        return load_private_key(path, pass_phrase)
+    except SshError as exc:
+        return exc
 
 
 # --- the cloud (I/O) --------------------------------------------------------------------------
@@ -1053,15 +1105,23 @@ class Report:
         }
 
 
+def lock_path(config: str) -> str:
+    """The lock file of a config: ~/.cache/ssh_scale/<hash of its real path>.lock, the same
+    for cron, systemd and a login shell, and across an editor replacing the config."""
+    digest = hashlib.sha1(os.path.realpath(config).encode()).hexdigest()[:16]
+    return os.path.join(os.path.expanduser("~/.cache"), "ssh_scale", f"{digest}.lock")
+
+
 @contextlib.contextmanager
-def run_lock(path: str) -> Iterator[None]:
-    """An flock on the config file itself, so every run of one config excludes the others
-    whatever its environment (cron, systemd, a login shell); raises LockBusy."""
-    with open(path, "rb") as handle:
+def run_lock(config: str) -> Iterator[None]:
+    """Hold the config's flock for the run; raises LockBusy when another run holds it."""
+    path = lock_path(config)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockBusy(f"another run holds the lock on {display_path(path)}") from None
+            raise LockBusy(f"another run holds the lock for {display_path(config)}") from None
         yield
 
 
@@ -1208,7 +1268,12 @@ def status_table(report: Report) -> str:
             if host and host.loads else "",
         })
     columns = ["name", "ip", "state", "in lb", "managed", "created", "load (1/5/15)"]
-    table = idcf_api.format_table(rows, columns) if rows else "(the pool is empty)"
+    if rows:
+        table = idcf_api.format_table(rows, columns)
+    elif report.result.startswith("error"):
+        table = "(the pool was not read)"
+    else:
+        table = "(the pool is empty)"
     decision = report.decision or Decision(Action.NONE, "")
     verb = decision.action.value + (f" {decision.count}" if decision.count > 1 else "")
     return f"{table}\ndecision now: {verb}: {decision.reason}"
@@ -1290,7 +1355,7 @@ def execute(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> int
         log.warning("%-17s: %s; exiting", "lock", exc)
         report.result = f"skipped: {exc}"
         return emit(report, args)
-    except (ScaleError, idcf_api.CloudStackError) as exc:
+    except Exception as exc:  # report what was seen, then let main() map the error
         report.result = f"error: {idcf_api.redact(str(exc), redactor.secrets)}"
         emit(report, args)
         raise
@@ -1322,6 +1387,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             message += "; the next run repairs what it left"
         _fail(message, redactor)
         return 1
+    except BrokenPipeError:  # e.g. --json piped into head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         _fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc}", redactor)
         return 1

@@ -280,10 +280,20 @@ def test_repair_adopts_a_vm_whose_deploy_job_is_pending(state):
     assert d.action is A.ADOPT and d.vms == (building,)
 
 
-@pytest.mark.parametrize("state", ["Unknown", "Shutdown"])
-def test_repair_destroys_other_dead_states(state):
-    dead = vm("x", in_lb=False, state=state)
-    assert s.decide(load(2.0), pool(3, dead), COOL, NOW, s.History()).action is A.DESTROY
+@pytest.mark.parametrize("state, action", [("Shutdown", A.DESTROY), ("Unknown", A.NONE)])
+def test_repair_of_other_states(state, action):
+    # Unknown: a VM on a disconnected host may come back, so it is left alone.
+    odd = vm("x", in_lb=False, state=state)
+    assert s.decide(load(2.0), pool(3, odd), COOL, NOW, s.History()).action is action
+
+
+def test_min_fill_comes_before_destroying_a_broken_vm():
+    broken = vm("x", in_lb=False, state="Error")
+    d = s.decide(load(2.0), pool(1, broken), COOL, NOW, s.History())
+    assert d.action is A.SCALE_OUT and d.rule == "min_size"
+    orphan = vm("y", in_lb=False)  # but an orphan that fills the pool is adopted first
+    d = s.decide(load(2.0), pool(1, broken, orphan), COOL, NOW, s.History())
+    assert d.action is A.ADOPT and d.vms == (orphan,)
 
 
 def test_migrating_member_counts_as_in_service():
@@ -299,3 +309,18 @@ def test_history_matches_whole_ids_and_resourceid():
     events[1]["resourceid"] = "5"
     h = s.history_from_events(events, settings, s.Pool())
     assert h.last_scale_out is None and h.last_scale_in == NOW - timedelta(minutes=2)
+
+
+@pytest.mark.parametrize("command, status, last_line", [
+    ("echo '8.0 8.0 8.0 1/1 1'", 0, True),
+    ("echo 'error 7'; exit 3", 3, False),
+    ("echo '1 1 1 1/1 1' # a comment", 0, True),
+])
+def test_per_cpu_command_keeps_the_commands_exit_status(command, status, last_line):
+    import subprocess
+    settings = replace(BASE, per_cpu=True, command=command)
+    done = subprocess.run(["sh", "-c", s.remote_command(settings)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == status
+    assert done.stdout.strip().splitlines()[-1].isdigit() is last_line
+    assert s.remote_command(BASE) == "cat /proc/loadavg"

@@ -4,7 +4,6 @@ cloud's state afterwards."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 from pathlib import Path
@@ -174,15 +173,15 @@ def test_dry_run_sends_no_mutation(tmp_path, cloud, key, sshd):
 
 
 def test_lock_held_exits_0_with_one_line(tmp_path, cloud, key, sshd):
+    import ssh_scale
     path = config(tmp_path, cloud, key, sshd)
-    with open(path, "rb") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with ssh_scale.run_lock(str(path)):
         done = run_cli("-c", str(path))
         shell_like = run_cli("-c", str(path), env=dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path)))
         status = run_cli("-c", str(path), "--status")
     assert done.returncode == 0 and shell_like.returncode == 0
-    assert "another run holds the lock on" in done.stdout
-    assert "another run holds the lock on" in shell_like.stdout
+    assert "another run holds the lock" in done.stdout
+    assert "another run holds the lock" in shell_like.stdout
     assert status.returncode == 0 and "decision now" in status.stdout  # read-only: no lock
     assert not [c for c in cloud.calls if c.command == "deployVirtualMachine"]
     assert sshd.exec_count() == 1
@@ -269,3 +268,31 @@ def test_cooldown_uses_the_clouds_clock_when_ours_is_off(tmp_path, cloud, key, s
     assert re.search(r"clock is 36\d\d s ahead of the cloud's", done.stdout)
     assert "held back by the scale-out cooldown" in done.stdout
     assert len(cloud.calls_of("deployVirtualMachine")) == 1
+
+
+def test_known_hosts_lines_paramiko_cannot_read_are_skipped(tmp_path, cloud, key, sshd, home):
+    (home / ".ssh" / "known_hosts").write_text(
+        "@cert-authority *.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE\n"
+        "garbage line\n"
+        "127.0.0.9 ssh-unknown-type AAAA\n")
+    sshd.set_output(MID)
+    done = run_cli("-c", str(config(tmp_path, cloud, key, sshd)))
+    assert done.returncode == 0, done.stderr
+    assert f"[127.0.0.1]:{sshd.port}" in (home / ".ssh" / "known_hosts").read_text()
+
+
+def test_lock_holds_across_a_replaced_or_symlinked_config(tmp_path, cloud, key, sshd):
+    import ssh_scale
+    path = config(tmp_path, cloud, key, sshd)
+    link = tmp_path / "link-to-rc"
+    link.symlink_to(path)
+    with ssh_scale.run_lock(str(path)):
+        replacement = tmp_path / "new"
+        replacement.write_bytes(path.read_bytes())
+        replacement.chmod(0o600)
+        os.replace(replacement, path)  # an editor's save: a new inode
+        done = run_cli("-c", str(path))
+        via_link = run_cli("-c", str(link))
+    assert "another run holds the lock" in done.stdout
+    assert "another run holds the lock" in via_link.stdout
+    assert cloud.calls == []

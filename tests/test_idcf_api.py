@@ -142,7 +142,17 @@ def test_list_pages_past_500(client, sim):
         sim.add_vm(f"vm{i}", ip="127.0.9.9", in_lb=False)
     vms = client.list("listVirtualMachines")
     assert len(vms) == 1203 and len({v["id"] for v in vms}) == 1203
-    assert [c.params["page"] for c in sim.calls] == ["1", "2", "3"]
+    assert [c.params.get("page") for c in sim.calls] == [None, "2", "3"]
+    assert sim.calls[1].params["pagesize"] == "500"
+
+
+def test_list_follows_a_small_server_page_size(client, sim):
+    sim.page_size = 3
+    for i in range(7):
+        sim.add_vm(f"vm{i}", ip="127.0.9.9", in_lb=False)
+    vms = client.list("listVirtualMachines")
+    assert len({v["id"] for v in vms}) == 7
+    assert [c.params.get("pagesize") for c in sim.calls] == [None, "3", "3"]
 
 
 def test_small_list_costs_one_request(client, sim):

@@ -103,7 +103,8 @@ def test_per_cpu_reads_cpu_count_in_the_same_exec(tmp_path, cloud, key, servers)
     done = run_cli("-c", str(write_config(tmp_path / "rc", sections)))
     assert done.returncode == 0, done.stderr
     assert "now_la           : 2.00" in done.stdout
-    assert servers.commands(ADDRESSES[0]) == ["cat /proc/loadavg; getconf _NPROCESSORS_ONLN"]
+    assert servers.commands(ADDRESSES[0]) == [
+        "{ cat /proc/loadavg", "} && getconf _NPROCESSORS_ONLN"]  # one exec, two lines
 
 
 def test_custom_command_first_number_is_the_metric(tmp_path, cloud, key, servers):
@@ -194,3 +195,38 @@ def test_failing_command_is_no_measurement(tmp_path, cloud, key):
     assert "the command exited with status 1" in done.stderr
     assert not cloud.calls_of("deployVirtualMachine") and not cloud.calls_of(
         "destroyVirtualMachine")
+
+
+def test_members_use_the_key_of_the_configured_host_alias(tmp_path, cloud, key, servers, home):
+    pool_of(cloud, 2)
+    loads(servers, 2.0, 2.0)
+    (home / ".ssh" / "config").write_text(f"Host web1\n  HostName {ADDRESSES[0]}\n"
+                                          f"  IdentityFile {key}\n")
+    sections = base_sections(cloud, None, host="web1", port=servers.port)
+    del sections["monitoring"]["private_key_path"]
+    sections["monitoring"]["monitor_members"] = "yes"
+    done = run_cli("-c", str(write_config(tmp_path / "rc", sections)))
+    assert done.returncode == 0, done.stderr
+    assert [servers.exec_count(a) for a in ADDRESSES[:2]] == [1, 1]
+
+
+def test_status_after_a_failed_read_says_the_pool_was_not_read(tmp_path, cloud, key, servers):
+    pool_of(cloud, 1)
+    sections = base_sections(cloud, key, host=ADDRESSES[0], port=servers.port)
+    sections["account"]["secret_key"] = "wrong"
+    done = run_cli("--status", "-c", str(write_config(tmp_path / "rc", sections)))
+    assert done.returncode == 1
+    assert "(the pool was not read)" in done.stdout and "HTTP 401" in done.stderr
+
+
+def test_json_into_a_closed_pipe_is_quiet(tmp_path, cloud, key, servers):
+    import subprocess
+
+    from tests.conftest import SSH_SCALE
+    pool_of(cloud, 1)
+    loads(servers, 2.0)
+    path = write_config(tmp_path / "rc", base_sections(cloud, key, host=ADDRESSES[0],
+                                                       port=servers.port))
+    done = subprocess.run(f"{SSH_SCALE} --json -c {path} | true", shell=True,
+                          capture_output=True, text=True, check=False)
+    assert "error" not in done.stderr and "Traceback" not in done.stderr

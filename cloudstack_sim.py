@@ -294,19 +294,28 @@ def _check_loopback(address: str, what: str) -> str:
     return str(ip)
 
 
+_API_NAMES = frozenset((
+    "listZones", "listServiceOfferings", "listTemplates", "listLoadBalancerRules",
+    "listLoadBalancerRuleInstances", "listVirtualMachines", "listEvents", "deployVirtualMachine",
+    "destroyVirtualMachine", "assignToLoadBalancerRule", "removeFromLoadBalancerRule",
+    "queryAsyncJobResult"))
+
+
 class Simulator:
     """A CloudStack management server on loopback with one zone, offering, template and LB rule."""
 
     def __init__(self, api_key: str = DEFAULT_API_KEY, secret_key: str = DEFAULT_SECRET_KEY, *,
                  host: str = "127.0.0.1", port: int = 0, job_seconds: float = 1.0,
                  ip_addresses: Optional[Sequence[str]] = None,
-                 timezone_offset_hours: int = 9) -> None:
+                 timezone_offset_hours: int = 9, admin: bool = False) -> None:
         if job_seconds < 0:
             raise ValueError(f"job_seconds {job_seconds}: expected >= 0")
         self.api_key = api_key
         self.secret_key = secret_key
         self.host = _check_loopback(host, "host")
         self.job_seconds = job_seconds
+        #: Root-admin visibility: only admins see a VM's "instancename".
+        self.admin = admin
         #: The cloud's default.page.size: the default and the largest pagesize accepted.
         self.page_size = MAX_PAGE_SIZE
         ips = list(_DEFAULT_IPS if ip_addresses is None else ip_addresses)
@@ -561,7 +570,9 @@ class Simulator:
 
     def _answer(self, params: dict[str, str]) -> _Answer:
         wants_json = params.get("response", "").lower() == "json"
-        command = params.get("command", "").lower()
+        # The server looks API names up case-sensitively (s_apiNameCmdClassMap).
+        command = params.get("command", "")
+        command = command.lower() if command in _API_NAMES else ""
         fault: Optional[Fault] = None
         if command not in self._commands:
             status, headers = 401, {}
@@ -788,7 +799,7 @@ class Simulator:
         known_params = {"command", "response", "signatureversion", "expires", "zoneid",
                         "serviceofferingid", "templateid", "name", "displayname", "group"}
         vm = self._new_vm(name=name, displayname=params.get("displayname") or None,
-                          state="Starting", ip=ip, group=params.get("group") or None,
+                          state="Stopped", ip=ip, group=params.get("group") or None,
                           created=time.time(),
                           extra={k: v for k, v in params.items() if k not in known_params})
         job = self._new_job(command, vm=vm, start=_is_true(params.get("startvm"), True))
@@ -816,6 +827,10 @@ class Simulator:
         live = {vm.id for vm in self._vms.values() if not vm.removed}
         for one in vm_ids:
             self._known(command, "virtualmachineids", one, live)
+            if command == "assigntoloadbalancerrule" and \
+                    self._vms[one].state in _HIDDEN_STATES:
+                raise _ApiError(431, f"Unable to execute API command {command}: VM {one} is "
+                                     f"{self._vms[one].state}", 4350)
         job = self._new_job(command, rule_id=rule_id, vm_ids=list(dict.fromkeys(vm_ids)))
         return {"jobid": job.id}
 
@@ -870,7 +885,18 @@ class Simulator:
         return job
 
     def _advance(self, now: float) -> None:
-        """Finish every job whose time has come, in the order they fall due."""
+        """Move VMs through their jobs' middle states (a deploy: Stopped, then Starting from a
+        third of the job; a destroy: Stopping, then Stopped from half of it), then finish
+        every job whose time has come, in the order they fall due."""
+        for job in self._pending.values():
+            vm = self._vms.get(job.vm_id) if job.vm_id is not None else None
+            if vm is None:
+                continue
+            elapsed = (now - job.created) / max(job.due - job.created, 1e-9)
+            if job.command == "deployvirtualmachine" and vm.state == "Stopped" and elapsed >= 1 / 3:
+                vm.state = "Starting"
+            if job.command == "destroyvirtualmachine" and vm.state == "Stopping" and elapsed >= .5:
+                vm.state = "Stopped"
         due = [job for job in self._pending.values() if not job.hang and job.due <= now]
         for job in sorted(due, key=lambda j: (j.due, j.seq)):
             self._finish(job)
@@ -884,14 +910,16 @@ class Simulator:
         if job.fail is not None:
             job.status, job.result_code = 2, 533
             job.result = {"errorcode": 533, "errortext": job.fail}
-            if vm is not None and job.command == "deployvirtualmachine" and vm.state == "Starting":
+            if vm is not None and job.command == "deployvirtualmachine" and \
+                    vm.state in ("Stopped", "Starting"):
                 vm.state = "Error"
-            if vm is not None and job.command == "destroyvirtualmachine" and vm.state == "Stopping":
+            if vm is not None and job.command == "destroyvirtualmachine" and \
+                    vm.state in ("Stopping", "Stopped"):
                 vm.state = job.prev_state
             return
         job.status = 1
         if job.command == "deployvirtualmachine" and vm is not None:
-            if vm.state == "Starting":
+            if vm.state in ("Stopped", "Starting"):
                 vm.state = "Running" if job.start else "Stopped"
             job.result = {"virtualmachine": self._vm_json(vm)}
             self._emit("VM.CREATE", f"Successfully completed starting Vm. Vm Id: {vm.id}",
@@ -963,10 +991,12 @@ class Simulator:
                 "secondaryip": [], "extradhcpoption": [],
             }],
             "hypervisor": "KVM", "affinitygroup": [], "isdynamicallyscalable": False,
-            "ostypeid": self._ostype_id, "tags": [], "instancename": vm.instancename,
+            "ostypeid": self._ostype_id, "tags": [],
         })
         if vm.extra.get("keypair"):
             out["keypair"] = vm.extra["keypair"]
+        if self.admin:
+            out["instancename"] = vm.instancename
         if vm.job_id is not None:
             out["jobid"], out["jobstatus"] = vm.job_id, 0
         return out

@@ -1040,9 +1040,20 @@ class Actor:
                                   virtualmachineids=",".join(vm_ids))
         self.wait(str(answer["jobid"]), "assign")
 
-    def adopt(self, vm: Vm, pool: Pool) -> str:
+    def _state_after_pending_job(self, vm: Vm) -> str:
+        """Wait for a job a dead run left on the VM; its state afterwards ("gone" if none).
+        The job may be a deploy or a destroy: a VM listed Stopped can be either."""
         if vm.jobid:
             self.wait(vm.jobid, f"pending job on {vm.name}")
+        found = self.client.list("listVirtualMachines", id=vm.id)
+        return str(found[0].get("state")) if found else "gone"
+
+    def adopt(self, vm: Vm, pool: Pool) -> str:
+        if vm.jobid:
+            state = self._state_after_pending_job(vm)
+            if state != "Running":
+                log.info("%-17s: %s is %s after its job: not adopted", "repair", vm.name, state)
+                return f"{vm.name} is {state}: not adopted"
         self._assign([vm.id])
         return self._new_count(pool.count + 1)
 
@@ -1058,6 +1069,9 @@ class Actor:
         return self._new_count(pool.count - 1)
 
     def destroy(self, vm: Vm) -> str:
+        if vm.jobid and self._state_after_pending_job(vm) in ("gone", "Destroyed", "Expunging"):
+            log.info("%-17s: %s was destroyed by its pending job", "repair", vm.name)
+            return f"{vm.name} already destroyed"
         log.info("%-17s: %s (%s)", "destroy", vm.name, vm.id)
         answer = self.client.call("destroyVirtualMachine", id=vm.id,
                                   expunge=self.settings.expunge or None)
@@ -1304,10 +1318,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one JSON object per run on stdout; log lines go to stderr")
     parser.add_argument("--replay", metavar="TRACE.csv",
                        help="what-if: replay a minute,demand trace through the decision code")
-    parser.add_argument("--policy", choices=("current", "classic"), default="current",
-                        help="with --replay: this config's policy or the 2013 tool's")
+    parser.add_argument("--policy", choices=("current", "classic"),
+                        help="with --replay: this config's policy (default) or the 2013 tool's")
     parser.add_argument("--plot", metavar="PNG", help="with --replay: draw the replay")
-    parser.add_argument("--boot-seconds", type=float, default=150.0, metavar="S",
+    parser.add_argument("--boot-seconds", type=float, metavar="S",
                         help="with --replay: seconds before a new VM serves (default 150)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -1333,6 +1347,8 @@ def execute(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> int
     ssh_config = read_ssh_config()
     if args.replay and (args.status or args.dry_run):
         raise ConfigError("--replay runs offline: it cannot be combined with --status or -n")
+    if not args.replay and (args.policy or args.plot or args.boot_seconds is not None):
+        raise ConfigError("--policy, --plot and --boot-seconds go with --replay")
     settings = load_settings(args.config, ssh_config=ssh_config, check_key=not args.replay)
     redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
     if args.replay:

@@ -62,6 +62,7 @@ PLOT_HINT = "--plot needs matplotlib: pip install 'ssh-scale[plot]'"
 HEADER = ("minute", "demand")
 
 BOOTING, SERVING, DRAINING, GONE = "booting", "serving", "draining", "gone"
+DEFAULT_BOOT_SECONDS = 150.0  # the deploy time observed in the 2013 walk-through
 
 
 class ReplayError(idcf_api.ConfigError):
@@ -284,6 +285,7 @@ class _Simulation:
     policy: str
     boot_seconds: float
     vms: list[_SimVm] = field(default_factory=list)
+    gone: list[_SimVm] = field(default_factory=list)  # destroyed: kept only for the bill
     lock_until: float = -math.inf
     last_out: Optional[float] = None
     last_in: Optional[float] = None
@@ -328,14 +330,18 @@ class _Simulation:
             vm.loads = kernel_step(vm.loads, 0.0)
 
     def apply_due_events(self, second: float) -> None:
-        """Booted VMs join the load balancer; drained VMs are destroyed."""
+        """Booted VMs join the load balancer; drained VMs are destroyed. (The scale-in
+        cooldown counts from leaving the load balancer, as live runs read it from the
+        LB.REMOVE.FROM.RULE event, not from the destroy.)"""
         for vm in self.vms:
             if vm.state == BOOTING and vm.joins <= second:
                 vm.state = SERVING
                 self.last_out = _latest(self.last_out, vm.joins)
             elif vm.state == DRAINING and vm.destroyed is not None and vm.destroyed <= second:
                 vm.state = GONE
-                self.last_in = _latest(self.last_in, vm.destroyed)
+                self.gone.append(vm)
+        if self.gone and self.gone[-1] in self.vms:
+            self.vms = [vm for vm in self.vms if vm.state != GONE]
 
     def sample(self, second: int) -> Sample:
         return Sample(second, self.demand[second // RUN_SECONDS],
@@ -397,7 +403,8 @@ class _Simulation:
     def scale_out(self, second: int, decision: Decision) -> None:
         joins = second + self.boot_seconds
         for _ in range(decision.count):
-            self.vms.append(_SimVm(id=f"vm-{len(self.vms)}", created=second, joins=joins))
+            number = len(self.vms) + len(self.gone)
+            self.vms.append(_SimVm(id=f"vm-{number}", created=second, joins=joins))
         if self.policy == "current":
             self.lock_until = joins
         self.record(second, decision)
@@ -418,14 +425,14 @@ class _Simulation:
 
 
 def replay(trace: Trace, settings: Settings, policy: str = "current",
-           boot_seconds: float = 150.0) -> ReplayResult:
+           boot_seconds: float = DEFAULT_BOOT_SECONDS) -> ReplayResult:
     """Replay a trace through decide() on a virtual clock (pure: no I/O, no real clock)."""
     if policy not in POLICIES:
         raise ReplayError(f"--policy: expected one of {', '.join(POLICIES)}, got {policy!r}")
     decision_settings = classic_settings(settings) if policy == "classic" else settings
     simulation = _Simulation(trace, decision_settings, policy, boot_seconds)
     samples = simulation.run()
-    lifetimes = [(vm.created, vm.destroyed) for vm in simulation.vms]
+    lifetimes = [(vm.created, vm.destroyed) for vm in simulation.vms + simulation.gone]
     summary = summarize(trace.minutes, samples, simulation.changes, lifetimes,
                         settings.threshold_out)
     return ReplayResult(trace.source, policy, boot_seconds, decision_settings, tuple(samples),
@@ -653,7 +660,8 @@ def run_cli(settings: Settings, args: argparse.Namespace) -> int:
 
     Raises ReplayError (a ConfigError: exit 2) for a bad trace, option or plot path."""
     policy = getattr(args, "policy", None) or "current"
-    boot_seconds = checked_boot_seconds(getattr(args, "boot_seconds", 150.0))
+    boot = getattr(args, "boot_seconds", None)
+    boot_seconds = checked_boot_seconds(DEFAULT_BOOT_SECONDS if boot is None else boot)
     plot_path = getattr(args, "plot", None)
     if plot_path:
         require_matplotlib()

@@ -353,7 +353,8 @@ def test_deploy_job_pending_then_running_and_in_no_lb(sim: Simulator) -> None:
     assert pending["jobstatus"] == 0 and "jobresult" not in pending
     assert pending["jobinstanceid"] == answer["id"]
     listed = ok(sim, "listVirtualMachines", id=answer["id"])["virtualmachine"][0]
-    assert (listed["state"], listed["jobid"], listed["jobstatus"]) == ("Starting", answer["jobid"],
+    # a deploy lists Stopped, then Starting, then Running (CLOUDSTACK-API.md §3)
+    assert (listed["state"], listed["jobid"], listed["jobstatus"]) == ("Stopped", answer["jobid"],
                                                                        0)
     assert sim.pending_jobs() == 1
     sim.settle()
@@ -363,7 +364,7 @@ def test_deploy_job_pending_then_running_and_in_no_lb(sim: Simulator) -> None:
     vm = done["jobresult"]["virtualmachine"]
     assert (vm["state"], vm["name"], vm["displayname"], vm["keypair"]) == (
         "Running", "web2", "Web 2", "key1")
-    assert vm["nic"][0]["ipaddress"] == "127.0.1.1" and vm["instancename"] == "i-2-1-VM"
+    assert vm["nic"][0]["ipaddress"] == "127.0.1.1" and "instancename" not in vm  # admins only
     assert vm["created"].endswith("+0900")
     assert "jobid" not in sim.vms()[0]
     assert sim.lb_members() == []
@@ -377,7 +378,7 @@ def test_deploy_defaults_and_validation(sim: Simulator) -> None:
     sim.settle()
     vm = sim.vms()[0]
     assert vm["id"] == answer["id"]
-    assert vm["name"] == vm["instancename"] == vm["displayname"] == "i-2-1-VM"
+    assert vm["name"] == vm["displayname"] == "i-2-1-VM"
     assert vm["state"] == "Stopped"
     sim.add_vm("web1")
     for name in ("web1", "1web", "bad_name"):
@@ -707,3 +708,32 @@ def test_main_serves_until_ctrl_c() -> None:
             assert process.wait(timeout=5) == 130
         finally:
             process.kill()
+
+
+def test_vm_middle_states_and_destroyed_vms_cannot_join(sim: Simulator) -> None:
+    sim.job_seconds = 0.6
+    answer = deploy(sim)
+    time.sleep(0.3)
+    assert ok(sim, "listVirtualMachines", id=answer["id"])["virtualmachine"][0]["state"] == \
+        "Starting"
+    sim.settle()
+    destroyed = ok(sim, "destroyVirtualMachine", id=answer["id"])
+    assert sim.vms()[0]["state"] == "Stopping"
+    time.sleep(0.4)
+    assert sim.vms()[0]["state"] == "Stopped"
+    sim.settle()
+    assert destroyed["jobid"] and sim.vms() == []
+    response = request(sim, "assignToLoadBalancerRule", id=sim.lb_id,
+                       virtualmachineids=answer["id"])
+    assert response.status_code == 431
+
+
+def test_command_names_are_case_sensitive(sim: Simulator) -> None:
+    response = request(sim, "listzones")
+    assert response.status_code == 401 and "errorresponse" in response.json()
+
+
+def test_instancename_only_for_admins() -> None:
+    with Simulator(admin=True) as admin:
+        admin.add_vm("web1")
+        assert admin.vms()[0]["instancename"] == "i-2-1-VM"

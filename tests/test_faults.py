@@ -465,3 +465,21 @@ def test_no_secret_in_any_output(tmp_path, cloud, home, flags):
         done = run_cli("-c", str(path), *flags)
     assert done.returncode == 0, done.stderr
     assert_no_secrets(done.stdout, done.stderr, extra=("phrase-XYZ",))
+
+
+def test_vm_stopped_mid_destroy_is_neither_adopted_nor_destroyed_twice(tmp_path, cloud, key, sshd):
+    add_managed(cloud, "m1", hours_ago=3)
+    victim = add_managed(cloud, "m2", hours_ago=2)
+    sshd.set_output(LOW)
+    cloud.job_seconds = 3.0
+    path = make_config(tmp_path, cloud, key, sshd.port)
+    # killed while the destroy job has the VM Stopped (out of the LB, job pending)
+    kill_when(path, lambda: any(vm["id"] == victim["id"] and vm["state"] == "Stopped"
+                                for vm in cloud.vms()))
+    sshd.set_output(MID)
+    done = run_cli("-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "m2 was destroyed by its pending job" in done.stdout
+    assert not cloud.calls_of("assignToLoadBalancerRule")
+    assert len(cloud.calls_of("destroyVirtualMachine")) == 1
+    assert victim["id"] not in {vm["id"] for vm in cloud.vms()}

@@ -432,3 +432,23 @@ def test_main_replay_plot_without_matplotlib_exits_2_with_a_hint(
     assert (code, out) == (2, "")
     assert err == "ssh_scale.py: error: --plot needs matplotlib: pip install 'ssh-scale[plot]'\n"
     assert not png.exists()
+
+
+@pytest.mark.parametrize("flag", [["--policy", "classic"], ["--plot", "x.png"],
+                                  ["--boot-seconds", "60"]])
+def test_replay_only_options_refuse_a_live_run(flag, capsys):
+    assert ssh_scale.main(["-c", "/nonexistent", *flag]) == 2
+    assert "go with --replay" in capsys.readouterr().err
+
+
+def test_replay_scale_in_cooldown_counts_from_leaving_not_from_the_destroy(
+        settings: Settings) -> None:
+    # as live runs read it from LB.REMOVE.FROM.RULE: the drain does not stretch the gaps
+    trace = trace_of((0, 12), (20, 0.5), (80, 0.5))
+    gaps = []
+    for drain in (0, 30, 90):
+        result = rp.replay(trace, replace(settings, drain_seconds=drain, min_size=1))
+        ins = change_seconds(result, Action.SCALE_IN)
+        assert len(ins) >= 3
+        gaps.append([b - a for a, b in zip(ins, ins[1:])])
+    assert gaps[0] == gaps[1] == gaps[2]

@@ -1069,7 +1069,10 @@ class Actor:
         return self._new_count(pool.count - 1)
 
     def destroy(self, vm: Vm) -> str:
-        if vm.jobid and self._state_after_pending_job(vm) in ("gone", "Destroyed", "Expunging"):
+        # A Stopped VM with a job may be half destroyed already (by a run that died): wait
+        # for that job rather than destroy twice. (An Error VM's job is moot.)
+        if vm.jobid and vm.state == "Stopped" and \
+                self._state_after_pending_job(vm) in ("gone", "Destroyed", "Expunging"):
             log.info("%-17s: %s was destroyed by its pending job", "repair", vm.name)
             return f"{vm.name} already destroyed"
         log.info("%-17s: %s (%s)", "destroy", vm.name, vm.id)

@@ -1142,12 +1142,11 @@ def run_lock(config: str) -> Iterator[None]:
         yield
 
 
-def monitored_names(settings: Settings, ssh_config: Optional[Any],
-                    measurement: Measurement) -> list[str]:
-    """Names and addresses that identify the monitored VM among the pool members."""
+def monitored_names(settings: Settings, ssh_config: Optional[Any]) -> list[str]:
+    """Names and addresses from the config that identify the monitored VM among the pool
+    members: [monitoring] host and its ~/.ssh/config HostName."""
     names = list(settings.hosts)
     names += [lookup_ssh_config(ssh_config, h).get("hostname", h) for h in settings.hosts]
-    names += [h.address for h in measurement.hosts if h.address and h.host in settings.hosts]
     return names
 
 
@@ -1179,26 +1178,23 @@ def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
     """Measure and read the pool; in parallel when the hosts are known up front. With
     monitor_members the members are measured instead of [monitoring] host, which then only
     identifies the monitored VM."""
+    names = monitored_names(settings, ssh_config)
     if settings.monitor_members:
-        pool = read_pool(client, settings, monitored_names(settings, ssh_config, Measurement()))
+        pool = read_pool(client, settings, names)
         measurement = measure(member_hosts(pool, settings, cloud_time(now, client)), settings,
                               ssh_config)
     else:
         with ThreadPoolExecutor(max_workers=1) as executor:
             measuring = executor.submit(measure, settings.hosts, settings, ssh_config)
-            pool = read_pool(client, settings, monitored_names(settings, ssh_config,
-                                                                Measurement()))
+            pool = read_pool(client, settings, names)
             measurement = measuring.result()
-    names = monitored_names(settings, ssh_config, measurement)
-    pool = Pool(tuple(replace(v, monitored=v.monitored or _matches(v, names)) for v in pool.vms))
+    # The address an SSH connection to [monitoring] host reached names the monitored VM too.
+    reached = {h.address for h in measurement.hosts if h.address and h.host in settings.hosts}
+    pool = Pool(tuple(replace(v, monitored=v.monitored or v.ip in reached) for v in pool.vms))
     for host in measurement.hosts:
         if host.error:
             log.warning("%-17s: %s", "ssh", host.error)
     return measurement, pool
-
-
-def _matches(vm: Vm, names: Sequence[str]) -> bool:
-    return bool({vm.name, vm.displayname, vm.instancename, vm.ip} & set(names))
 
 
 def log_checks(report: Report, settings: Settings) -> None:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
 
@@ -232,6 +232,9 @@ class Decision:
 # --- configuration ----------------------------------------------------------------------------
 
 
+_DEFAULTS = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+
+
 class _Section:
     """Typed, validated access to one INI section; errors name file, section and key."""
 
@@ -315,7 +318,9 @@ def _section(parser: configparser.ConfigParser, source: str, logical: str,
 def settings_from_config(parser: configparser.ConfigParser, source: str,
                          environ: Optional[Mapping[str, str]] = None,
                          ssh_config: Optional[Any] = None, check_key: bool = True) -> Settings:
-    """Validate a parsed config into Settings; raises ConfigError naming section and key."""
+    """Validate a parsed config into Settings; raises ConfigError naming section and key.
+    Absent optional keys take the defaults declared on Settings."""
+    default = _DEFAULTS
     account = idcf_api.account_from_config(parser, source, environ)
     mon = _section(parser, source, "monitoring")
     launch = _section(parser, source, "launch_config")
@@ -326,7 +331,7 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         launch.text(key)
     if launch.values.get("startvm", "true").strip().lower() != "true":
         raise launch.error("startvm", "must be true (or absent): the pool needs running VMs")
-    monitor_members = mon.boolean("monitor_members", False)
+    monitor_members = mon.boolean("monitor_members", default["monitor_members"])
     hosts = tuple(h.strip() for h in mon.text("host", "" if monitor_members else None)
                   .split(",") if h.strip())
     min_size = scaling.integer("min_size", minimum=1)
@@ -351,32 +356,34 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         load_balancer=scaling.text("load_balancer"),
         threshold_out=threshold_out, threshold_in=threshold_in,
         port=port,
-        connect_timeout=mon.number("connect_timeout", 10.0, above=True),
-        command_timeout=mon.number("command_timeout", 10.0, above=True),
-        command=mon.text("command", "cat /proc/loadavg"),
-        host_key_policy=mon.choice("host_key_policy", "accept-new", HOST_KEY_POLICIES),
+        connect_timeout=mon.number("connect_timeout", default["connect_timeout"], above=True),
+        command_timeout=mon.number("command_timeout", default["command_timeout"], above=True),
+        command=mon.text("command", default["command"]),
+        host_key_policy=mon.choice("host_key_policy", default["host_key_policy"],
+                                   HOST_KEY_POLICIES),
         monitor_members=monitor_members,
-        boot_grace=mon.number("boot_grace", 300.0),
-        min_reporting=mon.integer("min_reporting", 1, minimum=1),
-        aggregate=mon.choice("aggregate", "mean", ("mean", "max")),
-        per_cpu=mon.boolean("per_cpu", False),
-        max_parallel=mon.integer("max_parallel", 64, minimum=1),
-        job_timeout=scaling.number("job_timeout", 900.0, above=True),
-        expunge=scaling.boolean("expunge", False),
-        drain_seconds=scaling.number("drain_seconds", 30.0),
-        protect_unmanaged=scaling.boolean("protect_unmanaged", True),
-        cooldown_out=out.number("cooldown", 120.0),
-        cooldown_in=inn.number("cooldown", 300.0),
-        period_out=_period(out), period_in=_period(inn),
-        step_out=out.choice("step", "1", ("1", "proportional")),
+        boot_grace=mon.number("boot_grace", default["boot_grace"]),
+        min_reporting=mon.integer("min_reporting", default["min_reporting"], minimum=1),
+        aggregate=mon.choice("aggregate", default["aggregate"], ("mean", "max")),
+        per_cpu=mon.boolean("per_cpu", default["per_cpu"]),
+        max_parallel=mon.integer("max_parallel", default["max_parallel"], minimum=1),
+        job_timeout=scaling.number("job_timeout", default["job_timeout"], above=True),
+        expunge=scaling.boolean("expunge", default["expunge"]),
+        drain_seconds=scaling.number("drain_seconds", default["drain_seconds"]),
+        protect_unmanaged=scaling.boolean("protect_unmanaged", default["protect_unmanaged"]),
+        cooldown_out=out.number("cooldown", default["cooldown_out"]),
+        cooldown_in=inn.number("cooldown", default["cooldown_in"]),
+        period_out=_period(out, default["period_out"]),
+        period_in=_period(inn, default["period_in"]),
+        step_out=out.choice("step", default["step_out"], ("1", "proportional")),
     )
     if check_key:
         _check_key_file(settings, mon, ssh_config)
     return settings
 
 
-def _period(section: _Section) -> int:
-    period = section.integer("period", 1, minimum=1)
+def _period(section: _Section, default: int) -> int:
+    period = section.integer("period", default, minimum=1)
     if period not in PERIODS:
         raise section.error("period", f"expected 1, 5 or 15 (minutes), got {period}")
     return period

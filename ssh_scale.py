@@ -1034,9 +1034,7 @@ class Actor:
             return
         log.info("%-17s: %s (left in Error by the failed deploy)", "destroy", vm_id)
         try:
-            answer = self.client.call("destroyVirtualMachine", id=vm_id,
-                                      expunge=self.settings.expunge or None)
-            self.wait(str(answer["jobid"]), f"destroy {vm_id}")
+            self._destroy_and_wait(vm_id, vm_id)
         except idcf_api.CloudStackError as exc:
             log.error("%-17s: could not destroy %s: %s (the next run retries)", "destroy",
                       vm_id, exc)
@@ -1050,8 +1048,7 @@ class Actor:
     def _state_after_pending_job(self, vm: Vm) -> str:
         """Wait for a job a dead run left on the VM; its state afterwards ("gone" if none).
         The job may be a deploy or a destroy: a VM listed Stopped can be either."""
-        if vm.jobid:
-            self.wait(vm.jobid, f"pending job on {vm.name}")
+        self.wait(str(vm.jobid), f"pending job on {vm.name}")
         found = self.client.list("listVirtualMachines", id=vm.id)
         return str(found[0].get("state")) if found else "gone"
 
@@ -1083,10 +1080,13 @@ class Actor:
             log.info("%-17s: %s was destroyed by its pending job", "repair", vm.name)
             return f"{vm.name} already destroyed"
         log.info("%-17s: %s (%s)", "destroy", vm.name, vm.id)
-        answer = self.client.call("destroyVirtualMachine", id=vm.id,
-                                  expunge=self.settings.expunge or None)
-        self.wait(str(answer["jobid"]), f"destroy {vm.name}")
+        self._destroy_and_wait(vm.id, vm.name)
         return f"destroyed {vm.name}"
+
+    def _destroy_and_wait(self, vm_id: str, label: str) -> None:
+        answer = self.client.call("destroyVirtualMachine", id=vm_id,
+                                  expunge=self.settings.expunge or None)
+        self.wait(str(answer["jobid"]), f"destroy {label}")
 
     def _new_count(self, count: int) -> str:
         log.info("%-17s: %d", "now vm count", count)

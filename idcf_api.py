@@ -673,6 +673,13 @@ def run_command(args: argparse.Namespace, params: dict[str, str],
     return 0
 
 
+def closed_pipe() -> int:
+    """Exit status 0 for output piped into a reader that stopped (e.g. head): it has what it
+    wanted. Stdout goes to /dev/null so that the interpreter's final flush stays quiet."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of idcf-compute-api; returns the exit status."""
     prog = "idcf-compute-api"
@@ -697,9 +704,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. piped into head: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:
+        return closed_pipe()
 
 
 if __name__ == "__main__":

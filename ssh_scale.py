@@ -35,7 +35,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
 
 import idcf_api
-from idcf_api import Account, ApiError, Client, ConfigError, JobFailed, JobTimeout, TransportError
+from idcf_api import Account, Client, ConfigError, JobFailed, JobTimeout
 
 __version__ = idcf_api.__version__
 
@@ -1254,9 +1254,8 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     report.decision = decide_with_history(report.measurement, report.pool, settings, now,
                                           client)
     decision = report.decision
-    label = decision.action.value if decision.action is not Action.NONE else "decision"
     if decision.action is Action.NONE:
-        log.info("%-17s: none: %s", label, decision.reason)
+        log.info("%-17s: none: %s", "decision", decision.reason)
         report.result = "nothing to do"
     elif dry_run:
         log.warning("%-17s: would %s%s: %s", "dry run", decision.action.value,
@@ -1403,15 +1402,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         _fail(str(exc), redactor)
         return 2
-    except (ScaleError, ApiError, TransportError, JobFailed, JobTimeout) as exc:
+    except (ScaleError, idcf_api.CloudStackError) as exc:
         message = str(exc)
         if isinstance(exc, JobTimeout):
             message += "; the next run repairs what it left"
         _fail(message, redactor)
         return 1
-    except BrokenPipeError:  # e.g. --json piped into head: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:  # e.g. --json piped into head
+        return idcf_api.closed_pipe()
     except OSError as exc:
         _fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc}", redactor)
         return 1

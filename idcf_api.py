@@ -639,15 +639,26 @@ def render(answer: dict, command: str, args: argparse.Namespace) -> tuple[str, O
     return format_csv(rows, columns, not args.noheaders), None
 
 
-def configure_logging(verbose: bool, secrets: Iterable[str] = ()) -> RedactingFilter:
-    """Log to stderr (debug when verbose), every record passed through a redacting filter."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+def install_redacting_handler(stream: Any, formatter: logging.Formatter, verbose: bool,
+                              secrets: Iterable[str] = ()) -> RedactingFilter:
+    """Make one handler on `stream`, with every record passed through a redacting filter, the
+    root logger's only handler (debug level when verbose, else warnings); returns the filter
+    so that secrets learnt later can be added to it."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
     redactor = RedactingFilter(secrets)
     handler.addFilter(redactor)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    return redactor
+
+
+def configure_logging(verbose: bool, secrets: Iterable[str] = ()) -> RedactingFilter:
+    """Log to stderr (debug when verbose), every record passed through a redacting filter."""
+    redactor = install_redacting_handler(
+        sys.stderr, logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"),
+        verbose, secrets)
     logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.WARNING)
     return redactor
 

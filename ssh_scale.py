@@ -1334,13 +1334,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configure_logging(verbose: bool, quiet: bool, stream: Any) -> idcf_api.RedactingFilter:
     """The 2013 tool's line format on the given stream, secrets redacted."""
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", TIME_FORMAT))
-    redactor = idcf_api.RedactingFilter()
-    handler.addFilter(redactor)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    redactor = idcf_api.install_redacting_handler(
+        stream, logging.Formatter("%(asctime)s %(message)s", TIME_FORMAT), verbose)
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("paramiko", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.CRITICAL)

@@ -333,14 +333,16 @@ class _Simulation:
         """Booted VMs join the load balancer; drained VMs are destroyed. (The scale-in
         cooldown counts from leaving the load balancer, as live runs read it from the
         LB.REMOVE.FROM.RULE event, not from the destroy.)"""
-        for vm in self.vms:
-            if vm.state == BOOTING and vm.joins <= second:
+        for vm in self.in_state(BOOTING):
+            if vm.joins <= second:
                 vm.state = SERVING
                 self.last_out = _latest(self.last_out, vm.joins)
-            elif vm.state == DRAINING and vm.destroyed is not None and vm.destroyed <= second:
+        destroyed = [vm for vm in self.in_state(DRAINING)
+                     if vm.destroyed is not None and vm.destroyed <= second]
+        if destroyed:
+            for vm in destroyed:
                 vm.state = GONE
-                self.gone.append(vm)
-        if self.gone and self.gone[-1] in self.vms:
+            self.gone += destroyed
             self.vms = [vm for vm in self.vms if vm.state != GONE]
 
     def sample(self, second: int) -> Sample:

@@ -11,7 +11,6 @@ away an account whose password entry it reads as locked ("!..."): as root that i
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import pwd
 import re
@@ -25,10 +24,11 @@ from typing import IO, Optional, Sequence
 
 import pytest
 
+from load_sshd import check_loopback
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 PRIVSEP_DIR = Path("/run/sshd")
-LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 KEY_FORMATS = ("openssh", "pem")
 DEFAULT_OUTPUT = "0.00 0.00 0.00 1/100 1234"
@@ -118,17 +118,6 @@ def public_key_path(key: Path) -> Path:
     """Return the .pub file of a private key path (or the path itself if it is the .pub)."""
     key = Path(key)
     return key if key.suffix == ".pub" else key.with_name(key.name + ".pub")
-
-
-def check_loopback(addresses: Sequence[str]) -> tuple[str, ...]:
-    """Return the addresses in canonical form; raise ValueError unless each is in 127.0.0.0/8."""
-    try:
-        checked = tuple(ipaddress.ip_address(address) for address in addresses)
-    except ValueError:
-        checked = ()
-    if not checked or any(address not in LOOPBACK for address in checked):
-        raise ValueError(f"addresses {list(addresses)} must be one or more IPs in {LOOPBACK}")
-    return tuple(str(address) for address in checked)
 
 
 def free_port(address: str) -> int:

@@ -21,7 +21,7 @@ $(STAMP): setup.py
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m ssh_scale_demo
+	$(BIN)/python -m sshscale.demo
 
 sshd:
 	@if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then :; \
@@ -32,7 +32,8 @@ sshd:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/vermin -q -t=3.9- --no-tips --violations --exclude-regex '^\.venv' *.py tests bench examples
+	$(BIN)/vermin -q -t=3.9- --no-tips --violations --exclude-regex '^\.venv' *.py sshscale tests bench examples
+	$(BIN)/lint-imports --no-cache
 
 test: $(STAMP) sshd lint
 	$(BIN)/pytest -q

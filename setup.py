@@ -1,25 +1,39 @@
 """Packaging for ssh-scale: a small, dependable autoscaler for CloudStack clouds."""
 
-from setuptools import setup
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def version() -> str:
+    """sshscale.__version__, read without importing the package (its dependencies may be
+    missing while it is being built)."""
+    text = (HERE / "sshscale" / "__init__.py").read_text(encoding="utf-8")
+    return re.search(r'^__version__ = "([^"]+)"', text, re.MULTILINE).group(1)
+
 
 setup(
     name="ssh-scale",
-    version="1.0.0",
+    version=version(),
     description="Scale a CloudStack load-balancer pool by the load average read over SSH",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    py_modules=["ssh_scale", "idcf_api", "ssh_scale_replay", "cloudstack_sim", "load_sshd",
-                "ssh_scale_demo"],
+    packages=find_packages(include=["sshscale", "sshscale.*", "cloudstack_sim",
+                                    "cloudstack_sim.*"]),
+    py_modules=["ssh_scale", "idcf_api", "cloudstack_sim", "load_sshd"],
     install_requires=["requests>=2.20", "paramiko>=3.2"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "cs>=3", "ruff", "vermin"],
+        "test": ["pytest>=7", "hypothesis>=6", "cs>=3", "ruff", "vermin", "import-linter>=2.1"],
         "plot": ["matplotlib>=3.3"],
     },
-    scripts=["scripts/ssh_scale.py"],
     entry_points={
         "console_scripts": [
+            "ssh_scale.py=sshscale.cli:main",
             "idcf-compute-api=idcf_api:main",
             "cloudstack-sim=cloudstack_sim:main",
         ],

@@ -24,7 +24,7 @@ from bench.common import (  # noqa: E402
     BENCH, MID_LOAD, ChildRun, Home, LoadServerProcess, Result, config_sections, loopback_range,
     median, ratio, run_child, say, simulator, spread, summary_table, temp_home, tool_argv,
 )
-from ssh_scale import Settings  # noqa: E402
+from sshscale.model import Settings  # noqa: E402
 from tests.sshd_support import current_user  # noqa: E402
 
 HOSTS = 50

@@ -1,8 +1,9 @@
 """Where the SSH side of a run spends its time: timelines of the real command under a small
 harness (evidence for BENCHMARKS.md; not part of `make bench`, about 50 s).
 
-The harness runs `ssh_scale.main` in a child process and wraps ssh_scale.read_load (start and
-end of each host's measurement), paramiko.SSHClient.connect, ssh_scale._exec and
+The harness runs `sshscale.cli.main` in a child process and wraps sshscale.measure.read_load
+(start and end of each host's measurement), paramiko.SSHClient.connect,
+sshscale.measure.run_remote and
 paramiko.HostKeys.load (calls, time summed over threads, GIL waits included). To measure what
 commit 1804ce6 changed, it can also undo two of its changes without editing the product:
 NAGLE clears TCP_NODELAY on the socket the product hands to paramiko (as before: paramiko
@@ -32,7 +33,7 @@ from bench.common import (  # noqa: E402
     MID_LOAD, Home, LoadServerProcess, config_sections, loopback_range, median, run_child, say,
     simulator, start_ssh_server, temp_home,
 )
-from ssh_scale import Settings  # noqa: E402
+from sshscale.model import Settings  # noqa: E402
 
 # (label, max_parallel in the config or None for the default)
 FANOUT_SETTINGS = ((f"{Settings.max_parallel} (default)", None), ("32 (old default)", "32"))
@@ -47,7 +48,8 @@ HARNESS = r'''
 import json, os, resource, socket, sys, threading, time
 t0 = time.perf_counter()
 import paramiko
-import ssh_scale
+import sshscale.measure
+from sshscale.cli import main
 imported = time.perf_counter() - t0
 lock = threading.Lock()
 report = {"spans": [], "loads": [], "connects": [], "execs": []}
@@ -74,15 +76,16 @@ if os.environ.get("NAGLE"):
         return connect(self, *args, **kwargs)
     paramiko.SSHClient.connect = connect_nagle
 if os.environ.get("PER_HOST_KNOWN_HOSTS"):
-    read_load = ssh_scale.read_load
+    read_load = sshscale.measure.read_load
     def read_load_parsing(target, settings, pkey, known):
-        return read_load(target, settings, pkey, ssh_scale.load_known_hosts(target.known_hosts))
-    ssh_scale.read_load = read_load_parsing
-timed(ssh_scale, "read_load", "spans", span=True)
+        return read_load(target, settings, pkey,
+                         sshscale.measure.load_known_hosts(target.known_hosts))
+    sshscale.measure.read_load = read_load_parsing
+timed(sshscale.measure, "read_load", "spans", span=True)
 timed(paramiko.HostKeys, "load", "loads")
 timed(paramiko.SSHClient, "connect", "connects")
-timed(ssh_scale, "_exec", "execs")
-status = ssh_scale.main(sys.argv[1:])
+timed(sshscale.measure, "run_remote", "execs")
+status = main(sys.argv[1:])
 usage = resource.getrusage(resource.RUSAGE_SELF)
 report.update(status=status, imported=imported, end=time.perf_counter() - t0,
               cpu=usage.ru_utime + usage.ru_stime)

@@ -1,4 +1,4 @@
-"""Compare scaling policies by replaying the example traces through ssh_scale.decide.
+"""Compare scaling policies by replaying the example traces through sshscale.decide.
 
 Policies: "default" (examples/replay.idcfrc as is: one VM per run, scale-out cooldown 120 s
 after a VM joined, scale-in cooldown 300 s), "proportional" (the same with [policy_out]
@@ -22,9 +22,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import idcf_api  # noqa: E402
-import ssh_scale  # noqa: E402
-import ssh_scale_replay  # noqa: E402
-from ssh_scale import Settings  # noqa: E402
+from sshscale import replay as rp  # noqa: E402
+from sshscale.config import settings_from_config  # noqa: E402
+from sshscale.model import Settings  # noqa: E402
 
 EXAMPLES = os.path.join(ROOT, "examples")
 CONFIG = os.path.join(EXAMPLES, "replay.idcfrc")
@@ -50,18 +50,17 @@ VARIANTS: tuple[Variant, ...] = (
 def load_replay_settings(path: str = CONFIG) -> Settings:
     """Settings from the example config (a replay neither reads nor checks the key file)."""
     parser = idcf_api.read_config(path)
-    return ssh_scale.settings_from_config(parser, os.path.relpath(path, ROOT), environ={},
-                                          check_key=False)
+    return settings_from_config(parser, os.path.relpath(path, ROOT), environ={},
+                                check_key=False)
 
 
 def replay_rows(settings: Settings, variants: Sequence[Variant]) -> Iterator[dict]:
     """One table row per trace and variant."""
     for name in TRACES:
-        trace = ssh_scale_replay.read_trace(os.path.join(EXAMPLES, name))
+        trace = rp.read_trace(os.path.join(EXAMPLES, name))
         for label, policy, overrides in variants:
-            result = ssh_scale_replay.replay(trace, replace(settings, **overrides), policy,
-                                             BOOT_SECONDS)
-            row = ssh_scale_replay.summary_row(result)
+            result = rp.replay(trace, replace(settings, **overrides), policy, BOOT_SECONDS)
+            row = rp.summary_row(result)
             yield {**row, "trace": name, "policy": label}
 
 

@@ -10,7 +10,9 @@ from typing import Callable
 
 import pytest
 
-import ssh_scale
+from sshscale.cli import main
+from sshscale.config import load_settings
+from sshscale.measure import make_target, read_ssh_config
 from tests.conftest import assert_no_secrets, base_sections, render, write_config
 
 Sections = dict[str, dict[str, str]]
@@ -82,6 +84,8 @@ BROKEN = [
      "[launch_config] startvm: must be true"),
     ("startvm-no", setting("launch_config", "startvm", "no"),
      "[launch_config] startvm: must be true"),
+    ("launch-name", setting("launch_config", "name", "web"),
+     "[launch_config] name: host names are unique in a network"),
     ("no-scaling", removing("scalling"), "[scalling]: missing section"),
     ("no-min", removing("scalling", "min_size"), "[scalling] min_size: missing"),
     ("max-five", setting("scalling", "max_size", "five"),
@@ -125,7 +129,7 @@ def test_broken_config_exits_2_naming_section_and_key(sim, key, tmp_path, capsys
     sections = copy.deepcopy(base_sections(sim, key))
     change(sections)
     path = write_config(tmp_path / "idcfrc", sections)
-    assert ssh_scale.main(["-c", str(path)]) == 2
+    assert main(["-c", str(path)]) == 2
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("ssh_scale.py: error: ")
     assert expected in err
@@ -146,7 +150,7 @@ def test_unusable_file_exits_2(sim, home, tmp_path, capsys, content, expected):
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content)
-    assert ssh_scale.main(["-c", str(path)]) == 2
+    assert main(["-c", str(path)]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1
     assert sim.calls == []
@@ -156,12 +160,12 @@ def test_unusable_file_exits_2(sim, home, tmp_path, capsys, content, expected):
 def test_unreadable_file_exits_2(sim, key, tmp_path, capsys):
     path = write_config(tmp_path / "idcfrc", base_sections(sim, key))
     path.chmod(0)
-    assert ssh_scale.main(["-c", str(path)]) == 2
+    assert main(["-c", str(path)]) == 2
     assert "permission denied" in capsys.readouterr().err
 
 
 def test_directory_as_config_exits_2(sim, home, tmp_path, capsys):
-    assert ssh_scale.main(["-c", str(tmp_path)]) == 2
+    assert main(["-c", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
 
 
@@ -170,7 +174,7 @@ def test_valid_config_defaults_and_both_spellings(sim, key, tmp_path):
     for old in ("scalling", "scalling_policy_out", "scalling_policy_in"):
         sections[old.replace("scalling", "scaling")] = sections.pop(old)
     sections["shared_with_other_tool"] = {"anything": "goes"}
-    settings = ssh_scale.load_settings(str(write_config(tmp_path / "rc", sections)))
+    settings = load_settings(str(write_config(tmp_path / "rc", sections)))
     assert settings.command == "cat /proc/loadavg"
     assert (settings.port, settings.connect_timeout, settings.host_key_policy) == (
         None, 10.0, "accept-new")
@@ -184,12 +188,12 @@ def test_valid_config_defaults_and_both_spellings(sim, key, tmp_path):
 def test_config_path_from_environment(sim, key, tmp_path, monkeypatch):
     path = write_config(tmp_path / "via-env", base_sections(sim, key))
     monkeypatch.setenv("IDCFRC", str(path))
-    assert ssh_scale.load_settings().source == str(path)
+    assert load_settings().source == str(path)
 
 
 def test_default_config_path_shown_with_tilde(sim, key, home):
     write_config(home / ".idcfrc", base_sections(sim, key))
-    assert ssh_scale.load_settings().source == "~/.idcfrc"
+    assert load_settings().source == "~/.idcfrc"
 
 
 def test_key_from_ssh_config_identityfile(sim, key, home, tmp_path):
@@ -197,18 +201,25 @@ def test_key_from_ssh_config_identityfile(sim, key, home, tmp_path):
         f"Host web-vm\n  HostName 127.0.0.9\n  IdentityFile {key}\n")
     sections = base_sections(sim, None, host="web-vm")
     del sections["monitoring"]["private_key_path"]
-    settings = ssh_scale.load_settings(str(write_config(tmp_path / "rc", sections)),
-                                       ssh_config=ssh_scale.read_ssh_config())
-    target = ssh_scale.make_target("web-vm", settings, ssh_scale.read_ssh_config())
+    settings = load_settings(str(write_config(tmp_path / "rc", sections)),
+                                       ssh_config=read_ssh_config())
+    target = make_target("web-vm", settings, read_ssh_config())
     assert (target.hostname, target.key_path) == ("127.0.0.9", str(key))
 
 
 def test_group_readable_config_warns(sim, key, tmp_path, capsys):
     path = write_config(tmp_path / "idcfrc", base_sections(sim, key, port=1))
     path.chmod(0o644)
-    ssh_scale.main(["-c", str(path), "-q"])
+    main(["-c", str(path), "-q"])
     out = capsys.readouterr().out
     assert "readable by group or others" in out and "chmod 600" in out
+
+
+def test_launch_displayname_is_passed_to_every_deploy(sim, key, tmp_path):
+    sections = base_sections(sim, key)
+    sections["launch_config"]["displayname"] = "web"
+    settings = load_settings(str(write_config(tmp_path / "rc", sections)))
+    assert settings.launch["displayname"] == "web"
 
 
 def test_render_round_trip_is_ini(sim, key):
@@ -220,5 +231,5 @@ def test_sample_config_is_valid(sim, key, tmp_path):
     text = text.replace("~/.ssh/id_rsa", str(key))
     path = tmp_path / "sample"
     path.write_text(text)
-    settings = ssh_scale.load_settings(str(path))
+    settings = load_settings(str(path))
     assert settings.min_size >= 1 and settings.threshold_in < settings.threshold_out

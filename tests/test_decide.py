@@ -7,11 +7,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import ssh_scale as s
 from idcf_api import Account
+from sshscale.decide import aggregate_load, decide
+from sshscale.measure import parse_load, remote_command
+from sshscale.model import Action, History, HostLoad, Measurement, Pool, Settings, Vm
+from sshscale.observe import history_from_events, parse_time
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
-BASE = s.Settings(
+BASE = Settings(
     source="test", account=Account("http://127.0.0.1:1/client/api", "k", "s"),
     hosts=("web1",), user="u", private_key_path="/k", pass_phrase="", launch={"zoneid": "z"},
     min_size=2, max_size=5, load_balancer="lb-1", threshold_out=3.0, threshold_in=1.0,
@@ -20,24 +23,24 @@ BASE = s.Settings(
 
 
 def vm(name: str, *, managed: bool = True, in_lb: bool = True, state: str = "Running",
-       age_min: float = 60, monitored: bool = False) -> s.Vm:
-    return s.Vm(id=f"id-{name}", name=name, state=state, created=NOW - timedelta(minutes=age_min),
+       age_min: float = 60, monitored: bool = False) -> Vm:
+    return Vm(id=f"id-{name}", name=name, state=state, created=NOW - timedelta(minutes=age_min),
                 ip="127.0.1.1", in_lb=in_lb, managed=managed, monitored=monitored)
 
 
-def pool(n: int, *extra: s.Vm) -> s.Pool:
+def pool(n: int, *extra: Vm) -> Pool:
     """The monitored unmanaged VM plus n-1 managed members (ages decreasing), plus extras."""
     members = [vm("web1", managed=False, monitored=True, age_min=1000)]
     members += [vm(f"m{i}", age_min=100 - i) for i in range(1, n)]
-    return s.Pool(tuple(members) + extra)
+    return Pool(tuple(members) + extra)
 
 
-def load(*values: float) -> s.Measurement:
-    return s.Measurement(tuple(s.HostLoad(f"h{i}", loads=(v, v, v)) for i, v in enumerate(values)))
+def load(*values: float) -> Measurement:
+    return Measurement(tuple(HostLoad(f"h{i}", loads=(v, v, v)) for i, v in enumerate(values)))
 
 
-UNKNOWN = s.Measurement((s.HostLoad("web1", error="refused"),))
-A = s.Action
+UNKNOWN = Measurement((HostLoad("web1", error="refused"),))
+A = Action
 
 
 @pytest.mark.parametrize("count, measurement, action, rule, reason_part", [
@@ -56,40 +59,55 @@ A = s.Action
     (2, load(0.0), A.NONE, "none", "at min_size 2"),
     # unknown load: only min/max may act
     (3, UNKNOWN, A.NONE, "none", "load unknown"),
-    (3, s.Measurement(), A.NONE, "none", "load unknown"),
+    (3, Measurement(), A.NONE, "none", "load unknown"),
 ])
 def test_decide_rules(count, measurement, action, rule, reason_part):
-    d = s.decide(measurement, pool(count), BASE, NOW, s.History())
+    d = decide(measurement, pool(count), BASE, NOW, History())
     assert (d.action, d.rule) == (action, rule)
     assert reason_part in d.reason
 
 
+def test_decide_writes_a_held_time_in_utc_whatever_the_local_zone(monkeypatch):
+    import time
+    reasons = []
+    for zone in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        held = decide(load(9.0), pool(2), replace(BASE, cooldown_out=120), NOW,
+                      History(last_scale_out=NOW - timedelta(seconds=30)))
+        reasons.append(held.reason)
+    monkeypatch.undo()
+    time.tzset()
+    assert reasons[0] == reasons[1] == reasons[2]
+    assert reasons[0].endswith("until 2026-11-28 12:01:30 UTC")
+
+
 def test_decide_scale_in_picks_newest_managed_not_monitored():
     p = pool(4)
-    d = s.decide(load(0.1), p, BASE, NOW, s.History())
+    d = decide(load(0.1), p, BASE, NOW, History())
     assert d.vms[0].name == "m3"  # the youngest managed member
 
 
 def test_decide_never_picks_unmanaged_or_monitored_by_default():
-    p = s.Pool((vm("web1", managed=False, monitored=True), vm("other", managed=False),
+    p = Pool((vm("web1", managed=False, monitored=True), vm("other", managed=False),
                 vm("web3", managed=False)))
-    d = s.decide(load(0.1), p, BASE, NOW, s.History())
+    d = decide(load(0.1), p, BASE, NOW, History())
     assert d.action is A.NONE and "no managed VM" in d.reason
 
 
 def test_decide_protect_unmanaged_no_allows_unmanaged_but_not_monitored():
     settings = replace(BASE, protect_unmanaged=False)
-    p = s.Pool((vm("web1", managed=False, monitored=True, age_min=1),
+    p = Pool((vm("web1", managed=False, monitored=True, age_min=1),
                 vm("old", managed=False, age_min=50)))
-    p = s.Pool(p.vms + (vm("older", managed=False, age_min=90),))
-    d = s.decide(load(0.1), p, settings, NOW, s.History())
+    p = Pool(p.vms + (vm("older", managed=False, age_min=90),))
+    d = decide(load(0.1), p, settings, NOW, History())
     assert d.action is A.SCALE_IN and d.vms[0].name == "old"
 
 
 def test_decide_protect_unmanaged_no_refuses_without_known_monitored_vm():
     settings = replace(BASE, protect_unmanaged=False)
-    p = s.Pool((vm("a", managed=False), vm("b", managed=False), vm("c", managed=False)))
-    d = s.decide(load(0.1), p, settings, NOW, s.History())
+    p = Pool((vm("a", managed=False), vm("b", managed=False), vm("c", managed=False)))
+    d = decide(load(0.1), p, settings, NOW, History())
     assert d.action is A.NONE and "monitored" in d.reason
 
 
@@ -108,7 +126,7 @@ def test_decide_counts_only_running_or_starting_members():
     ("proportional", 2, 60.0, 3),     # capped: 5-2
 ])
 def test_decide_step(step, count, value, expected):
-    d = s.decide(load(value), pool(count), replace(BASE, step_out=step), NOW, s.History())
+    d = decide(load(value), pool(count), replace(BASE, step_out=step), NOW, History())
     assert d.action is A.SCALE_OUT and d.count == expected
 
 
@@ -118,22 +136,22 @@ def test_decide_step(step, count, value, expected):
     ((2.0,), "mean", 2.0),
 ])
 def test_aggregate_load(values, aggregate, expected):
-    assert s.aggregate_load(load(*values), 1, replace(BASE, aggregate=aggregate)) == expected
+    assert aggregate_load(load(*values), 1, replace(BASE, aggregate=aggregate)) == expected
 
 
 def test_aggregate_min_reporting_and_per_cpu_and_period():
-    m = s.Measurement((s.HostLoad("a", loads=(4.0, 2.0, 1.0), cpus=4), s.HostLoad("b", error="x")))
-    assert s.aggregate_load(m, 1, replace(BASE, min_reporting=2)) is None
-    assert s.aggregate_load(m, 1, replace(BASE, per_cpu=True)) == 1.0
-    assert s.aggregate_load(m, 5, BASE) == 2.0
-    assert s.aggregate_load(m, 15, BASE) == 1.0
+    m = Measurement((HostLoad("a", loads=(4.0, 2.0, 1.0), cpus=4), HostLoad("b", error="x")))
+    assert aggregate_load(m, 1, replace(BASE, min_reporting=2)) is None
+    assert aggregate_load(m, 1, replace(BASE, per_cpu=True)) == 1.0
+    assert aggregate_load(m, 5, BASE) == 2.0
+    assert aggregate_load(m, 15, BASE) == 1.0
 
 
 def test_decide_periods_per_policy():
-    m = s.Measurement((s.HostLoad("a", loads=(0.5, 2.0, 2.0)),))
+    m = Measurement((HostLoad("a", loads=(0.5, 2.0, 2.0)),))
     settings = replace(BASE, period_in=5)
-    assert s.decide(m, pool(3), settings, NOW, s.History()).action is A.NONE
-    assert s.decide(m, pool(3), BASE, NOW, s.History()).action is A.SCALE_IN
+    assert decide(m, pool(3), settings, NOW, History()).action is A.NONE
+    assert decide(m, pool(3), BASE, NOW, History()).action is A.SCALE_IN
 
 
 # --- cooldowns ----------------------------------------------------------------------------
@@ -154,8 +172,8 @@ COOL = replace(BASE, cooldown_out=120, cooldown_in=300)
 def test_decide_cooldowns(value, last_out_s, last_in_s, action, held):
     def ago(sec):
         return None if sec is None else NOW - timedelta(seconds=sec)
-    history = s.History(ago(last_out_s), ago(last_in_s))
-    d = s.decide(load(value), pool(3), COOL, NOW, history)
+    history = History(ago(last_out_s), ago(last_in_s))
+    d = decide(load(value), pool(3), COOL, NOW, history)
     assert d.action is action
     assert (d.held_until is not None) is held
     if held:
@@ -163,12 +181,12 @@ def test_decide_cooldowns(value, last_out_s, last_in_s, action, held):
 
 
 def test_decide_asks_for_history_only_when_a_cooldown_could_hold():
-    assert s.decide(load(2.0), pool(3), COOL, NOW).needs_history is False
-    assert s.decide(load(4.0), pool(3), COOL, NOW).needs_history is True
-    assert s.decide(load(0.1), pool(3), COOL, NOW).needs_history is True
-    assert s.decide(load(4.0), pool(3), BASE, NOW).needs_history is False  # cooldown 0
+    assert decide(load(2.0), pool(3), COOL, NOW).needs_history is False
+    assert decide(load(4.0), pool(3), COOL, NOW).needs_history is True
+    assert decide(load(0.1), pool(3), COOL, NOW).needs_history is True
+    assert decide(load(4.0), pool(3), BASE, NOW).needs_history is False  # cooldown 0
     # min/max ignore cooldowns and never need the event log
-    d = s.decide(load(0.1), pool(1), COOL, NOW, s.History(NOW, NOW))
+    d = decide(load(0.1), pool(1), COOL, NOW, History(NOW, NOW))
     assert d.action is A.SCALE_OUT and not d.needs_history
 
 
@@ -185,15 +203,15 @@ def test_decide_asks_for_history_only_when_a_cooldown_could_hold():
     (vm("x", in_lb=False), 1, True, A.READD),          # drained, pool below min
 ])
 def test_decide_repairs(extra, count, drained, action):
-    history = s.History(drained=frozenset({extra.id}) if drained else frozenset())
-    d = s.decide(load(2.0), pool(count, extra), COOL, NOW, history)
+    history = History(drained=frozenset({extra.id}) if drained else frozenset())
+    d = decide(load(2.0), pool(count, extra), COOL, NOW, history)
     assert d.action is action and d.vms == (extra,) and d.rule == "repair"
 
 
 def test_decide_repair_ignores_unmanaged_and_needs_history_for_orphans():
     unmanaged = vm("y", managed=False, in_lb=False, state="Error")
-    assert s.decide(load(2.0), pool(3, unmanaged), COOL, NOW, s.History()).action is A.NONE
-    assert s.decide(load(2.0), pool(3, vm("x", in_lb=False)), COOL, NOW).needs_history
+    assert decide(load(2.0), pool(3, unmanaged), COOL, NOW, History()).action is A.NONE
+    assert decide(load(2.0), pool(3, vm("x", in_lb=False)), COOL, NOW).needs_history
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -209,11 +227,11 @@ def test_decide_repair_ignores_unmanaged_and_needs_history_for_orphans():
     ("42", (42.0, 42.0, 42.0)),
 ])
 def test_parse_load_formats(text, loads):
-    assert s.parse_load(text) == (loads, None)
+    assert parse_load(text) == (loads, None)
 
 
 def test_parse_load_per_cpu():
-    assert s.parse_load("4.00 2.00 1.00 1/99 5\n4\n", per_cpu=True) == ((4.0, 2.0, 1.0), 4)
+    assert parse_load("4.00 2.00 1.00 1/99 5\n4\n", per_cpu=True) == ((4.0, 2.0, 1.0), 4)
 
 
 @pytest.mark.parametrize("text, per_cpu", [
@@ -222,7 +240,7 @@ def test_parse_load_per_cpu():
 ])
 def test_parse_load_rejects(text, per_cpu):
     with pytest.raises(ValueError):
-        s.parse_load(text, per_cpu)
+        parse_load(text, per_cpu)
 
 
 # --- event history --------------------------------------------------------------------------
@@ -240,7 +258,7 @@ def test_history_from_events_filters_by_rule_and_managed_vm():
         event("LB.REMOVE.FROM.RULE", 5, "removing. Load balancer Id: lb-1, Vm Ids: id-m1"),
         event("VM.DESTROY", 1, "destroying Vm. Vm Id: unrelated"),
     ]
-    h = s.history_from_events(events, BASE, p)
+    h = history_from_events(events, BASE, p)
     assert h.last_scale_out == NOW - timedelta(minutes=10)
     assert h.last_scale_in == NOW - timedelta(minutes=5)
     assert h.drained == frozenset({"id-m1"})
@@ -248,7 +266,7 @@ def test_history_from_events_filters_by_rule_and_managed_vm():
 
 def test_history_falls_back_to_newest_managed_creation():
     p = pool(3)
-    h = s.history_from_events([], BASE, p)
+    h = history_from_events([], BASE, p)
     assert h.last_scale_out == NOW - timedelta(minutes=98)
     assert h.last_scale_in is None
 
@@ -258,25 +276,25 @@ def test_history_readding_clears_drained():
         event("LB.REMOVE.FROM.RULE", 5, "Load balancer Id: lb-1, Vm Ids: id-m1"),
         event("LB.ASSIGN.TO.RULE", 3, "Load balancer Id: lb-1, Vm Ids: id-m1"),
     ]
-    assert s.history_from_events(events, BASE, pool(3)).drained == frozenset()
+    assert history_from_events(events, BASE, pool(3)).drained == frozenset()
 
 
 def test_parse_time_formats():
-    assert s.parse_time("2013-05-10T17:27:52+0900") == datetime(
+    assert parse_time("2013-05-10T17:27:52+0900") == datetime(
         2013, 5, 10, 8, 27, 52, tzinfo=timezone.utc)
-    assert s.parse_time("garbage") is None and s.parse_time(None) is None
+    assert parse_time("garbage") is None and parse_time(None) is None
 
 
 def test_repair_never_touches_the_monitored_vm():
     monitored = replace(vm("web1", in_lb=False, state="Stopped"), monitored=True)
-    d = s.decide(load(2.0), pool(3, monitored), COOL, NOW, s.History())
+    d = decide(load(2.0), pool(3, monitored), COOL, NOW, History())
     assert d.action is A.NONE
 
 
 @pytest.mark.parametrize("state", ["Stopped", "Starting", "Running"])
 def test_repair_adopts_a_vm_whose_deploy_job_is_pending(state):
     building = replace(vm("x", in_lb=False, state=state), jobid="job-1")
-    d = s.decide(load(2.0), pool(3, building), COOL, NOW, s.History())
+    d = decide(load(2.0), pool(3, building), COOL, NOW, History())
     assert d.action is A.ADOPT and d.vms == (building,)
 
 
@@ -284,21 +302,21 @@ def test_repair_adopts_a_vm_whose_deploy_job_is_pending(state):
 def test_repair_of_other_states(state, action):
     # Unknown: a VM on a disconnected host may come back, so it is left alone.
     odd = vm("x", in_lb=False, state=state)
-    assert s.decide(load(2.0), pool(3, odd), COOL, NOW, s.History()).action is action
+    assert decide(load(2.0), pool(3, odd), COOL, NOW, History()).action is action
 
 
 def test_min_fill_comes_before_destroying_a_broken_vm():
     broken = vm("x", in_lb=False, state="Error")
-    d = s.decide(load(2.0), pool(1, broken), COOL, NOW, s.History())
+    d = decide(load(2.0), pool(1, broken), COOL, NOW, History())
     assert d.action is A.SCALE_OUT and d.rule == "min_size"
     orphan = vm("y", in_lb=False)  # but an orphan that fills the pool is adopted first
-    d = s.decide(load(2.0), pool(1, broken, orphan), COOL, NOW, s.History())
+    d = decide(load(2.0), pool(1, broken, orphan), COOL, NOW, History())
     assert d.action is A.ADOPT and d.vms == (orphan,)
 
 
 def test_migrating_member_counts_as_in_service():
-    p = s.Pool((vm("web1", managed=False, monitored=True), vm("m", state="Migrating")))
-    d = s.decide(load(2.0), p, replace(BASE, min_size=2, max_size=2), NOW, s.History())
+    p = Pool((vm("web1", managed=False, monitored=True), vm("m", state="Migrating")))
+    d = decide(load(2.0), p, replace(BASE, min_size=2, max_size=2), NOW, History())
     assert p.count == 2 and d.action is A.NONE
 
 
@@ -307,7 +325,7 @@ def test_history_matches_whole_ids_and_resourceid():
     events = [event("LB.ASSIGN.TO.RULE", 1, "Load balancer Id: 15 Instance IDs: 7"),
               event("LB.REMOVE.FROM.RULE", 2, "no ids here")]
     events[1]["resourceid"] = "5"
-    h = s.history_from_events(events, settings, s.Pool())
+    h = history_from_events(events, settings, Pool())
     assert h.last_scale_out is None and h.last_scale_in == NOW - timedelta(minutes=2)
 
 
@@ -319,8 +337,8 @@ def test_history_matches_whole_ids_and_resourceid():
 def test_per_cpu_command_keeps_the_commands_exit_status(command, status, last_line):
     import subprocess
     settings = replace(BASE, per_cpu=True, command=command)
-    done = subprocess.run(["sh", "-c", s.remote_command(settings)], capture_output=True,
+    done = subprocess.run(["sh", "-c", remote_command(settings)], capture_output=True,
                           text=True, check=False)
     assert done.returncode == status
     assert done.stdout.strip().splitlines()[-1].isdigit() is last_line
-    assert s.remote_command(BASE) == "cat /proc/loadavg"
+    assert remote_command(BASE) == "cat /proc/loadavg"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ssh_scale_demo
+from sshscale import demo
 
 
 def test_demo_shows_all_three_phases(home, capsys):
-    assert ssh_scale_demo.main(["--job-seconds", "0.1", "--pause", "0"]) == 0
+    assert demo.main(["--job-seconds", "0.1", "--pause", "0"]) == 0
     out = capsys.readouterr().out
     assert "below min_size 2" in out
     assert "scale out        : +1" in out and "scale in         : -1" in out

@@ -173,9 +173,9 @@ def test_dry_run_sends_no_mutation(tmp_path, cloud, key, sshd):
 
 
 def test_lock_held_exits_0_with_one_line(tmp_path, cloud, key, sshd):
-    import ssh_scale
+    from sshscale.run import run_lock
     path = config(tmp_path, cloud, key, sshd)
-    with ssh_scale.run_lock(str(path)):
+    with run_lock(str(path)):
         done = run_cli("-c", str(path))
         shell_like = run_cli("-c", str(path), env=dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path)))
         status = run_cli("-c", str(path), "--status")
@@ -282,11 +282,11 @@ def test_known_hosts_lines_paramiko_cannot_read_are_skipped(tmp_path, cloud, key
 
 
 def test_lock_holds_across_a_replaced_or_symlinked_config(tmp_path, cloud, key, sshd):
-    import ssh_scale
+    from sshscale.run import run_lock
     path = config(tmp_path, cloud, key, sshd)
     link = tmp_path / "link-to-rc"
     link.symlink_to(path)
-    with ssh_scale.run_lock(str(path)):
+    with run_lock(str(path)):
         replacement = tmp_path / "new"
         replacement.write_bytes(path.read_bytes())
         replacement.chmod(0o600)

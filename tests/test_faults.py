@@ -210,6 +210,28 @@ def test_crash_during_scale_in_is_repaired(tmp_path, cloud, key, sshd, step):
     assert_consistent(cloud)
 
 
+def test_sigterm_during_the_drain_is_one_line_exit_143_then_repaired(tmp_path, cloud, key,
+                                                                    sshd):
+    add_managed(cloud, "m1", hours_ago=3)
+    add_managed(cloud, "m2", hours_ago=2)
+    sshd.set_output(LOW)
+    path = make_config(tmp_path, cloud, key, sshd.port, scalling={"drain_seconds": "30"})
+    process = subprocess.Popen([SSH_SCALE, "-c", str(path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while "m2" in {vm["name"] for vm in cloud.lb_members()}:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 143
+    assert err.count("\n") == 1 and "terminated (SIGTERM)" in err and "Traceback" not in err
+    sshd.set_output(MID)
+    repair(path, cloud)
+    assert "m2" not in {vm["name"] for vm in cloud.vms()}
+    assert_consistent(cloud)
+
+
 def test_drained_vm_is_readded_when_pool_fell_below_min(tmp_path, cloud, key, sshd):
     vm = add_managed(cloud, "m1", hours_ago=3)
     sshd.set_output(LOW)

@@ -6,11 +6,11 @@ independently in closed form (the kernel's 11-bit fixed point is deliberately no
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math
 import shutil
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -18,12 +18,12 @@ from typing import Any, Optional
 
 import pytest
 
-import idcf_api
-import ssh_scale
-import ssh_scale_replay as rp
-from idcf_api import ConfigError
-from ssh_scale import Action, Settings
-from ssh_scale_replay import Change, ReplayError
+from sshscale import replay as rp
+from sshscale.cli import build_parser, main
+from sshscale.config import load_settings
+from sshscale.errors import ConfigError
+from sshscale.model import Action, Settings
+from sshscale.replay import Change, ReplayError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_TRACES = ("daily.csv", "spike.csv", "sawtooth.csv")
@@ -43,7 +43,7 @@ def replay_config(home: Path) -> Path:
 @pytest.fixture
 def settings(replay_config: Path) -> Settings:
     """The example config: thresholds 3/1, 2-8 VMs, cooldowns 120/300 s, drain 30 s."""
-    return ssh_scale.load_settings(str(replay_config))
+    return load_settings(str(replay_config))
 
 
 def trace_of(*rows: tuple[int, float], source: str = "test.csv") -> rp.Trace:
@@ -55,10 +55,11 @@ def write_trace(path: Path, text: str) -> Path:
     return path
 
 
-def cli_args(trace: Path, **options: Any) -> argparse.Namespace:
-    defaults: dict[str, Any] = {"replay": str(trace), "plot": None, "policy": "current",
-                                "boot_seconds": 150.0, "json": False}
-    return argparse.Namespace(**{**defaults, **options})
+def cli_args(trace: Path, **options: Any) -> dict[str, Any]:
+    """run_replay's keyword arguments as the command line would give them."""
+    defaults: dict[str, Any] = {"trace": str(trace), "plot": None, "policy": "current",
+                                "boot_seconds": 150.0, "as_json": False}
+    return {**defaults, **options}
 
 
 def change_seconds(result: rp.ReplayResult, action: Optional[Action] = None) -> list[int]:
@@ -184,7 +185,7 @@ def test_read_trace_accepts_a_byte_order_mark(tmp_path: Path) -> None:
 
 
 def test_replay_error_is_a_config_error_so_main_exits_2() -> None:
-    assert issubclass(ReplayError, idcf_api.ConfigError)
+    assert issubclass(ReplayError, ConfigError)
 
 
 # --- accounting on hand-computed traces ----------------------------------------------------------
@@ -345,7 +346,7 @@ def test_make_traces_writes_the_shipped_examples(tmp_path: Path) -> None:
 
 def test_main_replay_prints_the_changes_and_the_summary(
         replay_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = ssh_scale.main(["-c", str(replay_config), "--replay", str(EXAMPLES / "spike.csv")])
+    code = main(["-c", str(replay_config), "--replay", str(EXAMPLES / "spike.csv")])
     out, err = capsys.readouterr()
     assert (code, err) == (0, "")
     assert "replay of" in out and "policy current, boot 150 s" in out
@@ -357,7 +358,7 @@ def test_main_replay_prints_the_changes_and_the_summary(
 def test_main_replay_bad_trace_exits_2_with_one_line(
         replay_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = write_trace(tmp_path / "trace.csv", "minute,demand\n0,2\n1,x\n")
-    code = ssh_scale.main(["-c", str(replay_config), "--replay", str(trace)])
+    code = main(["-c", str(replay_config), "--replay", str(trace)])
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert err == f"ssh_scale.py: error: {trace}:3: demand: expected a number, got 'x'\n"
@@ -365,7 +366,7 @@ def test_main_replay_bad_trace_exits_2_with_one_line(
 
 def test_main_replay_classic_policy_and_boot_option(
         replay_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = ssh_scale.main(["-c", str(replay_config), "--replay", str(EXAMPLES / "spike.csv"),
+    code = main(["-c", str(replay_config), "--replay", str(EXAMPLES / "spike.csv"),
                            "--policy", "classic", "--boot-seconds", "60"])
     out, _ = capsys.readouterr()
     assert code == 0 and "policy classic, boot 60 s" in out
@@ -375,18 +376,18 @@ def test_main_replay_json_parses(replay_config: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["-c", str(replay_config), "--replay", str(EXAMPLES / "spike.csv"), "--json"]
     try:
-        ssh_scale.build_parser().parse_args(argv)
+        build_parser().parse_args(argv)
     except SystemExit:
         capsys.readouterr()
-        pytest.skip("ssh_scale.build_parser does not accept --json with --replay yet")
-    assert ssh_scale.main(argv) == 0
+        pytest.skip("build_parser does not accept --json with --replay yet")
+    assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["policy"] == "current"
 
 
-def test_run_cli_json_is_one_object(settings: Settings,
+def test_run_replay_json_is_one_object(settings: Settings,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    args = cli_args(EXAMPLES / "sawtooth.csv", json=True, policy="classic")
-    assert rp.run_cli(settings, args) == 0
+    args = cli_args(EXAMPLES / "sawtooth.csv", as_json=True, policy="classic")
+    assert rp.run_replay(settings, **args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     data = json.loads(lines[0])
@@ -397,26 +398,26 @@ def test_run_cli_json_is_one_object(settings: Settings,
 
 
 @pytest.mark.parametrize("value", [-1, float("nan"), float("inf"), "soon"])
-def test_run_cli_rejects_a_bad_boot_time(settings: Settings, value: Any) -> None:
+def test_run_replay_rejects_a_bad_boot_time(settings: Settings, value: Any) -> None:
     with pytest.raises(ReplayError, match="--boot-seconds: expected a number of seconds"):
-        rp.run_cli(settings, cli_args(EXAMPLES / "spike.csv", boot_seconds=value))
+        rp.run_replay(settings, **cli_args(EXAMPLES / "spike.csv", boot_seconds=value))
 
 
-def test_run_cli_plot_writes_a_png(settings: Settings, tmp_path: Path,
+def test_run_replay_plot_writes_a_png(settings: Settings, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
     png = tmp_path / "spike.png"
-    assert rp.run_cli(settings, cli_args(EXAMPLES / "spike.csv", plot=str(png))) == 0
+    assert rp.run_replay(settings, **cli_args(EXAMPLES / "spike.csv", plot=str(png))) == 0
     assert png.read_bytes().startswith(PNG_MAGIC)
     assert capsys.readouterr().out.endswith(f"plot: {png}\n")
 
 
-def test_run_cli_plot_to_an_unwritable_path_is_an_error(settings: Settings,
+def test_run_replay_plot_to_an_unwritable_path_is_an_error(settings: Settings,
                                                         tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     target = tmp_path / "no-such-dir" / "out.png"
     with pytest.raises(ReplayError, match="cannot write the plot"):
-        rp.run_cli(settings, cli_args(EXAMPLES / "spike.csv", plot=str(target)))
+        rp.run_replay(settings, **cli_args(EXAMPLES / "spike.csv", plot=str(target)))
 
 
 def test_main_replay_plot_without_matplotlib_exits_2_with_a_hint(
@@ -426,7 +427,7 @@ def test_main_replay_plot_without_matplotlib_exits_2_with_a_hint(
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     png = tmp_path / "out.png"
-    code = ssh_scale.main(["-c", str(replay_config), "--replay", str(EXAMPLES / "spike.csv"),
+    code = main(["-c", str(replay_config), "--replay", str(EXAMPLES / "spike.csv"),
                            "--plot", str(png)])
     out, err = capsys.readouterr()
     assert (code, out) == (2, "")
@@ -437,7 +438,7 @@ def test_main_replay_plot_without_matplotlib_exits_2_with_a_hint(
 @pytest.mark.parametrize("flag", [["--policy", "classic"], ["--plot", "x.png"],
                                   ["--boot-seconds", "60"]])
 def test_replay_only_options_refuse_a_live_run(flag, capsys):
-    assert ssh_scale.main(["-c", "/nonexistent", *flag]) == 2
+    assert main(["-c", "/nonexistent", *flag]) == 2
     assert "go with --replay" in capsys.readouterr().err
 
 
@@ -452,3 +453,16 @@ def test_replay_scale_in_cooldown_counts_from_leaving_not_from_the_destroy(
         assert len(ins) >= 3
         gaps.append([b - a for a, b in zip(ins, ins[1:])])
     assert gaps[0] == gaps[1] == gaps[2]
+
+
+def test_replay_ignores_a_malformed_ssh_config_and_never_imports_paramiko(
+        replay_config: Path, home: Path) -> None:
+    (home / ".ssh" / "config").write_text("Host web\n  Port not-a-number\n  Match\n")
+    script = ("import sys; from sshscale.cli import main; "
+              f"code = main(['-c', {str(replay_config)!r}, '--replay', "
+              f"{str(EXAMPLES / 'spike.csv')!r}, '--json']); "
+              "sys.exit(code if 'paramiko' not in sys.modules else 99)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["trace"].endswith("spike.csv")

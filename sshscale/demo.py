@@ -150,7 +150,7 @@ def summary(steps: Sequence[Step]) -> tuple[str, bool]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssh_scale_demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m sshscale.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--job-seconds", type=float, default=1.0,
                         help="how long each simulated cloud job takes (default 1)")

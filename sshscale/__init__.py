@@ -1,0 +1,22 @@
+"""ssh-scale: scale a CloudStack load-balancer pool by the load average read over SSH.
+
+The modules follow one run's data path:
+
+  config    ~/.idcfrc (+ ~/.ssh/config for key files) -> validated Settings
+  measure   hosts -> Measurement, one SSH exec per host (paramiko)
+  observe   the cloud -> Pool, History and the cloud's time (the API client, idcf_api)
+  decide    Measurement + Pool + History + Settings + now -> Decision (pure)
+  act       one Decision -> cloud calls
+  run       one run: lock, observe, decide (reading History only when needed), act
+  views     Report -> log lines, the --status table, the --json object
+  cli       argv -> a live run or a replay -> exit status (the only module that knows both)
+
+Below them: model (the data types), errors (the error hierarchy and exit statuses), logs
+(the 2013 line format). Beside them: replay/ (what-if replays on a virtual clock, using decide
+unchanged) and demo (`make demo`). idcf_api.py is the signed CloudStack client (layer 0) and
+cloudstack_sim/ the simulator the tests compare against; neither imports this package.
+"""
+
+__all__ = ["__version__"]
+
+__version__ = "1.1.0"

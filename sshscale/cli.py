@@ -1,0 +1,169 @@
+"""Scale a CloudStack load-balancer pool by the load average read over SSH.
+
+Run it from cron every minute. Each run reads ~/.idcfrc, measures the load of the
+monitored web VM (or of every pool member) over SSH, reads the pool from the
+CloudStack API, decides with one pure function, and makes at most one change:
+deploy a VM and add it to the load balancer, or take one out and destroy it.
+Crash leftovers of earlier runs are repaired from what the cloud knows.
+
+  * * * * * ssh_scale.py >> /var/log/ssh_scale.log 2>&1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import idcf_api
+from sshscale import __version__, logs
+from sshscale.config import display_path, insecure_permissions, load_settings
+from sshscale.errors import (
+    ConfigError,
+    ExitStatus,
+    LockBusy,
+    Terminated,
+    exit_status,
+    expected,
+    message_of,
+)
+from sshscale.logs import note
+from sshscale.model import Report
+from sshscale.views import report_json, status_table
+
+__all__ = ["build_parser", "main"]
+
+PROG = "ssh_scale.py"
+REPLAY_ONLY = ("policy", "plot", "boot_seconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ssh_scale.py argument parser."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit codes: 0 acted, nothing to do, or another run busy; 1 SSH, API or job "
+               "failure; 2 usage or configuration error; 130 interrupted (Ctrl-C); "
+               "143 terminated (SIGTERM).")
+    parser.add_argument("-c", "--config", metavar="PATH",
+                        help="config file (default: $IDCFRC, else ~/.idcfrc)")
+    parser.add_argument("-n", "--dry-run", action="store_true",
+                        help="measure and decide, but send no mutating API call")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true",
+                           help="debug lines: SSH and API traffic (secrets redacted)")
+    verbosity.add_argument("-q", "--quiet", action="store_true",
+                           help="print only actions and errors")
+    views = parser.add_mutually_exclusive_group()
+    views.add_argument("--status", action="store_true",
+                       help="show the pool and the decision that would be taken; change nothing")
+    views.add_argument("--json", action="store_true",
+                       help="one JSON object per run on stdout; log lines go to stderr")
+    parser.add_argument("--replay", metavar="TRACE.csv",
+                        help="what-if: replay a minute,demand trace through the decision code")
+    parser.add_argument("--policy", choices=("current", "classic"),
+                        help="with --replay: this config's policy (default) or the 2013 tool's")
+    parser.add_argument("--plot", metavar="PNG", help="with --replay: draw the replay")
+    parser.add_argument("--boot-seconds", type=float, metavar="S",
+                        help="with --replay: seconds before a new VM serves (default 150)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Options that only make sense together; raises ConfigError."""
+    if args.replay and (args.status or args.dry_run):
+        raise ConfigError("--replay runs offline: it cannot be combined with --status or -n")
+    if not args.replay and any(getattr(args, name) is not None for name in REPLAY_ONLY):
+        raise ConfigError("--policy, --plot and --boot-seconds go with --replay")
+
+
+def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
+    """--replay: offline; neither ~/.ssh/config nor SSH is touched."""
+    from sshscale.replay import run_replay
+
+    settings = load_settings(args.config, check_key=False)
+    redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
+    run_replay(settings, args.replay, policy=args.policy, plot=args.plot,
+               boot_seconds=args.boot_seconds, as_json=args.json)
+    return ExitStatus.OK
+
+
+def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
+    """One run against the cloud; the report is printed (--status, --json) even when the
+    run fails, then the failure is raised for main() to map."""
+    from sshscale.measure import read_ssh_config
+    from sshscale.run import run_lock, run_once
+
+    ssh_config = read_ssh_config()
+    settings = load_settings(args.config, ssh_config=ssh_config)
+    redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
+    path = idcf_api.config_path(args.config)
+    warn_insecure(path)
+    read_only = args.dry_run or args.status
+    report = Report(time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    dry_run=read_only)
+    try:
+        # A read-only look needs no lock: it must work while a scale-out is under way.
+        with contextlib.nullcontext() if read_only else run_lock(path):
+            run_once(settings, idcf_api.Client(settings.account), report,
+                     ssh_config=ssh_config)
+    except LockBusy as exc:
+        note("lock", f"{exc}; exiting", logging.WARNING)
+        report.result = f"skipped: {exc}"
+    except BaseException as exc:
+        report.error = idcf_api.redact(message_of(exc), redactor.secrets)
+        emit(report, args)
+        raise
+    emit(report, args)
+    return ExitStatus.OK
+
+
+def warn_insecure(path: str) -> None:
+    """A warning line when the config (which holds secrets) is readable by others."""
+    if insecure_permissions(path):
+        note("warning", f"{display_path(path)} is readable by group or others; it holds "
+                        "secrets (chmod 600 it)", logging.WARNING)
+
+
+def emit(report: Report, args: argparse.Namespace) -> None:
+    """Print the --status table or the --json object, if asked."""
+    if args.status:
+        print(status_table(report))
+    if args.json:
+        print(json.dumps(report_json(report)))
+
+
+def terminate_on_sigterm() -> None:
+    """SIGTERM (systemd stop or timeout) ends the run like Ctrl-C: one line, never a
+    traceback; the next run repairs what this one left."""
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise Terminated("terminated (SIGTERM); the next run repairs what this one left")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: one run or one replay; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    redactor = logs.configure(args.verbose, args.quiet,
+                              sys.stderr if args.json or args.status else sys.stdout)
+    try:
+        terminate_on_sigterm()
+        check_options(args)
+        return replay(args, redactor) if args.replay else live(args, redactor)
+    except BrokenPipeError:  # e.g. --json piped into head
+        return idcf_api.closed_pipe()
+    except (Exception, KeyboardInterrupt) as exc:
+        if not expected(exc):
+            logs.log.debug("unexpected error", exc_info=True)
+        print(f"{PROG}: error: {idcf_api.redact(message_of(exc), redactor.secrets)}",
+              file=sys.stderr)
+        return exit_status(exc)

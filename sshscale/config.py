@@ -1,0 +1,276 @@
+"""~/.idcfrc (and, for key files, ~/.ssh/config) -> validated Settings.
+
+Where each value comes from, first match wins:
+  * the config file: `-c PATH`, else $IDCFRC, else ~/.idcfrc;
+  * [account] host, api_key, secret_key: the environment variables CLOUDSTACK_ENDPOINT,
+    CLOUDSTACK_KEY, CLOUDSTACK_SECRET (or IDCF_COMPUTE_HOST, IDCF_COMPUTE_API_KEY,
+    IDCF_COMPUTE_SECRET_KEY), then the file;
+  * [monitoring] user, port, private_key_path: the file, then ~/.ssh/config for the host
+    (User, Port, IdentityFile), then the login name and port 22;
+  * every other key: the file, then the default declared on Settings.
+Sections have a 2013 spelling ([scalling], [scalling_policy_out], ...) and a modern one; one
+file may use either, not both. Unknown keys of our sections are errors with a hint; other
+sections are ignored (the file is shared with idcf-compute-api and other tools).
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import math
+import os
+import re
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import MISSING, fields
+from typing import Any, Optional
+
+import idcf_api
+from sshscale.errors import ConfigError
+from sshscale.model import PERIODS, Settings
+
+__all__ = ["display_path", "insecure_permissions", "key_path_for", "load_settings",
+           "lookup_ssh_config", "settings_from_config"]
+
+ALIASES = {
+    "scaling": ("scalling", "scaling"),
+    "policy_out": ("scalling_policy_out", "scaling_policy_out"),
+    "policy_in": ("scalling_policy_in", "scaling_policy_in"),
+}
+KNOWN_KEYS = {
+    "monitoring": ("host", "user", "private_key_path", "pass_phrase", "port", "connect_timeout",
+                   "command_timeout", "command", "host_key_policy", "monitor_members",
+                   "boot_grace", "min_reporting", "aggregate", "per_cpu", "max_parallel"),
+    "scaling": ("min_size", "max_size", "load_balancer", "job_timeout", "expunge",
+                "drain_seconds", "protect_unmanaged"),
+    "policy_out": ("threshold", "cooldown", "period", "step"),
+    "policy_in": ("threshold", "cooldown", "period"),
+}
+REQUIRED_LAUNCH_KEYS = ("serviceofferingid", "templateid", "zoneid")
+HOST_KEY_POLICIES = ("accept-new", "strict", "off")
+DEFAULTS = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+
+
+class _Section:
+    """Typed, validated access to one INI section; errors name file, section and key."""
+
+    def __init__(self, source: str, name: str, values: Mapping[str, str]) -> None:
+        self.source, self.name, self.values = source, name, values
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: [{self.name}] {key}: {message}")
+
+    def text(self, key: str, default: Optional[str] = None) -> str:
+        value = self.values.get(key, "").strip()
+        if value:
+            return value
+        if default is None:
+            raise self.error(key, "missing" if key not in self.values else "empty")
+        return default
+
+    def number(self, key: str, default: Optional[float] = None, minimum: float = 0.0,
+               above: bool = False) -> float:
+        raw = self.text(key, None if default is None else repr(default))
+        try:
+            value = float(raw)
+        except ValueError:
+            raise self.error(key, f"expected a number, got {raw!r}") from None
+        if not math.isfinite(value) or value < minimum or (above and value == minimum):
+            relation = "greater than" if above else "at least"
+            raise self.error(key, f"expected a number {relation} {minimum:g}, got {raw!r}")
+        return value
+
+    def integer(self, key: str, default: Optional[int] = None, minimum: int = 0) -> int:
+        raw = self.text(key, None if default is None else str(default))
+        if not re.fullmatch(r"[+-]?\d+", raw):
+            raise self.error(key, f"expected an integer, got {raw!r}")
+        if int(raw) < minimum:
+            raise self.error(key, f"expected an integer of at least {minimum}, got {raw!r}")
+        return int(raw)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        raw = self.text(key, "yes" if default else "no").lower()
+        if raw in ("yes", "true", "on", "1"):
+            return True
+        if raw in ("no", "false", "off", "0"):
+            return False
+        raise self.error(key, f"expected yes or no, got {raw!r}")
+
+    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
+        raw = self.text(key, default).lower()
+        if raw not in choices:
+            raise self.error(key, f"expected one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    def check_known(self, known: Sequence[str]) -> None:
+        for key in self.values:
+            if key not in known:
+                raise self.error(key, "unknown key" + idcf_api.did_you_mean(key, known))
+
+
+def display_path(path: str) -> str:
+    """The path with the home directory shown as ~."""
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if home != "/" and path.startswith(home + "/") else path
+
+
+def _section(parser: configparser.ConfigParser, source: str, logical: str,
+             required: bool = True) -> _Section:
+    names = ALIASES.get(logical, (logical,))
+    present = [n for n in names if parser.has_section(n)]
+    if len(present) > 1:
+        raise ConfigError(f"{source}: both [{present[0]}] and [{present[1]}]: "
+                          "keep one spelling of the section")
+    if not present:
+        if required:
+            raise ConfigError(f"{source}: [{names[0]}]: missing section")
+        return _Section(source, names[0], {})
+    section = _Section(source, present[0], dict(parser[present[0]]))
+    if logical in KNOWN_KEYS:
+        section.check_known(KNOWN_KEYS[logical])
+    return section
+
+
+def settings_from_config(parser: configparser.ConfigParser, source: str,
+                         environ: Optional[Mapping[str, str]] = None,
+                         ssh_config: Optional[Any] = None, check_key: bool = True) -> Settings:
+    """Validate a parsed config into Settings; raises ConfigError naming section and key.
+    Absent optional keys take the defaults declared on Settings. `ssh_config` is anything
+    with OpenSSH's `lookup(host)` (paramiko.SSHConfig), used to find the key file."""
+    default = DEFAULTS
+    with _client_config_errors():
+        account = idcf_api.account_from_config(parser, source, environ)
+    mon = _section(parser, source, "monitoring")
+    launch = _section(parser, source, "launch_config")
+    scaling = _section(parser, source, "scaling")
+    out = _section(parser, source, "policy_out")
+    inn = _section(parser, source, "policy_in")
+    _check_launch(launch)
+    monitor_members = mon.boolean("monitor_members", default["monitor_members"])
+    hosts = tuple(h.strip() for h in mon.text("host", "" if monitor_members else None)
+                  .split(",") if h.strip())
+    min_size = scaling.integer("min_size", minimum=1)
+    max_size = scaling.integer("max_size", minimum=1)
+    if min_size > max_size:
+        raise scaling.error("min_size", f"{min_size} is greater than max_size {max_size}")
+    threshold_out = out.number("threshold", above=True)
+    threshold_in = inn.number("threshold")
+    if threshold_in >= threshold_out:
+        raise inn.error("threshold", f"{threshold_in:g} must be below "
+                        f"[{out.name}] threshold {threshold_out:g}")
+    port = mon.integer("port", 0, minimum=1) if mon.values.get("port") else None
+    if port is not None and port > 65535:
+        raise mon.error("port", f"expected a port number (1-65535), got {port}")
+    settings = Settings(
+        source=source, account=account, hosts=hosts,
+        user=mon.values.get("user", "").strip() or None,
+        private_key_path=_expand(mon.values.get("private_key_path", "").strip()) or None,
+        pass_phrase=mon.values.get("pass_phrase", ""),
+        launch=dict(launch.values),
+        min_size=min_size, max_size=max_size,
+        load_balancer=scaling.text("load_balancer"),
+        threshold_out=threshold_out, threshold_in=threshold_in,
+        port=port,
+        connect_timeout=mon.number("connect_timeout", default["connect_timeout"], above=True),
+        command_timeout=mon.number("command_timeout", default["command_timeout"], above=True),
+        command=mon.text("command", default["command"]),
+        host_key_policy=mon.choice("host_key_policy", default["host_key_policy"],
+                                   HOST_KEY_POLICIES),
+        monitor_members=monitor_members,
+        boot_grace=mon.number("boot_grace", default["boot_grace"]),
+        min_reporting=mon.integer("min_reporting", default["min_reporting"], minimum=1),
+        aggregate=mon.choice("aggregate", default["aggregate"], ("mean", "max")),
+        per_cpu=mon.boolean("per_cpu", default["per_cpu"]),
+        max_parallel=mon.integer("max_parallel", default["max_parallel"], minimum=1),
+        job_timeout=scaling.number("job_timeout", default["job_timeout"], above=True),
+        expunge=scaling.boolean("expunge", default["expunge"]),
+        drain_seconds=scaling.number("drain_seconds", default["drain_seconds"]),
+        protect_unmanaged=scaling.boolean("protect_unmanaged", default["protect_unmanaged"]),
+        cooldown_out=out.number("cooldown", default["cooldown_out"]),
+        cooldown_in=inn.number("cooldown", default["cooldown_in"]),
+        period_out=_period(out, default["period_out"]),
+        period_in=_period(inn, default["period_in"]),
+        step_out=out.choice("step", default["step_out"], ("1", "proportional")),
+    )
+    if check_key:
+        _check_key_file(settings, mon, ssh_config)
+    return settings
+
+
+@contextlib.contextmanager
+def _client_config_errors() -> Iterator[None]:
+    """The API client's config errors (account, INI syntax) as ours."""
+    try:
+        yield
+    except idcf_api.ConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _check_launch(launch: _Section) -> None:
+    for key in REQUIRED_LAUNCH_KEYS:
+        launch.text(key)
+    if launch.values.get("startvm", "true").strip().lower() != "true":
+        raise launch.error("startvm", "must be true (or absent): the pool needs running VMs")
+    if "name" in launch.values:
+        raise launch.error("name", "host names are unique in a network, so every deploy after "
+                                   "the first would fail; use displayname (the cloud then "
+                                   "names each VM itself)")
+
+
+def _period(section: _Section, default: int) -> int:
+    period = section.integer("period", default, minimum=1)
+    if period not in PERIODS:
+        raise section.error("period", f"expected 1, 5 or 15 (minutes), got {period}")
+    return period
+
+
+def _expand(path: str) -> str:
+    return os.path.expanduser(path) if path else ""
+
+
+def lookup_ssh_config(ssh_config: Optional[Any], host: str) -> dict[str, Any]:
+    """OpenSSH options for a host from ~/.ssh/config ({} when there is none)."""
+    if ssh_config is None:
+        return {}
+    try:
+        return dict(ssh_config.lookup(host))
+    except Exception as exc:  # paramiko raises assorted errors for odd files
+        raise ConfigError(f"~/.ssh/config: cannot resolve {host}: {exc}") from None
+
+
+def key_path_for(settings: Settings, options: Mapping[str, Any]) -> Optional[str]:
+    """[monitoring] private_key_path, else the first IdentityFile of ~/.ssh/config."""
+    if settings.private_key_path:
+        return settings.private_key_path
+    files = options.get("identityfile") or []
+    return os.path.expanduser(files[0]) if files else None
+
+
+def _check_key_file(settings: Settings, mon: _Section, ssh_config: Optional[Any]) -> None:
+    for host in settings.hosts or ("*",):
+        path = key_path_for(settings, lookup_ssh_config(ssh_config, host))
+        if path is None:
+            raise mon.error("private_key_path", "missing (and no IdentityFile in ~/.ssh/config "
+                                                f"for {host})")
+        if not os.path.isfile(path):
+            raise mon.error("private_key_path", f"{path}: no such file")
+        if not os.access(path, os.R_OK):
+            raise mon.error("private_key_path", f"{path}: not readable")
+
+
+def load_settings(path: Optional[str] = None, environ: Optional[Mapping[str, str]] = None,
+                  ssh_config: Optional[Any] = None, check_key: bool = True) -> Settings:
+    """Read and validate the config file (-c, else $IDCFRC, else ~/.idcfrc); the key file
+    is not needed (nor checked) for an offline replay."""
+    resolved = idcf_api.config_path(path, environ)
+    with _client_config_errors():
+        parser = idcf_api.read_config(resolved)
+    return settings_from_config(parser, display_path(resolved), environ, ssh_config, check_key)
+
+
+def insecure_permissions(path: str) -> bool:
+    """True when the file (which holds secrets) is readable or writable by group or others."""
+    try:
+        return bool(os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+    except OSError:
+        return False

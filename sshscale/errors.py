@@ -1,0 +1,73 @@
+"""The error hierarchy of ssh_scale.py and the one place that maps an exception to an exit
+status and a one-line message."""
+
+from __future__ import annotations
+
+import enum
+
+import idcf_api
+
+__all__ = ["ConfigError", "ExitStatus", "LockBusy", "ScaleError", "SshError", "Terminated",
+           "exit_status", "expected", "message_of"]
+
+
+class ScaleError(Exception):
+    """Base of the autoscaler's own errors (the API client's are idcf_api.CloudStackError)."""
+
+
+class ConfigError(ScaleError):
+    """The config file, ~/.ssh/config, an option or an input file is unusable."""
+
+
+class SshError(ScaleError):
+    """No monitored host could be measured."""
+
+
+class LockBusy(ScaleError):
+    """Another run holds the lock for this config."""
+
+
+class Terminated(ScaleError):
+    """The run got SIGTERM (systemd stop or timeout)."""
+
+
+class ExitStatus(enum.IntEnum):
+    """What ssh_scale.py exits with."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    INTERRUPTED = 130
+    TERMINATED = 143
+
+
+def exit_status(exc: BaseException) -> ExitStatus:
+    """The exit status for an exception that ended a run."""
+    if isinstance(exc, LockBusy):
+        return ExitStatus.OK
+    if isinstance(exc, (ConfigError, idcf_api.ConfigError)):
+        return ExitStatus.USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitStatus.INTERRUPTED
+    if isinstance(exc, Terminated):
+        return ExitStatus.TERMINATED
+    return ExitStatus.FAILURE
+
+
+def expected(exc: BaseException) -> bool:
+    """True for the failures a run can meet (all but bugs and answers we do not understand)."""
+    return isinstance(exc, (ScaleError, idcf_api.CloudStackError, OSError, KeyboardInterrupt))
+
+
+def message_of(exc: BaseException) -> str:
+    """The one line that says what went wrong and what to check."""
+    if isinstance(exc, idcf_api.JobTimeout):
+        return f"{exc}; the next run repairs what it left"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, (ScaleError, idcf_api.CloudStackError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.filename or 'I/O'}: {exc.strerror or exc}"
+    return (f"unexpected {exc.__class__.__name__}: {exc} (run with -v for details; "
+            "please report it)")

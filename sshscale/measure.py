@@ -1,0 +1,302 @@
+"""Hosts -> Measurement: one SSH connection and one exec per host, in parallel, each host with
+its own timeouts; every failure of one host becomes data (HostLoad.error), never a crash."""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import paramiko
+from paramiko.hostkeys import HostKeyEntry
+
+from sshscale.config import display_path, key_path_for, lookup_ssh_config
+from sshscale.errors import ConfigError, SshError
+from sshscale.logs import log, note
+from sshscale.model import HostLoad, Measurement, Settings
+
+__all__ = ["Target", "load_known_hosts", "load_private_key", "make_target", "measure",
+           "parse_load", "read_load", "read_ssh_config", "remote_command", "run_remote"]
+
+CPU_COMMAND = "getconf _NPROCESSORS_ONLN"
+
+
+class CommandFailed(Exception):
+    """The monitoring command failed, or did not finish within command_timeout."""
+
+
+# --- parsing (pure) ---------------------------------------------------------------------------
+
+
+_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
+
+
+def parse_load(text: str, per_cpu: bool = False) -> tuple[tuple[float, float, float],
+                                                            Optional[int]]:
+    """Load averages from /proc/loadavg, any common `uptime` output, or a custom command
+    (its first number is the metric); with per_cpu, the last line is the CPU count.
+
+    Raises ValueError for output without a usable number."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    cpus = None
+    if per_cpu:
+        if len(lines) < 2 or not lines[-1].strip().isdigit() or int(lines[-1]) < 1:
+            raise ValueError("no CPU count on the last line of the output")
+        cpus = int(lines.pop().strip())
+    if not lines:
+        raise ValueError("empty output")
+    body = " ".join(lines)
+    marker = re.search(r"load averages?:", body, re.IGNORECASE)
+    numbers = _NUMBER.findall(body[marker.end():] if marker else lines[0])
+    values = [float(n.replace(",", ".")) for n in numbers]
+    if marker and len(values) >= 3:
+        loads = (values[0], values[1], values[2])
+    elif not marker and re.match(r"\s*[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+/\d+", lines[0]):
+        loads = (values[0], values[1], values[2])
+    elif values and not marker:
+        loads = (values[0],) * 3
+    else:
+        raise ValueError(f"no load average in {text.strip()[:60]!r}")
+    if any(v < 0 or not math.isfinite(v) for v in loads):
+        raise ValueError(f"negative load in {text.strip()[:60]!r}")
+    return loads, cpus
+
+
+# --- SSH -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to connect for one measurement, after ~/.ssh/config."""
+
+    label: str
+    hostname: str
+    port: int
+    user: str
+    key_path: str
+    known_hosts: str
+
+
+def read_ssh_config(path: str = "~/.ssh/config") -> Optional[Any]:
+    """The user's OpenSSH client config (paramiko.SSHConfig), or None when absent."""
+    expanded = os.path.expanduser(path)
+    if not os.path.isfile(expanded):
+        return None
+    try:
+        return paramiko.SSHConfig.from_path(expanded)
+    except Exception as exc:  # paramiko raises assorted errors for a malformed file
+        raise ConfigError(f"{display_path(expanded)}: cannot parse: {exc}") from None
+
+
+def make_target(host: str, settings: Settings, ssh_config: Optional[Any],
+                default_key: str = "") -> Target:
+    """Resolve a host name, alias or address like OpenSSH: ~/.ssh/config, then defaults
+    (a member reached at its IP uses the configured host's key unless one matches it)."""
+    options = lookup_ssh_config(ssh_config, host)
+    port = settings.port or int(options.get("port", 22))
+    user = settings.user or options.get("user") or getpass.getuser()
+    known = (options.get("userknownhostsfile") or "~/.ssh/known_hosts").split()[0]
+    return Target(label=host, hostname=options.get("hostname", host), port=port, user=user,
+                  key_path=key_path_for(settings, options) or default_key,
+                  known_hosts=os.path.expanduser(known))
+
+
+def load_private_key(path: str, pass_phrase: str) -> Any:
+    """Load an RSA, ECDSA or Ed25519 key (PEM or OpenSSH format); raises SshError."""
+    try:
+        return paramiko.PKey.from_path(path, password=pass_phrase.encode() or None)
+    except paramiko.PasswordRequiredException:
+        raise SshError(f"{path}: the key is encrypted; set [monitoring] pass_phrase") from None
+    except (paramiko.SSHException, ValueError, TypeError) as exc:
+        hint = "wrong [monitoring] pass_phrase?" if pass_phrase else "not a private key?"
+        raise SshError(f"{path}: cannot load the private key ({_first_line(exc)}; "
+                       f"{hint})") from None
+    except OSError as exc:
+        raise SshError(f"{path}: {exc.strerror}") from None
+
+
+_known_hosts_lock = threading.Lock()
+
+
+def _accept_new_policy(known_hosts: str) -> Any:
+    class AcceptNew(paramiko.MissingHostKeyPolicy):
+        """OpenSSH's StrictHostKeyChecking=accept-new: record unknown keys, refuse changed."""
+
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+            with _known_hosts_lock:
+                os.makedirs(os.path.dirname(known_hosts) or ".", mode=0o700, exist_ok=True)
+                with open(known_hosts, "a", encoding="utf-8") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                    handle.write(line)
+            note("ssh", f"{hostname}: new host key {key.get_name()} recorded in "
+                        f"{display_path(known_hosts)}")
+
+    return AcceptNew()
+
+
+def remote_command(settings: Settings) -> str:
+    """The one command executed per host; with per_cpu it also prints the CPU count.
+
+    "{ cmd<newline>} && getconf ...": the command's own exit status counts, and a trailing
+    comment in it cannot swallow getconf."""
+    if not settings.per_cpu:
+        return settings.command
+    return f"{{ {settings.command}\n}} && {CPU_COMMAND}"
+
+
+def load_known_hosts(path: str) -> Any:
+    """The parsed known_hosts file, read once per run for all hosts; empty when absent or
+    unreadable. Lines paramiko cannot use (@cert-authority, @revoked, unknown key types)
+    are skipped instead of failing the run, as OpenSSH skips what it does not know."""
+    keys = paramiko.HostKeys()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return keys
+    for number, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line or line.startswith(("#", "@")):
+            continue
+        try:
+            entry = HostKeyEntry.from_line(line, number)
+        except Exception:  # paramiko raises assorted errors for lines it cannot read
+            entry = None
+        if entry is not None and entry.key is not None:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+    return keys
+
+
+def read_load(target: Target, settings: Settings, pkey: Any, known: Any) -> HostLoad:
+    """One SSH connection, one exec; never raises (the error goes into the HostLoad).
+
+    ``known`` is the parsed known_hosts (paramiko.HostKeys); only this host's entries are
+    handed to the client."""
+    client = paramiko.SSHClient()
+    started = time.monotonic()
+    try:
+        name = target.hostname if target.port == 22 else f"[{target.hostname}]:{target.port}"
+        if settings.host_key_policy != "off":
+            for keytype, key in (known.lookup(name) or {}).items():
+                client.get_host_keys().add(name, keytype, key)
+        if settings.host_key_policy == "accept-new":
+            client.set_missing_host_key_policy(_accept_new_policy(target.known_hosts))
+        elif settings.host_key_policy == "off":
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        sock = socket.create_connection((target.hostname, target.port),
+                                        timeout=settings.connect_timeout)
+        # SSH sends small packets back and forth: without this each may wait ~40 ms for a
+        # delayed ACK (paramiko does not set it).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.connect(target.hostname, port=target.port, username=target.user, pkey=pkey,
+                       timeout=settings.connect_timeout, banner_timeout=settings.connect_timeout,
+                       auth_timeout=settings.connect_timeout, allow_agent=False,
+                       look_for_keys=False, sock=sock)
+        transport = client.get_transport()
+        address = transport.getpeername()[0] if transport else None
+        output = run_remote(client, remote_command(settings), settings.command_timeout)
+        loads, cpus = parse_load(output, settings.per_cpu)
+        log.debug("%s: %s in %.3f s", target.label, output.strip()[:80],
+                  time.monotonic() - started)
+        return HostLoad(target.label, address, loads, cpus)
+    except Exception as exc:  # every failure of one host is data, not a crash
+        return HostLoad(target.label, error=_ssh_error_text(exc, target, settings))
+    finally:
+        client.close()
+
+
+def run_remote(client: Any, command: str, timeout: float) -> str:
+    """Execute the command on a connected paramiko client; its output, or CommandFailed when
+    it exits non-zero or does not finish within `timeout` seconds."""
+    stdin, stdout, _ = client.exec_command(command, timeout=timeout)
+    stdin.close()
+    channel = stdout.channel
+    late = CommandFailed(f"the command did not finish within {timeout:g} s "
+                         "(check [monitoring] command / command_timeout)")
+    try:
+        data = stdout.read(65536)
+    except socket.timeout:
+        raise late from None
+    if not channel.status_event.wait(timeout):
+        raise late
+    status = channel.recv_exit_status()
+    if status != 0:
+        raise CommandFailed(f"the command exited with status {status} "
+                            "(check [monitoring] command)")
+    return data.decode("utf-8", "replace")
+
+
+def _ssh_error_text(exc: BaseException, target: Target, settings: Settings) -> str:
+    where = f"{target.hostname}:{target.port}"
+    if isinstance(exc, CommandFailed):
+        return f"{where}: {exc}"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return (f"{where}: host key changed ({exc.key.get_name()}); refusing to connect "
+                f"(check {display_path(target.known_hosts)})")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return f"{where}: authentication failed as {target.user} (check [monitoring] user/key)"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return (f"{where}: timed out after {settings.connect_timeout:g} s "
+                "(check [monitoring] host/port)")
+    if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
+        return f"{where}: connection refused (check [monitoring] host/port)"
+    if isinstance(exc, socket.gaierror):
+        return f"{where}: cannot resolve host name (check [monitoring] host)"
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return (f"{where}: unknown host key and host_key_policy = strict "
+                f"(add it to {display_path(target.known_hosts)})")
+    if isinstance(exc, ValueError):
+        return f"{where}: unusable command output: {exc}"
+    return f"{where}: {_first_line(exc) or exc.__class__.__name__}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def measure(hosts: Sequence[str], settings: Settings,
+            ssh_config: Optional[Any]) -> Measurement:
+    """Measure every host in parallel (bounded workers, per-host timeouts); each host with
+    its own key (~/.ssh/config IdentityFile), each key loaded once; a key that cannot be
+    loaded fails the hosts that use it."""
+    if not hosts:
+        return Measurement()
+    configured = settings.hosts[0] if settings.hosts else "*"
+    default_key = key_path_for(settings, lookup_ssh_config(ssh_config, configured)) or ""
+    targets = [make_target(h, settings, ssh_config, default_key) for h in hosts]
+    keys = {path: _key_or_error(path, settings.pass_phrase)
+            for path in {t.key_path for t in targets}}
+    known = {path: load_known_hosts(path) if settings.host_key_policy != "off" else None
+             for path in {t.known_hosts for t in targets}}
+
+    def one(target: Target) -> HostLoad:
+        key = keys[target.key_path]
+        if isinstance(key, SshError):
+            return HostLoad(target.label, error=str(key))
+        return read_load(target, settings, key, known[target.known_hosts])
+
+    workers = min(settings.max_parallel, len(targets))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return Measurement(tuple(pool.map(one, targets)))
+
+
+def _key_or_error(path: str, pass_phrase: str) -> Any:
+    """The loaded key, or the SshError saying why not (it then fails each host using it)."""
+    try:
+        return load_private_key(path, pass_phrase)
+    except SshError as exc:
+        return exc

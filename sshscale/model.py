@@ -1,0 +1,194 @@
+"""The data one run passes along its path: Settings, what SSH measured, what the cloud holds,
+what its history says, the Decision and the Report. Data only: no I/O, no clock."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from idcf_api import Account
+
+__all__ = ["BROKEN", "IN_SERVICE", "PERIODS", "Action", "Decision", "History", "HostLoad",
+           "Measurement", "Observation", "Pool", "Report", "Settings", "Vm"]
+
+PERIODS = (1, 5, 15)
+IN_SERVICE = ("Running", "Starting", "Migrating")
+# Not "Unknown": a VM on a disconnected host may come back; it is left alone.
+BROKEN = ("Error", "Stopped", "Shutdown")
+
+
+class Action(enum.Enum):
+    """What one run does."""
+
+    NONE = "none"
+    SCALE_OUT = "scale out"
+    SCALE_IN = "scale in"
+    ADOPT = "adopt"
+    READD = "re-add"
+    DESTROY = "destroy"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one run needs, validated (config.py builds it; defaults are declared here
+    once)."""
+
+    source: str
+    account: Account
+    hosts: tuple[str, ...]
+    user: Optional[str]
+    private_key_path: Optional[str]
+    pass_phrase: str = field(repr=False)
+    launch: Mapping[str, str]
+    min_size: int
+    max_size: int
+    load_balancer: str
+    threshold_out: float
+    threshold_in: float
+    port: Optional[int] = None
+    connect_timeout: float = 10.0
+    command_timeout: float = 10.0
+    command: str = "cat /proc/loadavg"
+    host_key_policy: str = "accept-new"
+    monitor_members: bool = False
+    boot_grace: float = 300.0
+    min_reporting: int = 1
+    aggregate: str = "mean"
+    per_cpu: bool = False
+    max_parallel: int = 64
+    job_timeout: float = 900.0
+    expunge: bool = False
+    drain_seconds: float = 30.0
+    protect_unmanaged: bool = True
+    cooldown_out: float = 120.0
+    cooldown_in: float = 300.0
+    period_out: int = 1
+    period_in: int = 1
+    step_out: str = "1"
+
+    @property
+    def group(self) -> str:
+        """The instance group that marks the VMs this tool created for this pool."""
+        return self.launch.get("group") or f"ssh_scale-{self.load_balancer}"
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """One host's answer: load averages (1, 5, 15 min) and CPU count, or why there is none."""
+
+    host: str
+    address: Optional[str] = None
+    loads: Optional[tuple[float, float, float]] = None
+    cpus: Optional[int] = None
+    error: Optional[str] = None
+
+    def value(self, period: int, per_cpu: bool) -> Optional[float]:
+        """The load for a period (1, 5 or 15 minutes), per CPU when asked."""
+        if self.loads is None:
+            return None
+        load = self.loads[PERIODS.index(period)]
+        return load / self.cpus if per_cpu and self.cpus else load
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the SSH side saw this run."""
+
+    hosts: tuple[HostLoad, ...] = ()
+
+    @property
+    def answered(self) -> tuple[HostLoad, ...]:
+        """The hosts that gave a load."""
+        return tuple(h for h in self.hosts if h.loads is not None)
+
+
+@dataclass(frozen=True)
+class Vm:
+    """A VM as far as scaling cares."""
+
+    id: str
+    name: str
+    state: str
+    created: Optional[datetime] = None
+    ip: Optional[str] = None
+    displayname: str = ""
+    instancename: str = ""
+    group: Optional[str] = None
+    in_lb: bool = False
+    managed: bool = False
+    monitored: bool = False
+    jobid: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The load balancer's members and every managed VM (in the pool or not)."""
+
+    vms: tuple[Vm, ...] = ()
+
+    @property
+    def members(self) -> tuple[Vm, ...]:
+        """The VMs the load-balancer rule lists."""
+        return tuple(v for v in self.vms if v.in_lb)
+
+    @property
+    def in_service(self) -> tuple[Vm, ...]:
+        """Members that are Running, Starting or Migrating."""
+        return tuple(v for v in self.members if v.state in IN_SERVICE)
+
+    @property
+    def count(self) -> int:
+        """Pool size: members that are Running, Starting or Migrating."""
+        return len(self.in_service)
+
+
+@dataclass(frozen=True)
+class History:
+    """What the cloud says about earlier changes to this pool."""
+
+    last_scale_out: Optional[datetime] = None
+    last_scale_in: Optional[datetime] = None
+    drained: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one run saw: the measurement, the pool, and the time on the cloud's clock."""
+
+    measurement: Measurement
+    pool: Pool
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The one change this run makes (or none), and why."""
+
+    action: Action
+    reason: str
+    vms: tuple[Vm, ...] = ()
+    count: int = 0
+    rule: str = "none"
+    needs_history: bool = False
+    held_until: Optional[datetime] = None
+
+
+@dataclass
+class Report:
+    """What one run saw, decided and did, filled as the run goes (so that a failing run still
+    reports what it saw): `result` says what the action did, `error` why the run failed."""
+
+    time: str
+    measurement: Measurement = field(default_factory=Measurement)
+    pool: Pool = field(default_factory=Pool)
+    decision: Optional[Decision] = None
+    load_out: Optional[float] = None
+    load_in: Optional[float] = None
+    result: str = ""
+    error: Optional[str] = None
+    dry_run: bool = False
+    pool_read: bool = False

@@ -1,0 +1,192 @@
+"""The cloud -> Pool, History and the cloud's time. Two list calls per run (the rule's members,
+the account's VMs), the event log only when decide() asks for it, and the one place that
+corrects this machine's clock by the skew the API's Date header shows."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+from idcf_api import Client
+from sshscale.config import lookup_ssh_config
+from sshscale.logs import note
+from sshscale.measure import measure
+from sshscale.model import History, Observation, Pool, Settings, Vm
+
+__all__ = ["build_pool", "cloud_time", "history_from_events", "member_hosts",
+           "monitored_names", "observe", "parse_time", "read_history", "read_pool",
+           "vm_from_api"]
+
+IGNORED_SKEW = 5.0  # seconds: the Date header's resolution plus the answer's latency
+_ID_WORD = re.compile(r"[A-Za-z0-9_-]+")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+# --- parsing (pure) ---------------------------------------------------------------------------
+
+
+def parse_time(text: Optional[str]) -> Optional[datetime]:
+    """A CloudStack date (2013-05-10T17:27:52+0900) as an aware datetime, or None."""
+    if not text:
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
+        try:
+            return datetime.strptime(text.replace("Z", "+0000"), fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def vm_from_api(data: Mapping[str, Any], settings: Settings, *, in_lb: bool,
+                ips: Sequence[str] = (), monitored_names: Sequence[str] = ()) -> Vm:
+    """A Vm from a listVirtualMachines / listLoadBalancerRuleInstances object."""
+    nic_ips = [n.get("ipaddress") for n in data.get("nic") or [] if n.get("ipaddress")]
+    all_ips = list(ips) + [ip for ip in nic_ips if ip not in ips]
+    names = {data.get("name"), data.get("displayname"), data.get("instancename"), *all_ips}
+    return Vm(
+        id=str(data.get("id")), name=str(data.get("name", "")), state=str(data.get("state", "")),
+        created=parse_time(data.get("created")), ip=all_ips[0] if all_ips else None,
+        displayname=str(data.get("displayname", "")),
+        instancename=str(data.get("instancename", "")),
+        group=data.get("group"), in_lb=in_lb, managed=data.get("group") == settings.group,
+        monitored=any(n in names for n in monitored_names if n),
+        jobid=data.get("jobid"))
+
+
+def build_pool(members: Sequence[Mapping[str, Any]], managed: Sequence[Mapping[str, Any]],
+               settings: Settings, monitored_names: Sequence[str]) -> Pool:
+    """Merge the LB member list (lbvmips form) and the account's VMs into a Pool."""
+    vms: dict[str, Vm] = {}
+    for item in members:
+        data = item.get("loadbalancerruleinstance", item)
+        vm = vm_from_api(data, settings, in_lb=True, ips=item.get("lbvmipaddresses") or (),
+                         monitored_names=monitored_names)
+        vms[vm.id] = vm
+    for data in managed:
+        if data.get("group") == settings.group and str(data.get("id")) not in vms:
+            vm = vm_from_api(data, settings, in_lb=False, monitored_names=monitored_names)
+            if vm.state not in ("Destroyed", "Expunging"):
+                vms[vm.id] = vm
+    return Pool(tuple(vms.values()))
+
+
+def history_from_events(events: Sequence[Mapping[str, Any]], settings: Settings,
+                        pool: Pool) -> History:
+    """Last scale-out end, last scale-in, and drained VMs, from listEvents objects.
+
+    An LB event belongs to this pool when its resourceid is the rule, or its description
+    names the rule's ID as a whole word; the managed VMs it names (whole words) were assigned
+    or drained. Without an assign event, the newest managed member's creation time stands in
+    for the last scale-out (a lower bound)."""
+    managed_ids = {v.id for v in pool.vms if v.managed}
+    last_out = last_in = None
+    drained: set[str] = set()
+    for event in sorted(events, key=lambda e: parse_time(e.get("created")) or _EPOCH):
+        when = parse_time(event.get("created"))
+        kind = str(event.get("type", ""))
+        if when is None or event.get("state", "Completed") != "Completed" or \
+                kind not in ("LB.ASSIGN.TO.RULE", "LB.REMOVE.FROM.RULE"):
+            continue
+        words = set(_ID_WORD.findall(str(event.get("description", ""))))
+        if event.get("resourceid") != settings.load_balancer and \
+                settings.load_balancer not in words:
+            continue
+        named = managed_ids & words
+        if kind == "LB.ASSIGN.TO.RULE":
+            last_out = when
+            drained -= named
+        else:
+            last_in = when
+            drained |= named
+    if last_out is None:
+        created = [v.created for v in pool.members if v.managed and v.created]
+        last_out = max(created, default=None)
+    return History(last_out, last_in, frozenset(drained))
+
+
+# --- reading the cloud -----------------------------------------------------------------------
+
+
+def read_pool(client: Client, settings: Settings, monitored_names: Sequence[str]) -> Pool:
+    """Two list calls: the rule's members (with their LB IPs) and the managed VMs."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        members = pool.submit(client.list, "listLoadBalancerRuleInstances",
+                              id=settings.load_balancer, lbvmips="true")
+        managed = pool.submit(client.list, "listVirtualMachines",
+                              zoneid=settings.launch.get("zoneid"))
+        return build_pool(members.result(), managed.result(), settings, monitored_names)
+
+
+def read_history(client: Client, settings: Settings, pool: Pool, now: datetime) -> History:
+    """The event log since the longest cooldown (a day more, as the filter takes a date)."""
+    horizon = max(settings.cooldown_in, settings.cooldown_out, settings.job_timeout)
+    since = (now - timedelta(seconds=horizon) - timedelta(days=1)).strftime("%Y-%m-%d")
+    return history_from_events(client.list("listEvents", startdate=since), settings, pool)
+
+
+def monitored_names(settings: Settings, ssh_config: Optional[Any]) -> list[str]:
+    """Names and addresses from the config that identify the monitored VM among the pool
+    members: [monitoring] host and its ~/.ssh/config HostName."""
+    names = list(settings.hosts)
+    names += [lookup_ssh_config(ssh_config, h).get("hostname", h) for h in settings.hosts]
+    return names
+
+
+def member_hosts(pool: Pool, settings: Settings, now: datetime) -> list[str]:
+    """Running members old enough to report a meaningful load (monitor_members = yes)."""
+    hosts = []
+    for vm in pool.members:
+        age = (now - vm.created).total_seconds() if vm.created else math.inf
+        if vm.state != "Running" or not vm.ip:
+            note("measure", f"{vm.name} skipped ({vm.state})")
+        elif age < settings.boot_grace:
+            note("measure", f"{vm.name} skipped ({age:.0f} s old, boot_grace "
+                            f"{settings.boot_grace:g} s)")
+        else:
+            hosts.append(vm.ip)
+    return hosts
+
+
+def cloud_time(local: datetime, client: Client) -> datetime:
+    """The cloud's time: the local time corrected by the skew seen in the API's Date
+    headers (with a warning line), so cooldowns and boot_grace compare like with like on a
+    monitor VM whose clock is off. Call it once per run, after the first API answer."""
+    skew = client.clock_skew
+    if abs(skew) <= IGNORED_SKEW:
+        return local
+    note("clock", f"this machine's clock is {abs(skew):.0f} s "
+                  f"{'behind' if skew > 0 else 'ahead of'} the cloud's; cooldowns use the "
+                  "cloud's", logging.WARNING)
+    return local + timedelta(seconds=skew)
+
+
+def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
+            now: datetime) -> Observation:
+    """Measure and read the pool; in parallel when the hosts are known up front. With
+    monitor_members the members are measured instead of [monitoring] host, which then only
+    identifies the monitored VM. `now` is this machine's time; the Observation carries the
+    cloud's."""
+    names = monitored_names(settings, ssh_config)
+    if settings.monitor_members:
+        pool = read_pool(client, settings, names)
+        now = cloud_time(now, client)
+        measurement = measure(member_hosts(pool, settings, now), settings, ssh_config)
+    else:
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            measuring = executor.submit(measure, settings.hosts, settings, ssh_config)
+            pool = read_pool(client, settings, names)
+            now = cloud_time(now, client)
+            measurement = measuring.result()
+    # The address an SSH connection to [monitoring] host reached names the monitored VM too.
+    reached = {h.address for h in measurement.hosts if h.address and h.host in settings.hosts}
+    pool = Pool(tuple(replace(v, monitored=v.monitored or v.ip in reached) for v in pool.vms))
+    for host in measurement.hosts:
+        if host.error:
+            note("ssh", host.error, logging.WARNING)
+    return Observation(measurement, pool, now)

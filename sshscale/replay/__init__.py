@@ -1,0 +1,49 @@
+"""What-if replays: a minute,demand trace through the same decide() as a live run, on a
+virtual clock instead of SSH and the cloud (`ssh_scale.py --replay TRACE.csv`).
+
+  trace     the input: minute,demand lines -> Trace
+  simulate  the virtual clock, the kernel's load averages, cron runs calling decide(), scoring
+  report    the results as tables and JSON
+  plot      the optional PNG (matplotlib, imported only when asked for)
+  command   run_replay: what `ssh_scale.py --replay` does
+"""
+
+from sshscale.replay.command import checked_boot_seconds, run_replay
+from sshscale.replay.report import (
+    SUMMARY_COLUMNS,
+    changes_table,
+    policy_label,
+    result_json,
+    summary_row,
+    text_report,
+)
+from sshscale.replay.simulate import (
+    DEFAULT_BOOT_SECONDS,
+    POLICIES,
+    Change,
+    ReplayResult,
+    Run,
+    Sample,
+    Summary,
+    billed_minutes,
+    classic_settings,
+    count_flips,
+    kernel_step,
+    replay,
+    summarize,
+    warmed_loads,
+)
+from sshscale.replay.trace import (
+    MAX_MINUTES,
+    ReplayError,
+    Trace,
+    TracePoint,
+    parse_trace,
+    read_trace,
+)
+
+__all__ = ["DEFAULT_BOOT_SECONDS", "MAX_MINUTES", "POLICIES", "SUMMARY_COLUMNS", "Change",
+           "ReplayError", "ReplayResult", "Run", "Sample", "Summary", "Trace", "TracePoint",
+           "billed_minutes", "changes_table", "checked_boot_seconds", "classic_settings",
+           "count_flips", "kernel_step", "parse_trace", "policy_label", "read_trace", "replay",
+           "result_json", "run_replay", "summarize", "summary_row", "text_report", "warmed_loads"]

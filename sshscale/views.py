@@ -1,0 +1,93 @@
+"""Report -> what people read: the 2013 tool's check lines in the log, the --status table,
+the --json object. Times are shown here in the monitor's local zone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import idcf_api
+from sshscale.logs import LABEL_WIDTH, TIME_FORMAT, log
+from sshscale.model import Action, Decision, Report, Settings
+
+__all__ = ["decision_verb", "log_checks", "report_json", "status_table"]
+
+STATUS_COLUMNS = ("name", "ip", "state", "in lb", "managed", "created", "load (1/5/15)")
+
+
+def decision_verb(decision: Decision) -> str:
+    """"scale out", "scale out 3", "destroy", ...: the action with its count when above 1."""
+    return decision.action.value + (f" {decision.count}" if decision.count > 1 else "")
+
+
+def log_checks(report: Report, settings: Settings) -> None:
+    """The 2013 tool's check lines, with real decimals."""
+    count = report.pool.count
+    load_out = _load_text(report.load_out)
+    load_in = _load_text(report.load_in)
+    lines = [
+        "*** scale out check ***",
+        _labelled("la_threshold_out", repr(settings.threshold_out)),
+        _labelled("now_la", load_out),
+        _labelled("now_vm_count", str(count)),
+        _labelled("vm count", f"now {count}, max {settings.max_size}"),
+        "*** scale in check ***",
+        _labelled("la_threshold_in", repr(settings.threshold_in)),
+        _labelled("now_la", load_in),
+        _labelled("vm count", f"now {count}, min {settings.min_size}"),
+    ]
+    for line in lines:
+        log.info(line)
+
+
+def _labelled(label: str, value: str) -> str:
+    return f"{label:<{LABEL_WIDTH}}: {value}"
+
+
+def _load_text(load: Any) -> str:
+    return "unknown" if load is None else f"{load:.2f}"
+
+
+def status_table(report: Report) -> str:
+    """The pool as a table, each member with its load, and the decision that would be taken."""
+    loads = {h.address: h for h in report.measurement.hosts if h.address}
+    rows = []
+    for vm in report.pool.vms:
+        host = loads.get(vm.ip)
+        rows.append({
+            "name": vm.name, "ip": vm.ip or "", "state": vm.state,
+            "in lb": "yes" if vm.in_lb else "no",
+            "managed": "yes" if vm.managed else ("monitored" if vm.monitored else "no"),
+            "created": vm.created.astimezone().strftime(TIME_FORMAT) if vm.created else "",
+            "load (1/5/15)": " ".join(f"{x:.2f}" for x in host.loads)
+            if host and host.loads else "",
+        })
+    if rows:
+        table = idcf_api.format_table(rows, STATUS_COLUMNS)
+    elif report.pool_read:
+        table = "(the pool is empty)"
+    else:
+        table = "(the pool was not read)"
+    decision = report.decision or Decision(Action.NONE, "")
+    return f"{table}\ndecision now: {decision_verb(decision)}: {decision.reason}"
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """The report as the --json object."""
+    decision = report.decision or Decision(Action.NONE, "")
+    return {
+        "time": report.time,
+        "hosts": [{"host": h.host, "address": h.address,
+                   "load": list(h.loads) if h.loads else None, "cpus": h.cpus,
+                   "error": h.error} for h in report.measurement.hosts],
+        "aggregate": {"out": report.load_out, "in": report.load_in},
+        "pool": [{"id": v.id, "name": v.name, "ip": v.ip, "state": v.state,
+                  "in_lb": v.in_lb, "managed": v.managed, "monitored": v.monitored,
+                  "created": v.created.isoformat() if v.created else None}
+                 for v in report.pool.vms],
+        "decision": {"action": decision.action.value, "count": decision.count,
+                     "rule": decision.rule, "reason": decision.reason,
+                     "vms": [v.name for v in decision.vms]},
+        "dry_run": report.dry_run,
+        "result": report.result,
+        "error": report.error,
+    }

@@ -1,4 +1,4 @@
-"""CloudStack API command names, for the "did you mean" hint of idcf-compute-api.
+r"""CloudStack API command names, for the "did you mean" hint of idcf-compute-api.
 
 Data only; imports nothing. CloudStack answers an unknown command with HTTP 401 ("unable to
 verify user credentials"), so idcf-compute-api looks the name up here after a 401, never before

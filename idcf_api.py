@@ -3,7 +3,7 @@
 Signs each request the way the CloudStack management server checks it, prints the JSON
 answer (or a table or CSV of chosen fields), pages through long lists, waits for async jobs
 with --wait, retries reads (never changes) and keeps keys and signatures out of every line
-it prints. The account comes from [account] in ~/.idcfrc, or from --config FILE.
+it prints. The account comes from [account] in ~/.idcfrc, or from --config PATH.
 
 Examples:
   idcf-compute-api listZones -t id,name
@@ -619,9 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The idcf-compute-api argument parser."""
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="API parameters: --name=value or name=value. Account: [account] host, api_key, "
-               "secret_key in the config file, or CLOUDSTACK_ENDPOINT / CLOUDSTACK_KEY / "
-               "CLOUDSTACK_SECRET. Exit codes: 0 ok, 1 API, transport or job error, "
+        epilog="API parameters: --name=value or name=value. Account: [account] host, api_key,\n"
+               "secret_key in the config file, or CLOUDSTACK_ENDPOINT / CLOUDSTACK_KEY /\n"
+               "CLOUDSTACK_SECRET. Exit codes: 0 ok, 1 API, transport or job error,\n"
                "2 usage or config error, 130 interrupted.")
     parser.add_argument("command", help="API command, e.g. listZones")
     parser.add_argument("--config", metavar="PATH", help="config file ($IDCFRC, else ~/.idcfrc)")
@@ -629,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-t", "--table", nargs="?", const="", metavar="FIELDS",
                      help="ASCII table of these comma-separated fields (all when omitted)")
     out.add_argument("-c", "--csv", nargs="?", const="", metavar="FIELDS",
-                     help="CSV of these comma-separated fields (all when omitted)")
+                     help="CSV of these fields (all when omitted); a config file is --config")
     parser.add_argument("--noheaders", action="store_true", help="omit the header row")
     parser.add_argument("--wait", action="store_true",
                         help="for async commands: wait for the job and print its result")

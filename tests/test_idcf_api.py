@@ -749,4 +749,4 @@ def test_cli_help_is_plain_text(capsys):
     assert idcf_api.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "``" not in out and ":class:" not in out
-    assert "130 interrupted" in out and "--config FILE" in out
+    assert "130 interrupted" in out and "from --config PATH" in out

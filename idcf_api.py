@@ -1,14 +1,15 @@
-"""Signed CloudStack API client and the ``idcf-compute-api`` command.
+"""idcf-compute-api: call any CloudStack API command, signed with your account's keys.
 
-Signs requests the way the CloudStack management server verifies them
-(``ApiServer.verifyRequest``), unwraps answers, pages through lists, waits for
-async jobs, retries reads (never mutations) and keeps secrets out of every log
-line and error message.
+Signs each request the way the CloudStack management server checks it, prints the JSON
+answer (or a table or CSV of chosen fields), pages through long lists, waits for async jobs
+with --wait, retries reads (never changes) and keeps keys and signatures out of every line
+it prints. The account comes from [account] in ~/.idcfrc, or from --config PATH.
 
 Examples:
   idcf-compute-api listZones -t id,name
   idcf-compute-api listServiceOfferings -t id,displaytext
   idcf-compute-api listLoadBalancerRules -t id,name,publicip
+  idcf-compute-api --config ~/other.idcfrc listVirtualMachines -c id,name,state
   idcf-compute-api deployVirtualMachine --serviceofferingid=24 --templateid=3525 \\
       --zoneid=2 --displayname="web 3" --wait
   idcf-compute-api listVirtualMachines | jq '.listvirtualmachinesresponse.count'
@@ -22,12 +23,15 @@ import configparser
 import csv
 import hashlib
 import hmac
+import importlib.metadata
 import io
 import json
 import logging
 import math
 import os
 import re
+import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +43,16 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-__version__ = "1.0.0"
+
+def installed_version(distribution: str = "ssh-scale") -> str:
+    """The installed distribution's version; "0+unknown" in a checkout never installed."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = installed_version()
 
 log = logging.getLogger("idcf_api")
 
@@ -69,9 +82,11 @@ class ConfigError(CloudStackError):
 class TransportError(CloudStackError):
     """The API could not be reached, timed out, or answered something that is not JSON."""
 
-    def __init__(self, message: str, *, status: Optional[int] = None) -> None:
+    def __init__(self, message: str, *, status: Optional[int] = None,
+                 retryable: bool = True) -> None:
         super().__init__(message)
         self.status = status
+        self.retryable = retryable
 
 
 class ApiError(CloudStackError):
@@ -127,8 +142,6 @@ class Account:
 
 
 # --- signing (pure) -------------------------------------------------------------------------
-
-
 def java_urlencode(value: str) -> str:
     """Encode like Java's URLEncoder, then spaces as %20 (what the server signs)."""
     # Python's quote() keeps "~" unescaped; Java escapes it.
@@ -207,8 +220,6 @@ def is_read_only(command: str) -> bool:
 
 
 # --- account settings ---------------------------------------------------------------------
-
-
 def config_path(path: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> str:
     """The config file to read: the given path, else $IDCFRC, else ~/.idcfrc."""
     environ = os.environ if environ is None else environ
@@ -257,7 +268,7 @@ def account_from_config(parser: Optional[configparser.ConfigParser], source: str
         from_env = next((environ[n] for n in env_names if environ.get(n)), None)
         value = from_env if from_env is not None else section.get(key, "").strip()
         if not value:
-            where = f"{source}: [account] {key}" if parser is not None else f"[account] {key}"
+            where = f"{source}: {'' if parser is not None else 'no such file; '}[account] {key}"
             raise ConfigError(f"{where}: missing (or set {env_names[0]})")
         values[key] = value
     where = f"{source}: [account]"
@@ -274,8 +285,7 @@ def account_from_config(parser: Optional[configparser.ConfigParser], source: str
 
 def load_account(path: Optional[str] = None,
                  environ: Optional[Mapping[str, str]] = None) -> Account:
-    """Account from the config file and the environment; the file is optional when the
-    environment names endpoint, key and secret."""
+    """Account from the config file and environment (which alone may name all three)."""
     environ = os.environ if environ is None else environ
     resolved = config_path(path, environ)
     explicit = bool(path or environ.get("IDCFRC"))
@@ -284,12 +294,16 @@ def load_account(path: Optional[str] = None,
     return account_from_config(read_config(resolved), resolved, environ)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """A ' (did you mean X?)' hint, or ''."""
+def did_you_mean(word: str, choices: Iterable[str], most: int = 1) -> str:
+    """A ' (did you mean X?)' hint naming up to `most` choices about as close as the best."""
     import difflib
 
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    by_lower = {choice.lower(): choice for choice in choices}
+    scored = sorted(((difflib.SequenceMatcher(None, word.lower(), c).ratio(), c)
+                     for c in by_lower), reverse=True)
+    close = [by_lower[c] for score, c in scored[:most]
+             if score >= max(0.6, scored[0][0] - 0.1)]
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def _checked_endpoint(value: str, where: str) -> str:
@@ -306,8 +320,8 @@ def _parse_verify(value: str, where: str) -> Union[bool, str]:
         return True
     if lowered in ("no", "false", "off", "0"):
         return False
-    if os.path.exists(os.path.expanduser(value.strip())):
-        return os.path.expanduser(value.strip())
+    if os.path.exists(path := os.path.expanduser(value.strip())):
+        return path
     raise ConfigError(f"{where} verify: expected yes, no or a CA bundle path, got {value!r}")
 
 
@@ -322,8 +336,6 @@ def _positive_number(value: str, where: str, allow_zero: bool = False) -> float:
 
 
 # --- the client -----------------------------------------------------------------------------
-
-
 class Client:
     """A CloudStack API client: ``call``, ``list`` and ``wait``."""
 
@@ -379,10 +391,8 @@ class Client:
 
     def wait(self, jobid: str, timeout: float = 900.0,
              on_poll: Optional[Callable[[dict], None]] = None) -> dict:
-        """Poll queryAsyncJobResult until the job ends; return its jobresult.
-
-        Raises JobFailed (jobstatus 2) or JobTimeout. Polls at 0.2 s, growing to 1 s, so a
-        finished job is noticed within about a second without hammering the API."""
+        """Poll queryAsyncJobResult until the job ends; return its jobresult. Raises JobFailed
+        (jobstatus 2) or JobTimeout. Polls at 0.2 s growing to 1 s: quick, not hammering."""
         deadline = self.monotonic() + timeout
         interval = 0.2
         while True:
@@ -409,20 +419,16 @@ class Client:
         log.debug("%s %s %s", method, command, self._redacted(query))
         started = self.monotonic()
         try:
-            if method == "GET":
-                response = self.session.get(self.account.endpoint, params=query,
-                                            timeout=self.account.timeout,
-                                            verify=self.account.verify)
-            else:
-                response = self.session.post(self.account.endpoint, data=query,
-                                             timeout=self.account.timeout,
-                                             verify=self.account.verify)
+            response = self.session.request(
+                method, self.account.endpoint, timeout=self.account.timeout,
+                verify=self.account.verify, **{"params" if method == "GET" else "data": query})
         except requests.Timeout:
             raise TransportError(f"{command}: {self._where()}: no answer within "
                                  f"{self.account.timeout:g} s") from None
         except requests.RequestException as exc:
-            raise TransportError(f"{command}: {self._where()}: "
-                                 f"{_short_reason(exc, self._secrets)}") from None
+            reason, retryable = _diagnose(exc)
+            raise TransportError(f"{command}: {self._where()}: {redact(reason, self._secrets)}",
+                                 retryable=retryable) from None
         log.debug("%s: HTTP %d in %.3f s", command, response.status_code,
                   self.monotonic() - started)
         self._note_server_time(response.headers.get("Date"))
@@ -447,8 +453,7 @@ class Client:
             raise TransportError(f"{command}: unexpected answer: {redact(str(body)[:80])}",
                                  status=response.status_code)
         if response.status_code >= 400:
-            inner = next(iter(body.values()), {}) if len(body) == 1 else body
-            inner = inner if isinstance(inner, dict) else {}
+            inner = unwrap(command, body)
             raise ApiError(command, response.status_code, inner.get("errorcode"),
                            inner.get("cserrorcode"),
                            redact(str(inner.get("errortext", "no errortext")), self._secrets))
@@ -485,7 +490,7 @@ def list_items(answer: Mapping[str, Any]) -> list[dict]:
 
 def _is_transient(exc: CloudStackError) -> bool:
     if isinstance(exc, TransportError):
-        return exc.status is None or exc.status >= 500
+        return exc.retryable and (exc.status is None or exc.status >= 500)
     return isinstance(exc, ApiError) and exc.status >= 500
 
 
@@ -494,18 +499,40 @@ def _needs_post(query: Mapping[str, str]) -> bool:
     return sum(len(k) + len(v) + 2 for k, v in query.items()) * 3 > MAX_GET_LENGTH
 
 
-def _short_reason(exc: requests.RequestException, secrets: Sequence[str]) -> str:
-    text = str(exc)
-    for marker in ("Failed to establish a new connection: ", "Caused by "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
-    text = re.sub(r"<[^>]*>:?\s*", "", text).strip(" ()'\"")
-    text = re.sub(r"with url: \S+", "", text)
-    return redact(text or exc.__class__.__name__, secrets)
+def _causes(exc: BaseException) -> list[BaseException]:
+    """exc and the errors it wraps, outermost first (requests, urllib3, then ssl or socket)."""
+    chain = [exc]
+    for last in chain:
+        inner = [e for e in (getattr(last, "reason", None), last.__cause__, last.__context__,
+                             *last.args) if isinstance(e, BaseException) and e not in chain]
+        chain.extend(inner[:1] if len(chain) < 12 else [])
+    return chain
+
+
+def _diagnose(exc: requests.RequestException) -> tuple[str, bool]:
+    """What a failed request ran into, with the fix, and whether a retry could pass: not after
+    a certificate or "no such name" DNS failure; after a refused connection it can (a server or
+    the load balancer in front of it restarting), and reads retry only briefly anyway."""
+    causes = _causes(exc)
+    for cause in causes:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = str(cause.verify_message or cause.reason).rstrip(".")
+            fix = ("put the name the certificate is issued for in [account] host"
+                   if "mismatch" in why else
+                   "if the API uses a private CA, set [account] verify = /path/to/ca.pem")
+            return f"TLS certificate not accepted ({why}); {fix}", False
+        if isinstance(cause, socket.gaierror):
+            if cause.errno == socket.EAI_AGAIN:
+                return f"temporary DNS failure ({cause.strerror})", True
+            return f"host name not found ({cause.strerror}); check [account] host", False
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused; is the API server up? check [account] host", True
+    inner = causes[-1]
+    return (str(inner) or inner.__class__.__name__).strip(), True
 
 
 # --- the idcf-compute-api command ------------------------------------------------------------
-
+PROG = "idcf-compute-api"
 OWN_OPTIONS = ("--config", "--table", "--csv", "--noheaders", "--wait", "--timeout",
                "--verbose", "--version", "--help")
 
@@ -543,14 +570,9 @@ def objects_of(answer: Mapping[str, Any]) -> list[dict]:
     return singles if len(singles) == 1 else [dict(answer)]
 
 
-def columns_for(rows: Sequence[Mapping[str, Any]], fields: str) -> list[str]:
+def columns_for(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> list[str]:
     """The requested columns in the given order, or every key seen when none are given."""
-    if fields:
-        return [f.strip() for f in fields.split(",") if f.strip()]
-    seen: dict[str, None] = {}
-    for row in rows:
-        seen.update(dict.fromkeys(row))
-    return list(seen)
+    return list(fields) if fields else list(dict.fromkeys(key for row in rows for key in row))
 
 
 def cell(value: Any) -> str:
@@ -596,20 +618,18 @@ def format_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
 def build_parser() -> argparse.ArgumentParser:
     """The idcf-compute-api argument parser."""
     parser = argparse.ArgumentParser(
-        prog="idcf-compute-api", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="API parameters: --name=value or name=value. Account: [account] host, api_key, "
-               "secret_key in the config file, or CLOUDSTACK_ENDPOINT / CLOUDSTACK_KEY / "
-               "CLOUDSTACK_SECRET. Exit codes: 0 ok, 1 API or transport error, "
-               "2 usage or config error.")
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="API parameters: --name=value or name=value. Account: [account] host, api_key,\n"
+               "secret_key in the config file, or CLOUDSTACK_ENDPOINT / CLOUDSTACK_KEY /\n"
+               "CLOUDSTACK_SECRET. Exit codes: 0 ok, 1 API, transport or job error,\n"
+               "2 usage or config error, 130 interrupted.")
     parser.add_argument("command", help="API command, e.g. listZones")
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file (default: $IDCFRC, else ~/.idcfrc)")
+    parser.add_argument("--config", metavar="PATH", help="config file ($IDCFRC, else ~/.idcfrc)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("-t", "--table", nargs="?", const="", metavar="FIELDS",
                      help="ASCII table of these comma-separated fields (all when omitted)")
     out.add_argument("-c", "--csv", nargs="?", const="", metavar="FIELDS",
-                     help="CSV of these comma-separated fields (all when omitted)")
+                     help="CSV of these fields (all when omitted); a config file is --config")
     parser.add_argument("--noheaders", action="store_true", help="omit the header row")
     parser.add_argument("--wait", action="store_true",
                         help="for async commands: wait for the job and print its result")
@@ -621,29 +641,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def render(answer: dict, command: str, args: argparse.Namespace) -> tuple[str, Optional[str]]:
-    """Text for stdout, and an optional note for stderr."""
-    if args.table is None and args.csv is None:
-        return json.dumps(answer, indent=2, ensure_ascii=False), None
+def render(answer: dict, command: str, args: argparse.Namespace) -> tuple[str, list[str]]:
+    """Text for stdout, and notes for stderr."""
+    flag, fields = output_fields(args)
+    if not flag:
+        return json.dumps(answer, indent=2, ensure_ascii=False), []
     inner = unwrap(command, answer)
     if "jobresult" in inner:
         inner = inner["jobresult"] or {}
     rows = objects_of(inner)
+    notes = field_notes(args, rows)
     if not rows:
-        note = f"no data: {command} returned an empty list"
-        return (note, None) if args.table is not None else ("", note)
-    fields = args.table if args.table is not None else args.csv
-    columns = columns_for(rows, fields)
-    if args.table is not None:
-        return format_table(rows, columns, not args.noheaders), None
-    return format_csv(rows, columns, not args.noheaders), None
+        empty = f"no data: {command} returned an empty list"
+        return (empty, notes) if flag == "-t" else ("", [empty, *notes])
+    formatter = format_table if flag == "-t" else format_csv
+    return formatter(rows, columns_for(rows, fields), not args.noheaders), notes
+
+
+def output_fields(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The output option given ("-t", "-c", or "" for JSON) and the fields named with it."""
+    if args.table is None and args.csv is None:
+        return "", []
+    flag, value = ("-t", args.table) if args.table is not None else ("-c", args.csv)
+    return flag, [f.strip() for f in value.split(",") if f.strip()]
+
+
+def misplaced_config(args: argparse.Namespace) -> Optional[str]:
+    """A -t/-c field that reads like a config file (-c is --csv here, --config in ssh_scale.py)."""
+    return next((f for f in output_fields(args)[1]
+                 if "/" in f or f.endswith((".ini", ".idcfrc", "rc")) or os.path.isfile(f)), None)
+
+
+def refuse_misplaced_config(args: argparse.Namespace) -> None:
+    """Before sending, refuse a change whose -t/-c names a config file (wrong account)."""
+    path = misplaced_config(args)
+    if path and not is_read_only(args.command):
+        flag = output_fields(args)[0]
+        raise UsageError(f"{flag} {path}: {flag} takes output fields, not a config file; "
+                         f"nothing was sent; for another account use --config {path}")
+
+
+def field_notes(args: argparse.Namespace, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Notes for a -t/-c field that looks like a config file or matches no key of the answer."""
+    flag, fields = output_fields(args)
+    path = misplaced_config(args)
+    if path:
+        return [f"note: {flag} {path}: {flag} takes output fields; this answer is for the "
+                f"account in {config_path(args.config)}; use --config {path}"]
+    keys = {key for row in rows for key in row}
+    return [f"note: {flag} {field}: no such key in the answer{did_you_mean(field, keys)}; "
+            "a config file goes with --config" for field in fields if rows and field not in keys]
+
+
+def explain_unauthorized(command: str, clock_skew: float, expires: int) -> str:
+    """Why a 401: a command name CloudStack does not know, an expired signature, or the keys."""
+    try:
+        import cloudstack_commands as known
+    except ImportError:  # idcf_api.py copied alone: no names to compare with
+        known = None
+    if known is not None and command not in known.NAMES:
+        return (f"{command} is not an API command of CloudStack {known.RELEASES}"
+                f"{did_you_mean(command, known.NAMES, most=3)}")
+    if expires and clock_skew > expires:
+        return (f"this machine's clock is {clock_skew:.0f} s behind the API server's, so the "
+                "signature had expired: set the clock (NTP)")
+    return f"check [account] api_key and secret_key, and that this account may call {command}"
 
 
 def install_redacting_handler(stream: Any, formatter: logging.Formatter, verbose: bool,
                               secrets: Iterable[str] = ()) -> RedactingFilter:
-    """Make one handler on `stream`, with every record passed through a redacting filter, the
-    root logger's only handler (debug level when verbose, else warnings); returns the filter
-    so that secrets learnt later can be added to it."""
+    """Make one handler on `stream`, every record passed through a redacting filter, the root
+    logger's only handler (debug when verbose, else warnings); returns the filter (add secrets)."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     redactor = RedactingFilter(secrets)
@@ -666,57 +734,66 @@ def configure_logging(verbose: bool, secrets: Iterable[str] = ()) -> RedactingFi
 def run_command(args: argparse.Namespace, params: dict[str, str],
                 redactor: RedactingFilter) -> int:
     """Carry out one parsed command line; raises CloudStackError on failure."""
+    refuse_misplaced_config(args)
     account = load_account(args.config)
     redactor.add(account.api_key, account.secret_key)
     client = Client(account)
-    answer = client.request(args.command, **params)
+    try:
+        answer = client.request(args.command, **params)
+    except ApiError as exc:
+        if exc.status != 401:
+            raise
+        hint = explain_unauthorized(args.command, client.clock_skew, account.expires)
+        raise ApiError(exc.command, exc.status, exc.errorcode, exc.cserrorcode,
+                       f"{exc.errortext}; {hint}") from None
     inner = unwrap(args.command, answer)
     if args.wait and inner.get("jobid"):
         final: dict = {}
         client.wait(str(inner["jobid"]), timeout=args.timeout, on_poll=final.update)
         answer = {"queryasyncjobresultresponse": final}
         args.command = "queryAsyncJobResult"
-    text, note = render(answer, args.command, args)
+    text, notes = render(answer, args.command, args)
     if text:
         print(text)
-    if note:
+    for note in notes:
         print(note, file=sys.stderr)
     return 0
 
 
 def closed_pipe() -> int:
-    """Exit status 0 for output piped into a reader that stopped (e.g. head): it has what it
-    wanted. Stdout goes to /dev/null so that the interpreter's final flush stays quiet."""
+    """Exit status 0 for a reader that stopped (e.g. head); stdout to /dev/null: quiet exit."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of idcf-compute-api; returns the exit status."""
-    prog = "idcf-compute-api"
-    words = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of idcf-compute-api; returns the exit status (0, 1, 2 or 130)."""
+    redactor = RedactingFilter()
     try:
-        own, params = split_api_params(words)
+        own, params = split_api_params(list(sys.argv[1:] if argv is None else argv))
         args = build_parser().parse_args(own)
-    except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # argparse: --help, --version, or a usage error (code 2)
-        return int(exc.code or 0)
-    redactor = configure_logging(args.verbose)
-    try:
+        redactor = configure_logging(args.verbose)
         return run_command(args, params, redactor)
-    except ConfigError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except (ApiError, TransportError, JobFailed, JobTimeout) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+    except SystemExit as exc:  # argparse: --help, --version, or a usage error (status 2)
+        return int(exc.code or 0)
+    except (UsageError, ConfigError) as exc:
+        return fail(exc, 2, redactor)
+    except CloudStackError as exc:
+        return fail(exc, 1, redactor)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return fail("interrupted", 130, redactor)
     except BrokenPipeError:
         return closed_pipe()
+    except Exception as exc:  # a bug or an answer we do not understand: still one line
+        log.debug("unexpected error", exc_info=True)
+        return fail(f"unexpected {exc.__class__.__name__}: {exc} (see -v)", 1, redactor)
+
+
+def fail(problem: object, status: int, redactor: RedactingFilter) -> int:
+    """Print the problem as one redacted line on stderr; return the exit status."""
+    line = re.sub(r"\s*[\r\n]+\s*", " ", str(problem))
+    print(f"{PROG}: error: {redact(line, redactor.secrets)}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

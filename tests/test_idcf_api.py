@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
@@ -440,3 +441,312 @@ def test_clock_skew_from_the_date_header(client, monkeypatch):
     assert client.clock_skew == 0.0
     client.list("listZones")
     assert -3610 < client.clock_skew < -3590
+
+
+# --- every error: one redacted line and its exit status --------------------------------------
+
+class FutureError(idcf_api.CloudStackError):
+    """A member of the family that main() does not name."""
+
+
+@pytest.mark.parametrize("error, status", [
+    (idcf_api.UsageError("bad words"), 2),
+    (idcf_api.ConfigError("bad file"), 2),
+    (TransportError("no route"), 1),
+    (ApiError("listZones", 530, 530, 9999, "boom"), 1),
+    (JobFailed("j1", 530, "boom"), 1),
+    (JobTimeout("j1", 5), 1),
+    (FutureError("new kind"), 1),
+    (RuntimeError("a bug"), 1),
+    (KeyboardInterrupt(), 130),
+])
+def test_cli_maps_every_error_to_one_line(rc, capsys, monkeypatch, error, status):
+    def fails(self, command, **params):
+        error.args = (f"{error.args[0] if error.args else ''} {DEFAULT_SECRET_KEY}\nsecond",)
+        raise error
+
+    monkeypatch.setattr(Client, "request", fails)
+    assert idcf_api.main(["listZones"]) == status
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("idcf-compute-api: error: ")
+    assert "Traceback" not in err
+    assert ("second" in err) != isinstance(error, KeyboardInterrupt)  # newlines folded
+    assert_no_secrets(out, err)
+
+
+def test_cli_unexpected_error_traceback_only_with_verbose(rc, capsys, monkeypatch):
+    def fails(self, command, **params):
+        raise ValueError(f"apiKey={DEFAULT_API_KEY}&signature=abc {DEFAULT_SECRET_KEY}")
+
+    monkeypatch.setattr(Client, "request", fails)
+    assert idcf_api.main(["listZones"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("idcf-compute-api: error: unexpected ValueError: ")
+    assert "Traceback" not in err
+    assert idcf_api.main(["listZones", "-v"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in fails" in err
+    assert_no_secrets(err)
+
+
+# --- one version ------------------------------------------------------------------------------
+
+def test_version_comes_from_the_installed_distribution(capsys):
+    import importlib.metadata
+    assert idcf_api.__version__ == importlib.metadata.version("ssh-scale")
+    assert idcf_api.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"idcf-compute-api {idcf_api.__version__}\n"
+
+
+def test_version_without_an_installed_distribution(monkeypatch):
+    import importlib.metadata
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert idcf_api.installed_version() == "0+unknown"
+
+
+def test_idcf_api_imports_nothing_of_sshscale():
+    import subprocess
+    import sys
+    script = ("import sys, idcf_api; idcf_api.explain_unauthorized('x', 0, 0); "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('sshscale', 'ssh_scale', 'cloudstack_sim')))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout == "[]\n"
+
+
+# --- -c is CSV here, not the config -------------------------------------------------------
+
+@pytest.mark.parametrize("flag, value", [
+    ("-c", "cfg/other.ini"), ("-t", "other.idcfrc"), ("-c", "myrc"), ("--csv", "existing"),
+])
+def test_cli_read_with_a_config_path_as_fields_points_to_config(rc, sim, capsys, tmp_path,
+                                                                 monkeypatch, flag, value):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing").write_text("[account]\n")
+    assert idcf_api.main([flag, value, "listZones"]) == 0
+    err = capsys.readouterr().err
+    assert f"use --config {value}" in err and str(rc) in err
+    assert len(sim.calls) == 1
+
+
+@pytest.mark.parametrize("flag", ["-c", "-t"])
+def test_cli_change_with_a_config_path_as_fields_is_refused_unsent(rc, sim, capsys, flag):
+    args = [flag, "cfg/other.ini", "deployVirtualMachine", f"--zoneid={sim.zone_id}",
+            f"--templateid={sim.template_id}", f"--serviceofferingid={sim.offering_id}"]
+    assert idcf_api.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "use --config cfg/other.ini" in err
+    assert sim.calls == [] and sim.add_vm  # nothing was sent
+
+
+def test_cli_field_matching_no_key_is_noted(rc, capsys):
+    assert idcf_api.main(["listZones", "-c", "id,nmae"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "id,nmae"
+    assert "-c nmae: no such key in the answer (did you mean name?)" in err
+    assert "--config" in err
+
+
+# --- a 401 explained --------------------------------------------------------------------------
+
+def test_cli_unknown_command_is_sent_and_its_401_names_close_commands(rc, sim, capsys):
+    assert idcf_api.main(["listZone"]) == 1
+    err = capsys.readouterr().err
+    assert [c.status for c in sim.calls] == [401]  # sent: the list may be older than the server
+    assert err.startswith("idcf-compute-api: error: listZone: HTTP 401")
+    assert "listZone is not an API command of CloudStack" in err
+    assert err.rstrip().endswith("(did you mean listZones?)")
+
+
+def test_cli_401_for_a_known_command_points_to_the_keys(sim, home, capsys):
+    (home / ".idcfrc").write_text(f"[account]\nhost = {sim.url}\napi_key = {DEFAULT_API_KEY}\n"
+                                  "secret_key = not-the-secret\n")
+    assert idcf_api.main(["listZones"]) == 1
+    err = capsys.readouterr().err
+    assert "check [account] api_key and secret_key" in err
+    assert_no_secrets(err, extra=("not-the-secret",))
+
+
+def test_401_hint_for_a_clock_too_slow_for_the_signature():
+    hint = idcf_api.explain_unauthorized("listZones", clock_skew=3600.0, expires=600)
+    assert "clock is 3600 s behind" in hint
+    assert "clock" not in idcf_api.explain_unauthorized("listZones", 3600.0, 0)
+
+
+def test_401_hint_without_the_names_module(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "cloudstack_commands", None)  # import fails
+    assert "api_key" in idcf_api.explain_unauthorized("listZone", 0.0, 600)
+
+
+def test_command_names_are_cloudstack_api_names():
+    from cloudstack_commands import NAMES
+    used = {"listZones", "listServiceOfferings", "listTemplates", "listLoadBalancerRules",
+            "listLoadBalancerRuleInstances", "listVirtualMachines", "listEvents",
+            "deployVirtualMachine", "destroyVirtualMachine", "assignToLoadBalancerRule",
+            "removeFromLoadBalancerRule", "queryAsyncJobResult", "createTags", "deleteTags",
+            "listTags", "listApis"}
+    assert used <= NAMES and len(NAMES) > 800
+    assert all(re.fullmatch(r"[a-z][A-Za-z0-9]+", name) for name in NAMES)
+
+
+@pytest.mark.parametrize("word, hint", [
+    ("listzones", " (did you mean listZones?)"),
+    ("listVirtualMachine", " (did you mean listVirtualMachines or stopVirtualMachine?)"),
+    ("zzzz", ""),
+])
+def test_did_you_mean_ignores_case_and_names_the_closest(word, hint):
+    from cloudstack_commands import NAMES
+    assert idcf_api.did_you_mean(word, NAMES, most=3) == hint
+
+
+# --- TLS and DNS failures -------------------------------------------------------------------
+
+ZONES = {"listzonesresponse": {"count": 1, "zone": [{"id": "z1", "name": "tls-zone"}]}}
+
+
+def make_certificate(directory: Path, ip_in_certificate: bool) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (and 127.0.0.1 when asked), and its key."""
+    import ipaddress
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    if ip_in_certificate:
+        names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture(params=[True, False], ids=["ip-in-cert", "name-only-cert"])
+def tls_server(request, tmp_path):
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate, answering listZones."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(ZONES).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    cert, key = make_certificate(tmp_path, ip_in_certificate=request.param)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/client/api", cert, request.param
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def failing_list(account: Account) -> tuple[str, list[float]]:
+    """The TransportError text of a listZones, and the retry delays it slept."""
+    slept: list[float] = []
+    with pytest.raises(TransportError) as caught:
+        Client(account, sleep=slept.append).list("listZones")
+    return str(caught.value), slept
+
+
+def test_untrusted_certificate_is_one_line_with_the_fix_and_no_retry(tls_server):
+    url, _, _ = tls_server
+    text, slept = failing_list(Account(url, "the-key", "the-secret"))
+    assert text.startswith(f"listZones: {url}: TLS certificate not accepted (")
+    assert re.search(r"self.signed certificate", text)
+    assert text.endswith("; if the API uses a private CA, set [account] verify = /path/to/ca.pem")
+    assert slept == [] and "_ssl.c" not in text and text.count("(") == text.count(")")
+
+
+def test_certificate_for_another_name_says_which_name_to_use(tls_server):
+    url, cert, ip_in_certificate = tls_server
+    account = Account(url, "the-key", "the-secret", verify=str(cert))
+    if ip_in_certificate:  # the fix the message gives works
+        assert Client(account).list("listZones") == ZONES["listzonesresponse"]["zone"]
+        return
+    text, slept = failing_list(account)
+    assert "mismatch" in text and "127.0.0.1" in text
+    assert text.endswith("; put the name the certificate is issued for in [account] host")
+    assert slept == []
+
+
+def test_cli_tls_failure_exit_1_one_line(tls_server, home, capsys):
+    url, _, _ = tls_server
+    (home / ".idcfrc").write_text(f"[account]\nhost = {url}\napi_key = {DEFAULT_API_KEY}\n"
+                                  f"secret_key = {DEFAULT_SECRET_KEY}\n")
+    assert idcf_api.main(["listZones"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[account] verify = /path/to/ca.pem" in err
+    assert_no_secrets(err)
+
+
+@pytest.mark.parametrize("code, retried", [("EAI_NONAME", False), ("EAI_AGAIN", True)])
+def test_dns_failure_named_and_retried_only_when_temporary(monkeypatch, code, retried):
+    import socket
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        # Answer for .invalid here, as a resolver would, so that no query leaves the machine.
+        if str(host).endswith(".invalid"):
+            raise socket.gaierror(getattr(socket, code), f"resolver said {code}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    text, slept = failing_list(Account("https://nonexistent.invalid/client/api", "the-key",
+                                       "the-secret"))
+    assert text.startswith("listZones: https://nonexistent.invalid/client/api: ")
+    assert f"resolver said {code}" in text
+    if retried:
+        assert "temporary DNS failure" in text and len(slept) == idcf_api.READ_RETRIES
+    else:
+        assert text.endswith("; check [account] host") and slept == []
+
+
+def test_connection_refused_is_retried_for_reads():
+    text, slept = failing_list(Account("http://127.0.0.1:9/client/api", "the-key", "the-secret",
+                                       timeout=2))
+    assert "connection refused; is the API server up? check [account] host" in text
+    assert len(slept) == idcf_api.READ_RETRIES
+
+
+# --- --help reads as plain text -------------------------------------------------------------
+
+def test_cli_help_is_plain_text(capsys):
+    assert idcf_api.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":class:" not in out
+    assert "130 interrupted" in out and "from --config PATH" in out

@@ -11,7 +11,7 @@ SUDO     = $(shell [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n")
 
 .PHONY: demo test lint sshd bench clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py sshscale/__init__.py
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python3 venv support is missing; installing python3-venv"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env $(APT_ENV) apt-get install -y -qq python3-venv; \

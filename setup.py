@@ -10,8 +10,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    py_modules=["ssh_scale", "idcf_api", "ssh_scale_replay", "cloudstack_sim", "load_sshd",
-                "ssh_scale_demo"],
+    py_modules=["ssh_scale", "idcf_api", "ssh_scale_replay", "load_sshd", "ssh_scale_demo"],
+    packages=["cloudstack_sim"],
     install_requires=["requests>=2.20", "paramiko>=3.2"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "cs>=3", "ruff", "vermin"],
@@ -21,7 +21,7 @@ setup(
     entry_points={
         "console_scripts": [
             "idcf-compute-api=idcf_api:main",
-            "cloudstack-sim=cloudstack_sim:main",
+            "cloudstack-sim=cloudstack_sim.cli:main",
         ],
     },
     classifiers=[

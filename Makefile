@@ -32,7 +32,7 @@ sshd:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/vermin -q -t=3.9- --no-tips --violations --exclude-regex '^\.venv' *.py sshscale tests bench examples
+	$(BIN)/vermin -q -t=3.9- --no-tips --violations --exclude-regex '^\.venv' *.py sshscale cloudstack_sim tests bench examples
 	$(BIN)/lint-imports --no-cache
 
 test: $(STAMP) sshd lint

@@ -25,7 +25,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["sshscale", "sshscale.*", "cloudstack_sim",
                                     "cloudstack_sim.*"]),
-    py_modules=["ssh_scale", "idcf_api", "cloudstack_commands", "cloudstack_sim", "load_sshd"],
+    py_modules=["ssh_scale", "idcf_api", "cloudstack_commands", "load_sshd"],
     install_requires=["requests>=2.20", "paramiko>=3.2"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "cs>=3", "ruff", "vermin", "import-linter>=2.1"],
@@ -35,7 +35,7 @@ setup(
         "console_scripts": [
             "ssh_scale.py=sshscale.cli:main",
             "idcf-compute-api=idcf_api:main",
-            "cloudstack-sim=cloudstack_sim:main",
+            "cloudstack-sim=cloudstack_sim.cli:main",
         ],
     },
     classifiers=[

@@ -74,9 +74,7 @@ def submit(sim: Simulator, client: Client, duration: float) -> Job:
                          templateid=sim.template_id, zoneid=sim.zone_id)
     jobid = str(answer["jobid"])
     received = sim.calls_of("deployVirtualMachine")[-1].time
-    internal = getattr(sim, "_jobs", {}).get(jobid)
-    return Job(jobid, duration, received + duration,
-               internal_due=getattr(internal, "due", None))
+    return Job(jobid, duration, received + duration, internal_due=sim.job(jobid)["due"])
 
 
 def await_with_client(job: Job, sim: Simulator) -> None:

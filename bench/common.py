@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 from cloudstack_sim import Simulator  # noqa: E402
 from tests import sshd_support  # noqa: E402
-from tests.conftest import base_sections, render  # noqa: E402
+from tests.configs import base_sections, render  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TOOL = BIN / "ssh_scale.py"

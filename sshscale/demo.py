@@ -11,6 +11,7 @@ spike, and the spike's end. Nothing outside a temporary directory is touched; no
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from typing import Optional, Sequence
 import paramiko
 
 import idcf_api
-from cloudstack_sim import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Simulator
+from cloudstack_sim import Simulator
 from load_sshd import LoadServer
 
 # (runs, total demand in load units): the scripted day.
@@ -65,41 +66,21 @@ class ClosedLoop:
 
 
 def write_config(directory: Path, sim: Simulator, port: int, key_path: Path) -> Path:
-    """The demo's ~/.idcfrc, in the 2013 tool's spelling."""
+    """The demo's ~/.idcfrc: the simulator's own sections plus the demo's, in the 2013 tool's
+    spelling."""
+    sections = sim.config_sections()
+    sections["monitoring"] = {"host": "127.0.0.1", "port": str(port), "user": "demo",
+                              "private_key_path": str(key_path), "pass_phrase": ""}
+    sections["launch_config"]["displayname"] = "demo-web"
+    sections["scalling"].update(min_size=str(MIN_SIZE), max_size=str(MAX_SIZE),
+                                drain_seconds="0", job_timeout="60")
+    sections["scalling_policy_out"] = {"threshold": str(THRESHOLD_OUT), "cooldown": "0"}
+    sections["scalling_policy_in"] = {"threshold": str(THRESHOLD_IN), "cooldown": "0"}
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_dict(sections)
     path = directory / "idcfrc"
-    path.write_text(f"""[account]
-host = {sim.url}
-api_key = {DEFAULT_API_KEY}
-secret_key = {DEFAULT_SECRET_KEY}
-
-[monitoring]
-host = 127.0.0.1
-port = {port}
-user = demo
-private_key_path = {key_path}
-pass_phrase =
-
-[launch_config]
-serviceofferingid = {sim.offering_id}
-templateid = {sim.template_id}
-zoneid = {sim.zone_id}
-displayname = demo-web
-
-[scalling]
-min_size = {MIN_SIZE}
-max_size = {MAX_SIZE}
-load_balancer = {sim.lb_id}
-drain_seconds = 0
-job_timeout = 60
-
-[scalling_policy_out]
-threshold = {THRESHOLD_OUT}
-cooldown = 0
-
-[scalling_policy_in]
-threshold = {THRESHOLD_IN}
-cooldown = 0
-""")
+    with open(path, "w", encoding="utf-8") as handle:
+        parser.write(handle)
     path.chmod(0o600)
     return path
 

@@ -13,9 +13,12 @@ import pytest
 
 from cloudstack_sim import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Simulator
 from tests import sshd_support
+from tests.configs import base_sections, render, write_config
 
 SSH_SCALE = shutil.which("ssh_scale.py", path=os.path.dirname(sys.executable)) or "ssh_scale.py"
 SECRETS = (DEFAULT_API_KEY, DEFAULT_SECRET_KEY)
+__all__ = ["SSH_SCALE", "assert_no_secrets", "base_sections", "render", "run_cli",
+           "write_config"]
 
 
 @pytest.fixture
@@ -43,43 +46,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def key(home: Path) -> Path:
     """An unencrypted Ed25519 key in ~/.ssh."""
     return sshd_support.make_key(home / ".ssh", "id_ed25519")
-
-
-def base_sections(sim: Simulator, key: Optional[Path], host: str = "127.0.0.1",
-                  port: Optional[int] = None) -> dict[str, dict[str, str]]:
-    """A valid config as sections, in the 2013 tool's spelling."""
-    monitoring = {"host": host, "user": sshd_support.current_user(),
-                  "private_key_path": str(key) if key else "", "pass_phrase": ""}
-    if port:
-        monitoring["port"] = str(port)
-    return {
-        "account": {"host": sim.url, "api_key": DEFAULT_API_KEY,
-                    "secret_key": DEFAULT_SECRET_KEY},
-        "monitoring": monitoring,
-        "launch_config": {"serviceofferingid": sim.offering_id, "templateid": sim.template_id,
-                          "zoneid": sim.zone_id},
-        "scalling": {"min_size": "1", "max_size": "3", "load_balancer": sim.lb_id,
-                     "drain_seconds": "0"},
-        "scalling_policy_out": {"threshold": "3.0", "cooldown": "0"},
-        "scalling_policy_in": {"threshold": "1.0", "cooldown": "0"},
-    }
-
-
-def render(sections: dict[str, dict[str, str]]) -> str:
-    """INI text from sections."""
-    lines = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {v}" for k, v in values.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_config(path: Path, sections: dict[str, dict[str, str]]) -> Path:
-    """Write a config readable by its owner only, as the README asks."""
-    path.write_text(render(sections))
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture

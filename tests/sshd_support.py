@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
-import pytest
 
 from load_sshd import check_loopback
 
@@ -73,6 +72,8 @@ def require_sshd() -> None:
     """Skip the calling test when OpenSSH is missing; fail it instead when CI=true."""
     if sshd_available():
         return
+    import pytest  # only here: the benchmarks use this module without pytest
+
     reason = f"OpenSSH sshd not found at {SSHD} (apt-get install openssh-server)"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI=true requires it")

@@ -4,6 +4,7 @@ conftest.py)."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import hmac
 import signal
@@ -71,12 +72,20 @@ def ok(sim: Simulator, command: str, **params: str) -> dict[str, Any]:
 
 
 def deploy(sim: Simulator, **params: str) -> dict[str, Any]:
-    return ok(sim, "deployVirtualMachine", zoneid=sim.zone_id,
-              serviceofferingid=sim.offering_id, templateid=sim.template_id, **params)
+    return ok(sim, "deployVirtualMachine", **{"zoneid": sim.zone_id,
+              "serviceofferingid": sim.offering_id, "templateid": sim.template_id, **params})
 
 
 def job(sim: Simulator, jobid: str) -> dict[str, Any]:
     return ok(sim, "queryAsyncJobResult", jobid=jobid)
+
+
+def deploy_given_up(sim: Simulator, kind: str, delay: float, timeout: float) -> None:
+    """A deploy under a slow fault whose client gives up (read timeout) before the answer."""
+    sim.inject(Fault(kind, "deployVirtualMachine", delay=delay))
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        request(sim, "deployVirtualMachine", zoneid=sim.zone_id, serviceofferingid=sim.offering_id,
+                templateid=sim.template_id, timeout=timeout)
 
 
 def wait_answered(sim: Simulator, command: str, timeout: float = 5) -> None:
@@ -277,7 +286,37 @@ def test_http_list_templates_validates_filter(sim: Simulator) -> None:
     assert "No enum constant" in response.json()["listtemplatesresponse"]["errortext"]
     assert ok(sim, "listTemplates", templatefilter="executable")["template"][0]["name"] == \
         "CentOS 7"
-    assert ok(sim, "listTemplates", templatefilter="self") == {}
+    assert ok(sim, "listTemplates", templatefilter="sharedexecutable") == {}
+
+
+@pytest.mark.parametrize("templatefilter, names", [
+    ("featured", ["CentOS 7"]),
+    ("self", ["web-base"]),
+    ("selfexecutable", ["web-base"]),
+    ("executable", ["CentOS 7", "web-base"]),
+    ("all", ["CentOS 7", "web-base"]),
+    ("community", []),
+    ("sharedexecutable", []),
+])
+def test_http_list_templates_own_and_featured(sim: Simulator, templatefilter: str,
+                                              names: list[str]) -> None:
+    answer = ok(sim, "listTemplates", templatefilter=templatefilter)
+    assert [t["name"] for t in answer.get("template", [])] == names
+    ids = {t["name"]: t["id"] for t in answer.get("template", [])}
+    assert ids.get("CentOS 7", sim.template_id) == sim.template_id
+    assert ids.get("web-base", sim.own_template_id) == sim.own_template_id
+
+
+def test_deploy_from_the_own_template(sim: Simulator) -> None:
+    own = ok(sim, "listTemplates", templatefilter="self")["template"][0]
+    assert (own["isfeatured"], own["ispublic"], own["account"]) == (False, False, "sim")
+    answer = deploy(sim, templateid=own["id"])
+    sim.settle()
+    vm = job(sim, answer["jobid"])["jobresult"]["virtualmachine"]
+    assert (vm["templateid"], vm["templatename"]) == (own["id"], "web-base")
+    sim.add_vm("web1")
+    assert [v["name"] for v in ok(sim, "listVirtualMachines", templateid=own["id"])[
+        "virtualmachine"]] == [vm["name"]]
 
 
 def test_http_seeded_objects(sim: Simulator) -> None:
@@ -531,10 +570,7 @@ def test_fault_html_and_forever_and_clear(sim: Simulator) -> None:
 
 
 def test_fault_slow_acts_after_the_sleep(sim: Simulator) -> None:
-    sim.inject(Fault("slow", "deployVirtualMachine", delay=0.4))
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        request(sim, "deployVirtualMachine", zoneid=sim.zone_id, serviceofferingid=sim.offering_id,
-                templateid=sim.template_id, timeout=0.1)
+    deploy_given_up(sim, "slow", delay=0.4, timeout=0.1)
     assert sim.vms() == []
     wait_answered(sim, "deployVirtualMachine")
     assert len(sim.vms()) == 1
@@ -542,10 +578,7 @@ def test_fault_slow_acts_after_the_sleep(sim: Simulator) -> None:
 
 
 def test_fault_slow_after_acts_at_once(sim: Simulator) -> None:
-    sim.inject(Fault("slow_after", "deployVirtualMachine", delay=5))
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        request(sim, "deployVirtualMachine", zoneid=sim.zone_id, serviceofferingid=sim.offering_id,
-                templateid=sim.template_id, timeout=0.2)
+    deploy_given_up(sim, "slow_after", delay=5, timeout=0.2)
     assert len(sim.vms()) == 1
     assert sim.calls_of("deployVirtualMachine")[0].status == 200
 
@@ -604,6 +637,54 @@ def test_settle_times_out() -> None:
         deploy(sim)
         with pytest.raises(TimeoutError):
             sim.settle(timeout=0.05)
+
+
+def test_settle_waits_for_a_request_a_slow_fault_holds(sim: Simulator) -> None:
+    deploy_given_up(sim, "slow", delay=0.5, timeout=0.1)
+    sim.settle()                        # the deploy acts after the client gave up; then its job
+    assert [vm["state"] for vm in sim.vms()] == ["Running"]
+    assert sim.calls_of("deployVirtualMachine")[0].status == 200
+
+
+def test_settle_leaves_a_request_held_beyond_its_timeout(sim: Simulator) -> None:
+    deploy_given_up(sim, "slow", delay=60, timeout=0.1)
+    sim.settle(timeout=1)               # like a hung job: not waited for, no error
+    assert sim.vms() == [] and sim.calls_of("deployVirtualMachine")[0].status == 0
+
+
+def test_job_shows_the_internal_record(sim: Simulator) -> None:
+    sim.job_seconds = 0.2
+    jobid = deploy(sim)["jobid"]
+    received = sim.calls_of("deployVirtualMachine")[0].time
+    pending = sim.job(jobid)
+    assert (pending["jobid"], pending["command"], pending["status"]) == (
+        jobid, "deployvirtualmachine", 0)
+    assert pending["completed"] is None and not pending["hung"]
+    assert received <= pending["created"] <= pending["due"] - 0.2 + 0.01
+    sim.settle()
+    done = sim.job(jobid)
+    assert (done["status"], done["completed"]) == (1, pending["due"])
+    with pytest.raises(KeyError):
+        sim.job("nope")
+
+
+@pytest.mark.parametrize("skew", [-3600, 0, 7200])
+def test_skew_clock_shifts_the_date_header(sim: Simulator, skew: int) -> None:
+    sim.skew_clock(skew)
+    response = request(sim, "listZones")
+    served = email.utils.parsedate_to_datetime(response.headers["Date"])
+    offset = (served - datetime.now(timezone.utc)).total_seconds()
+    assert skew - 5 < offset < skew + 5
+    assert ok(sim, "listZones")["count"] == 1                     # the API itself is unchanged
+
+
+def test_config_sections_name_this_simulator(sim: Simulator) -> None:
+    assert sim.config_sections() == {
+        "account": {"host": sim.url, "api_key": DEFAULT_API_KEY, "secret_key": DEFAULT_SECRET_KEY},
+        "launch_config": {"zoneid": sim.zone_id, "serviceofferingid": sim.offering_id,
+                          "templateid": sim.template_id},
+        "scalling": {"load_balancer": sim.lb_id},
+    }
 
 
 # ------------------------------------------------------------- construction
@@ -687,7 +768,7 @@ def test_main_port_in_use(sim: Simulator, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_main_serves_until_ctrl_c() -> None:
-    command = [sys.executable, str(ROOT / "cloudstack_sim.py"), "--port", "0", "--vms", "2"]
+    command = [sys.executable, "-m", "cloudstack_sim", "--port", "0", "--vms", "2"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) as process:
         try:
             assert process.stdout is not None

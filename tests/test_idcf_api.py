@@ -430,14 +430,8 @@ def test_cli_verbose_never_prints_secrets(rc, capsys):
     assert_no_secrets(out, err)
 
 
-def test_clock_skew_from_the_date_header(client, monkeypatch):
-    import email.utils
-    import time
-
-    import cloudstack_sim
-    monkeypatch.setattr(cloudstack_sim._Handler, "date_time_string",
-                        lambda self, timestamp=None: email.utils.formatdate(
-                            time.time() - 3600, usegmt=True))
+def test_clock_skew_from_the_date_header(client, sim):
+    sim.skew_clock(-3600)
     assert client.clock_skew == 0.0
     client.list("listZones")
     assert -3610 < client.clock_skew < -3590

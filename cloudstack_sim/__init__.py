@@ -10,6 +10,7 @@ Modules, in the order a request flows through them:
   commands   one function per API command, in the COMMANDS table
   params     ApiError and the shared parameter checks and paging
   state      the cloud: VMs, LB rules, jobs, events, addresses, the state machine
+  tags       resource tags: types, the unique index, createTags/deleteTags, filters
   views      the JSON of each object, in the server's field order
   cli        the cloudstack-sim command (also `python -m cloudstack_sim`)
 """
@@ -26,8 +27,9 @@ from .signing import (
     parse_expires,
     verify_request,
 )
-from .state import MAX_PAGE_SIZE, VM_STATES
+from .state import CLOUDSTACK_VERSIONS, MAX_PAGE_SIZE, VM_STATES
 
-__all__ = ["API_PATH", "COMMANDS", "DEFAULT_API_KEY", "DEFAULT_SECRET_KEY", "FAULT_KINDS",
-           "MAX_PAGE_SIZE", "TEMPLATE_FILTERS", "VM_STATES", "Call", "Fault", "Simulator",
-           "compute_signature", "java_url_encode", "main", "parse_expires", "verify_request"]
+__all__ = ["API_PATH", "CLOUDSTACK_VERSIONS", "COMMANDS", "DEFAULT_API_KEY", "DEFAULT_SECRET_KEY",
+           "FAULT_KINDS", "MAX_PAGE_SIZE", "TEMPLATE_FILTERS", "VM_STATES", "Call", "Fault",
+           "Simulator", "compute_signature", "java_url_encode", "main", "parse_expires",
+           "verify_request"]

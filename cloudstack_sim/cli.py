@@ -13,6 +13,7 @@ from typing import Optional
 
 from .signing import DEFAULT_API_KEY, DEFAULT_SECRET_KEY
 from .simulator import Simulator
+from .state import CLOUDSTACK_VERSIONS
 
 __all__ = ["main"]
 
@@ -34,6 +35,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--secret-key", default=DEFAULT_SECRET_KEY, help="its secret key")
     parser.add_argument("--vms", type=int, default=0, metavar="N",
                         help="seed N Running VMs in the LB rule, named web1..webN")
+    parser.add_argument("--cloudstack", choices=CLOUDSTACK_VERSIONS, default="4.19",
+                        help="answer like this server version (default 4.19; 4.15 writes "
+                             "events without resourceid/resourcetype)")
     return parser
 
 
@@ -47,7 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--job-seconds {args.job_seconds}: expected >= 0")
     if args.vms < 0:
         parser.error(f"--vms {args.vms}: expected >= 0")
-    sim = Simulator(args.api_key, args.secret_key, port=args.port, job_seconds=args.job_seconds)
+    sim = Simulator(args.api_key, args.secret_key, port=args.port, job_seconds=args.job_seconds,
+                    cloudstack=args.cloudstack)
     try:
         sim.start()
     except OSError as exc:

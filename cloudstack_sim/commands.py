@@ -9,8 +9,19 @@ import time
 from typing import Any, Callable
 
 from . import views
-from .params import ApiError, is_true, known, page, parse_date, required
+from .params import (
+    ApiError,
+    is_true,
+    known,
+    missing_parameter,
+    page,
+    parse_date,
+    required,
+    tag_filter,
+    tag_pairs,
+)
 from .state import HIDDEN_STATES, Cloud
+from .tags import Tag, TagRequest, matches_any
 
 __all__ = ["COMMANDS", "TEMPLATE_FILTERS", "Command"]
 
@@ -21,6 +32,10 @@ _OWN_FILTERS = frozenset({"self", "selfexecutable", "executable", "all"})
 _HOSTNAME = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _DEPLOY_PARAMS = frozenset({"command", "response", "signatureversion", "expires", "zoneid",
                             "serviceofferingid", "templateid", "name", "displayname", "group"})
+
+_TAG_FIELDS: dict[str, Callable[[Tag], str]] = {
+    "resourcetype": lambda tag: tag.resource_type, "resourceid": lambda tag: tag.resource_id,
+    "key": lambda tag: tag.key, "value": lambda tag: tag.value}
 
 Command = Callable[[Cloud, str, dict[str, str]], dict[str, Any]]
 
@@ -63,8 +78,10 @@ def list_templates(cloud: Cloud, command: str, params: dict[str, str]) -> dict[s
 def list_lb_rules(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
     if "id" in params:
         known(command, "id", params["id"], cloud.rules)
+    pairs = tag_filter(params)
     items = [views.rule_json(cloud, rule) for rule in cloud.rules.values()
-             if params.get("id", rule.id) == rule.id and params.get("name", rule.name) == rule.name]
+             if params.get("id", rule.id) == rule.id and params.get("name", rule.name) == rule.name
+             and (not pairs or matches_any(cloud.tags_of(rule.id), pairs))]
     return _page(cloud, command, params, items, "loadbalancerrule")
 
 
@@ -73,15 +90,16 @@ def list_lb_instances(cloud: Cloud, command: str, params: dict[str, str]) -> dic
     rule_id = known(command, "id", required(command, params, "id"), cloud.rules)
     if not is_true(params.get("applied"), True):
         return {}
-    members = cloud.visible_members(rule_id)
+    states = cloud.rules[rule_id].service_states
+    members = [views.vm_json(cloud, vm, states.get(vm.id))
+               for vm in cloud.visible_members(rule_id)]
     if not members:
         return {}
     if is_true(params.get("lbvmips"), False):
-        items = [{"loadbalancerruleinstance": views.vm_json(cloud, vm), "lbvmipaddresses": [vm.ip]}
+        items = [{"loadbalancerruleinstance": vm, "lbvmipaddresses": [vm["nic"][0]["ipaddress"]]}
                  for vm in members]
         return {"count": len(items), "lbrulevmidip": items}
-    return {"count": len(members),
-            "loadbalancerruleinstance": [views.vm_json(cloud, vm) for vm in members]}
+    return {"count": len(members), "loadbalancerruleinstance": members}
 
 
 def list_vms(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
@@ -110,6 +128,9 @@ def list_vms(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, An
         word = params["keyword"].lower()
         vms = [vm for vm in vms
                if any(word in text.lower() for text in (vm.name, vm.displayname, vm.state))]
+    pairs = tag_filter(params)
+    if pairs:
+        vms = [vm for vm in vms if matches_any(cloud.tags_of(vm.id), pairs)]
     return _page(cloud, command, params, [views.vm_json(cloud, vm) for vm in vms],
                  "virtualmachine")
 
@@ -124,12 +145,12 @@ def list_events(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str,
     if params.get("enddate"):
         end = parse_date(command, params["enddate"], cloud.tz)
         events = [e for e in events if int(e.time) <= end]
-    if params.get("level", "INFO").upper() != "INFO":      # every simulated event is INFO
-        events = []
+    if params.get("level"):
+        events = [e for e in events if e.level.lower() == params["level"].lower()]
     if params.get("keyword"):  # LIKE %keyword% over type, description and level
         word = params["keyword"].lower()
-        events = [e for e in events if word in e.type.lower()
-                  or word in e.description.lower() or word in "info"]
+        events = [e for e in events
+                  if any(word in text.lower() for text in (e.type, e.description, e.level))]
     return _page(cloud, command, params, [views.event_json(cloud, e) for e in events], "event")
 
 
@@ -180,8 +201,7 @@ def change_lb_members(cloud: Cloud, command: str, params: dict[str, str]) -> dic
     vm_ids += [value for name, value in sorted(params.items())
                if re.fullmatch(r"vmidipmap\[\d+\]\.vmid", name)]
     if not vm_ids:
-        raise ApiError(431, f"Unable to execute API command {command} due to missing "
-                            "parameter virtualmachineids")
+        raise missing_parameter(command, "virtualmachineids")
     live = {vm.id for vm in cloud.vms.values() if not vm.removed}
     for one in vm_ids:
         known(command, "virtualmachineids", one, live)
@@ -190,6 +210,35 @@ def change_lb_members(cloud: Cloud, command: str, params: dict[str, str]) -> dic
                                 f"{cloud.vms[one].state}", 4350)
     job = cloud.new_job(command, rule_id=rule_id, vm_ids=list(dict.fromkeys(vm_ids)))
     return {"jobid": job.id}
+
+
+def _tag_request(command: str, params: dict[str, str], *, tags_required: bool) -> TagRequest:
+    pairs = tag_pairs(params)
+    if tags_required and not pairs:
+        raise missing_parameter(command, "tags")
+    return TagRequest(required(command, params, "resourcetype"),
+                      [one for one in required(command, params, "resourceids").split(",") if one],
+                      pairs)
+
+
+def create_tags(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
+    """Async: the tags are checked and created when the job runs (see tags.create_tags)."""
+    job = cloud.new_job(command, tag_request=_tag_request(command, params, tags_required=True))
+    return {"jobid": job.id}
+
+
+def delete_tags(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
+    """Async: without tags[n] every tag of the resources goes (see tags.delete_tags)."""
+    job = cloud.new_job(command, tag_request=_tag_request(command, params, tags_required=False))
+    return {"jobid": job.id}
+
+
+def list_tags(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
+    """Filters compare case-insensitively, as the database's collation does."""
+    wanted = {name: params[name].lower() for name in _TAG_FIELDS if params.get(name)}
+    items = [views.tag_json(cloud, tag) for tag in cloud.tags
+             if all(_TAG_FIELDS[name](tag).lower() == value for name, value in wanted.items())]
+    return _page(cloud, command, params, items, "tag")
 
 
 def query_job(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
@@ -210,4 +259,7 @@ COMMANDS: dict[str, Command] = {
     "assignToLoadBalancerRule": change_lb_members,
     "removeFromLoadBalancerRule": change_lb_members,
     "queryAsyncJobResult": query_job,
+    "createTags": create_tags,
+    "deleteTags": delete_tags,
+    "listTags": list_tags,
 }

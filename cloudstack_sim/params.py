@@ -3,16 +3,20 @@ integers, booleans, dates, and paging (BaseListCmd) with the server's exact erro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-__all__ = ["ApiError", "integer", "invalid_value", "is_true", "known", "page", "parse_date",
-           "required"]
+__all__ = ["ApiError", "integer", "invalid_value", "is_true", "known", "missing_parameter",
+           "page", "parse_date", "required", "tag_filter", "tag_pairs"]
+
+_TAG_PARAM = re.compile(r"tags\[(\d+)\]\.(key|value)")
 
 
 class ApiError(Exception):
-    """An API error answered with HTTP status == errorcode."""
+    """An API error: a sync answer's HTTP status (== errorcode) and body, or a failed job's
+    result."""
 
     def __init__(self, code: int, text: str, cserrorcode: Optional[int] = 9999) -> None:
         super().__init__(text)
@@ -37,12 +41,17 @@ def invalid_value(command: str, name: str, value: str) -> ApiError:
                          "annotation for the field in api cmd class.")
 
 
+def missing_parameter(command: str, name: str) -> ApiError:
+    """The 431 for a required parameter that is absent or empty."""
+    return ApiError(431, f"Unable to execute API command {command} due to missing parameter "
+                         f"{name}")
+
+
 def required(command: str, params: dict[str, str], name: str) -> str:
     """params[name]; the 431 "missing parameter" when it is absent or empty."""
     value = params.get(name, "")
     if value == "":
-        raise ApiError(431, f"Unable to execute API command {command} due to missing "
-                            f"parameter {name}")
+        raise missing_parameter(command, name)
     return value
 
 
@@ -100,3 +109,24 @@ def page(command: str, params: dict[str, str], items: list[dict], key: str,
         start = size * (number - 1) if number is not None and number > 0 else 0
         shown = items[start:start + max(size, 0)]
     return {"count": len(items), key: shown} if shown else {"count": len(items)}
+
+
+def tag_pairs(params: dict[str, str]) -> list[tuple[str, Optional[str]]]:
+    """The tags[n].key / tags[n].value map as (key, value or None) pairs in index order."""
+    entries: dict[int, dict[str, str]] = {}
+    for name, value in params.items():
+        match = _TAG_PARAM.fullmatch(name)
+        if match:
+            entries.setdefault(int(match[1]), {})[match[2]] = value
+    return [(entry["key"], entry.get("value")) for _, entry in sorted(entries.items())
+            if "key" in entry]
+
+
+def tag_filter(params: dict[str, str]) -> list[tuple[str, str]]:
+    """A list command's tag filter; 431/4350 for a key without a value
+    (TaggedResources.parseKeyValueMap)."""
+    pairs = tag_pairs(params)
+    for key, value in pairs:
+        if value is None:
+            raise ApiError(431, f"No value is passed in for key {key}", 4350)
+    return [(key, value or "") for key, value in pairs]

@@ -9,18 +9,25 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
-from . import views
+from . import tags, views
 from .commands import COMMANDS
 from .faults import REQUEST_FAULTS, Fault, FaultBook
 from .params import ApiError
 from .server import Answer, ApiHttpServer
 from .signing import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, verify_request
-from .state import DEFAULT_IPS, HIDDEN_STATES, VM_STATES, Cloud, check_loopback
+from .state import (
+    CLOUDSTACK_VERSIONS,
+    DEFAULT_IPS,
+    HIDDEN_STATES,
+    VM_STATES,
+    Cloud,
+    check_loopback,
+)
 
 __all__ = ["API_PATH", "Call", "Simulator"]
 
@@ -62,6 +69,13 @@ def _header_safe(text: str) -> str:
     return text.encode("latin-1", "replace").decode("latin-1").replace("\r", " ").replace("\n", " ")
 
 
+def _resource_types(names: Iterable[str]) -> frozenset[str]:
+    try:
+        return frozenset(tags.resource_type(name) for name in names)
+    except ApiError as exc:
+        raise ValueError(f"untaggable: {exc.text}") from None
+
+
 def _lowered(params: dict[str, str]) -> dict[str, str]:
     # ParamUnpackWorker lowercases names; the first spelling of a name wins.
     lowered: dict[str, str] = {}
@@ -72,14 +86,20 @@ def _lowered(params: dict[str, str]) -> dict[str, str]:
 
 class Simulator:
     """A CloudStack management server on loopback with one zone, offering, a featured and an own
-    template, and an LB rule."""
+    template, and an LB rule. `cloudstack` picks the server version whose answers it gives
+    (see CLOUDSTACK_VERSIONS); `untaggable` names resource types that refuse tags."""
 
     def __init__(self, api_key: str = DEFAULT_API_KEY, secret_key: str = DEFAULT_SECRET_KEY, *,
                  host: str = "127.0.0.1", port: int = 0, job_seconds: float = 1.0,
                  ip_addresses: Optional[Sequence[str]] = None,
-                 timezone_offset_hours: int = 9, admin: bool = False) -> None:
+                 timezone_offset_hours: int = 9, admin: bool = False,
+                 cloudstack: str = "4.19", untaggable: Iterable[str] = ()) -> None:
         if job_seconds < 0:
             raise ValueError(f"job_seconds {job_seconds}: expected >= 0")
+        if cloudstack not in CLOUDSTACK_VERSIONS:
+            raise ValueError(f"cloudstack {cloudstack!r}: expected one of "
+                             f"{', '.join(CLOUDSTACK_VERSIONS)}")
+        self.cloudstack = cloudstack
         self.api_key = api_key
         self.secret_key = secret_key
         self.host = check_loopback(host, "host")
@@ -99,7 +119,8 @@ class Simulator:
         self._cloud = Cloud(job_seconds=job_seconds,
                             ip_addresses=list(DEFAULT_IPS if ip_addresses is None
                                               else ip_addresses),
-                            tz=self._tz, admin=admin, faults=self._faults)
+                            tz=self._tz, admin=admin, faults=self._faults, version=cloudstack,
+                            untaggable=_resource_types(untaggable))
         self.zone_id = self._cloud.zone_id
         self.offering_id = self._cloud.offering_id
         #: The featured template (public); own_template_id is the account's own one.
@@ -258,6 +279,60 @@ class Simulator:
             return {"jobid": job.id, "command": job.command, "status": job.status,
                     "hung": job.hang, "created": job.created, "due": job.due,
                     "completed": job.completed}
+
+    def internal_id(self, resource_id: str) -> int:
+        """The internal number of a VM or LB rule, as event texts name it. KeyError."""
+        with self._lock:
+            table: dict[str, Any] = {**self._cloud.vms, **self._cloud.rules}
+            return int(table[resource_id].seq)
+
+    def tags(self, resource_id: str) -> dict[str, str]:
+        """The tags on a VM or LB rule as {key: value}."""
+        with self._lock:
+            self._cloud.advance(time.time())
+            return {tag.key: tag.value for tag in self._cloud.tags_of(resource_id)}
+
+    def set_tag(self, resource_id: str, key: str, value: str) -> None:
+        """Seed a tag on a VM or LB rule (no job, no event), replacing one with the same key
+        (any case). Raises KeyError for an unknown resource."""
+        with self._lock:
+            kind = self._kind_of(resource_id)
+            self._drop_tag(resource_id, key)
+            self._cloud.tags.append(tags.Tag(self._cloud.next_id("tag"), key, value, kind,
+                                             resource_id))
+
+    def delete_tag(self, resource_id: str, key: str) -> None:
+        """Remove a tag (key in any case) without a job or event. KeyError if there is none."""
+        with self._lock:
+            if not self._drop_tag(resource_id, key):
+                raise KeyError(f"no tag {key!r} on {resource_id}")
+
+    def _kind_of(self, resource_id: str) -> str:
+        if resource_id in self._cloud.vms:
+            return "UserVm"
+        if resource_id in self._cloud.rules:
+            return "LoadBalancer"
+        raise KeyError(f"no VM or LB rule with id {resource_id}")
+
+    def _drop_tag(self, resource_id: str, key: str) -> bool:
+        kept = [tag for tag in self._cloud.tags
+                if tag.resource_id != resource_id or tag.key.lower() != key.lower()]
+        dropped = len(kept) != len(self._cloud.tags)
+        self._cloud.tags[:] = kept
+        return dropped
+
+    def set_service_state(self, vm_id: str, state: Optional[str],
+                          lb_id: Optional[str] = None) -> None:
+        """Set (None: clear) a member's service state, as a health check would. KeyError unless
+        the VM is a member of the rule (default self.lb_id)."""
+        with self._lock:
+            rule = self._cloud.rules[lb_id or self.lb_id]
+            if vm_id not in rule.members:
+                raise KeyError(f"VM {vm_id} is not a member of LB rule {rule.id}")
+            if state is None:
+                rule.service_states.pop(vm_id, None)
+            else:
+                rule.service_states[vm_id] = state
 
     def inject(self, fault: Fault) -> None:
         """Apply fault to the next fault.times matching requests (-1: forever)."""

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from .state import Cloud, Event, Job, Rule, Template, Vm
+    from .tags import Tag
 
 __all__ = ["JOB_CLASSES", "ZONE_NAME", "event_json", "format_time", "job_json", "offering_json",
-           "rule_json", "template_json", "vm_json", "zone_json"]
+           "rule_json", "tag_json", "template_json", "vm_json", "zone_json"]
 
 ZONE_NAME = "jp-east-t1v"
 JOB_CLASSES = {
@@ -20,6 +21,8 @@ JOB_CLASSES = {
         "org.apache.cloudstack.api.command.user.loadbalancer.AssignToLoadBalancerRuleCmd",
     "removefromloadbalancerrule":
         "org.apache.cloudstack.api.command.user.loadbalancer.RemoveFromLoadBalancerRuleCmd",
+    "createtags": "org.apache.cloudstack.api.command.user.tag.CreateTagsCmd",
+    "deletetags": "org.apache.cloudstack.api.command.user.tag.DeleteTagsCmd",
 }
 _OFFERING = {"name": "S2", "displaytext": "S2 (1 vCPU, 2 GB RAM)", "cpunumber": 1,
              "cpuspeed": 2400, "memory": 2048}
@@ -71,12 +74,21 @@ def rule_json(cloud: Cloud, rule: Rule) -> dict[str, Any]:
         "publicip": rule.publicip, "publicport": "80", "privateport": "80",
         "algorithm": "roundrobin", "networkid": cloud.network_id, "account": "sim",
         "domainid": cloud.domain_id, "domain": "ROOT", "state": "Active",
-        "zoneid": cloud.zone_id, "zonename": ZONE_NAME, "protocol": "tcp", "tags": [],
+        "zoneid": cloud.zone_id, "zonename": ZONE_NAME, "protocol": "tcp",
+        "tags": [tag_json(cloud, tag) for tag in cloud.tags_of(rule.id)],
     }
 
 
-def vm_json(cloud: Cloud, vm: Vm) -> dict[str, Any]:
-    """A VM as listVirtualMachines shows it (with its pending job, if any)."""
+def tag_json(cloud: Cloud, tag: Tag) -> dict[str, Any]:
+    """A resource tag (ResourceTagJoinDaoImpl.newResourceTagResponse; customer is null)."""
+    return {"key": tag.key, "value": tag.value, "resourcetype": tag.resource_type,
+            "resourceid": tag.resource_id, "account": "sim", "domainid": cloud.domain_id,
+            "domain": "ROOT"}
+
+
+def vm_json(cloud: Cloud, vm: Vm, service_state: Optional[str] = None) -> dict[str, Any]:
+    """A VM as listVirtualMachines shows it (with its pending job, if any); an LB rule's
+    instance list adds the member's service state, when there is one."""
     template = cloud.templates[vm.template_id]
     out: dict[str, Any] = {
         "id": vm.id, "name": vm.name, "displayname": vm.displayname, "account": "sim",
@@ -102,25 +114,33 @@ def vm_json(cloud: Cloud, vm: Vm) -> dict[str, Any]:
             "secondaryip": [], "extradhcpoption": [],
         }],
         "hypervisor": "KVM", "affinitygroup": [], "isdynamicallyscalable": False,
-        "ostypeid": cloud.ostype_id, "tags": [],
+        "ostypeid": cloud.ostype_id,
+        "tags": [tag_json(cloud, tag) for tag in cloud.tags_of(vm.id)],
     })
     if vm.extra.get("keypair"):
         out["keypair"] = vm.extra["keypair"]
     if cloud.admin:
         out["instancename"] = vm.instancename
+    if service_state is not None:
+        out["servicestate"] = service_state
     if vm.job_id is not None:
         out["jobid"], out["jobstatus"] = vm.job_id, 0
     return out
 
 
 def event_json(cloud: Cloud, event: Event) -> dict[str, Any]:
-    """An event as listEvents shows it."""
-    return {
-        "id": event.id, "username": "sim", "type": event.type, "level": "INFO",
+    """An event as listEvents shows it (EventResponse); resourceid/resourcetype since 4.17."""
+    out: dict[str, Any] = {
+        "id": event.id, "username": "sim", "type": event.type, "level": event.level,
         "description": event.description, "account": "sim", "domainid": cloud.domain_id,
-        "domain": "ROOT", "created": format_time(event.time, cloud.tz), "state": "Completed",
-        "resourceid": event.resource_id, "resourcetype": event.resource_type,
+        "domain": "ROOT",
     }
+    if cloud.version != "4.15" and event.resource_id is not None:
+        out["resourceid"], out["resourcetype"] = event.resource_id, event.resource_type
+    out["created"], out["state"] = format_time(event.time, cloud.tz), event.state
+    if event.parent_id is not None:
+        out["parentid"] = event.parent_id
+    return out
 
 
 def job_json(cloud: Cloud, job: Job) -> dict[str, Any]:

@@ -408,8 +408,9 @@ def test_deploy_job_pending_then_running_and_in_no_lb(sim: Simulator) -> None:
     assert "jobid" not in sim.vms()[0]
     assert sim.lb_members() == []
     event = ok(sim, "listEvents", type="VM.CREATE")["event"][0]
-    assert event["resourceid"] == answer["id"]
-    assert event["description"] == f"Successfully completed starting Vm. Vm Id: {answer['id']}"
+    assert (event["resourceid"], event["state"]) == (answer["id"], "Completed")
+    assert event["description"] == ("Successfully completed starting Vm. Vm Id: "
+                                    f"{sim.internal_id(answer['id'])}")
 
 
 def test_deploy_defaults_and_validation(sim: Simulator) -> None:
@@ -460,11 +461,12 @@ def test_assign_and_remove_membership(sim: Simulator) -> None:
     ok(sim, "removeFromLoadBalancerRule", id=sim.lb_id, virtualmachineids=web1["id"])
     sim.settle()
     assert [vm["name"] for vm in sim.lb_members()] == ["web3", "web2"]
-    events = ok(sim, "listEvents")["event"]
+    events = [e for e in ok(sim, "listEvents")["event"] if e["state"] == "Completed"]
     assert [e["type"] for e in events] == ["LB.REMOVE.FROM.RULE", "LB.ASSIGN.TO.RULE"]
+    number = sim.internal_id
     assert events[1]["description"] == (
         "Successfully completed assigning to load balancer. Load balancer Id: "
-        f"{sim.lb_id}, Vm Ids: {web3['id']},{web2['id']}")
+        f"{number(sim.lb_id)} VmIds: {number(web3['id'])},{number(web2['id'])}")
     assert events[0]["resourceid"] == sim.lb_id
     assert events[0]["resourcetype"] == "LoadBalancerRule"
 
@@ -484,8 +486,9 @@ def test_destroy_hides_vm_and_drops_membership(sim: Simulator) -> None:
     assert [vm["name"] for vm in sim.lb_members()] == ["web2"]
     assert [vm["state"] for vm in sim.vms(include_gone=True)] == ["Destroyed", "Running"]
     event = sim.events[-1]
-    assert event["type"] == "VM.DESTROY"
-    assert event["description"] == f"Successfully completed destroying Vm. Vm Id: {web1['id']}"
+    assert (event["type"], event["state"]) == ("VM.DESTROY", "Completed")
+    assert event["description"] == ("Successfully completed destroying Vm. Vm Id: "
+                                    f"{sim.internal_id(web1['id'])}")
 
 
 def test_destroy_expunge_removes_vm(sim: Simulator) -> None:
@@ -525,7 +528,10 @@ def test_fault_job_fail_leaves_vm_in_error(sim: Simulator) -> None:
     assert (failed["jobstatus"], failed["jobresultcode"]) == (2, 533)
     assert failed["jobresult"] == {"errorcode": 533, "errortext": "No capacity in zone"}
     assert sim.vms()[0]["state"] == "Error"
-    assert not [e for e in sim.events if e["type"] == "VM.CREATE"]
+    assert [(e["state"], e["level"], e["description"]) for e in sim.events] == [
+        ("Scheduled", "INFO", "starting Vm. Vm Id: 1"),
+        ("Started", "INFO", "starting Vm. Vm Id: 1"),
+        ("Completed", "ERROR", "Error while starting Vm. Vm Id: 1")]
     deploy(sim, name="web3")                                         # times=1: used up
     sim.settle()
     assert sim.vms()[1]["state"] == "Running"
@@ -600,10 +606,12 @@ def test_events_newest_first_and_filters(sim: Simulator) -> None:
     ok(sim, "destroyVirtualMachine", id=web1["id"])
     sim.settle()
     events = ok(sim, "listEvents")
-    assert [e["type"] for e in events["event"]] == ["VM.DESTROY", "VM.CREATE"]
-    assert ok(sim, "listEvents", keyword="destroying")["count"] == 1
+    assert [(e["type"], e["state"]) for e in events["event"]] == [
+        ("VM.DESTROY", "Completed"), ("VM.DESTROY", "Started"), ("VM.DESTROY", "Scheduled"),
+        ("VM.CREATE", "Completed"), ("VM.CREATE", "Started"), ("VM.CREATE", "Scheduled")]
+    assert ok(sim, "listEvents", keyword="destroying")["count"] == 3
     since = (datetime.now(JST) - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S")
-    assert ok(sim, "listEvents", startdate=since)["count"] == 2
+    assert ok(sim, "listEvents", startdate=since)["count"] == 6
     tomorrow = (datetime.now(JST) + timedelta(days=1)).strftime("%Y-%m-%d")
     assert ok(sim, "listEvents", startdate=tomorrow) == {}
     assert request(sim, "listEvents", startdate="yesterday").status_code == 431
@@ -696,6 +704,8 @@ def test_config_sections_name_this_simulator(sim: Simulator) -> None:
     {"host": "0.0.0.0"},
     {"host": "192.0.2.1"},
     {"job_seconds": -1},
+    {"cloudstack": "4.16"},
+    {"untaggable": ["Teapot"]},
 ])
 def test_simulator_rejects_non_loopback_and_bad_settings(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -760,6 +770,10 @@ def test_main_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--vms", "-1"])
     assert exc.value.code == 2
     assert "--vms -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--cloudstack", "4.16"])
+    assert exc.value.code == 2
+    assert "invalid choice: '4.16'" in capsys.readouterr().err
 
 
 def test_main_port_in_use(sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
@@ -818,3 +832,350 @@ def test_instancename_only_for_admins() -> None:
     with Simulator(admin=True) as admin:
         admin.add_vm("web1")
         assert admin.vms()[0]["instancename"] == "i-2-1-VM"
+
+
+# ------------------------------------------------- server versions: ids and events
+
+VERSIONS = ["4.15", "4.19"]
+
+
+@pytest.fixture(params=VERSIONS)
+def versioned(request: pytest.FixtureRequest) -> Any:
+    """A started simulator answering like each server version in turn."""
+    with Simulator(job_seconds=0.05, cloudstack=request.param) as simulator:
+        yield simulator
+
+
+def run_job(sim: Simulator, command: str, **params: str) -> dict[str, Any]:
+    """Start an async command, let the cloud settle, and return its finished job."""
+    jobid = ok(sim, command, **params)["jobid"]
+    sim.settle()
+    return job(sim, jobid)
+
+
+def rows(sim: Simulator, **filters: str) -> list[tuple[str, str, str]]:
+    """(state, level, description) of listEvents' answer, oldest first."""
+    answer = ok(sim, "listEvents", **filters).get("event", [])
+    return [(e["state"], e["level"], e["description"]) for e in reversed(answer)]
+
+
+def test_internal_ids_are_sequences_apart_from_uuids(sim: Simulator) -> None:
+    web1, web2 = sim.add_vm("web1"), sim.add_vm("web2")
+    other = sim.add_lb_rule("api")
+    assert [sim.internal_id(one) for one in (web1["id"], web2["id"])] == [1, 2]
+    assert [sim.internal_id(one) for one in (sim.lb_id, other)] == [42, 43]
+    assert all(len(one) == 36 for one in (web1["id"], sim.lb_id, other))
+    with pytest.raises(KeyError):
+        sim.internal_id("nope")
+
+
+@pytest.mark.parametrize("command, params, resource, scheduled, action", [
+    ("deployVirtualMachine", {}, "NEW", "starting Vm. Vm Id: 3", "starting Vm. Vm Id: 3"),
+    ("destroyVirtualMachine", {"id": "WEB1"}, "WEB1", "destroying vm: 1",
+     "destroying Vm. Vm Id: 1"),
+    ("assignToLoadBalancerRule", {"id": "LB", "virtualmachineids": "WEB2,WEB1"}, "LB",
+     "applying instances for load balancer: 42 (ids: 2,1)",
+     "assigning to load balancer. Load balancer Id: 42 VmIds: 2,1"),
+    ("removeFromLoadBalancerRule", {"id": "LB", "virtualmachineids": "WEB1"}, "LB",
+     "removing instances from load balancer: 42 (ids: 1)",
+     "removing from load balancer. Load balancer Id: 42 VmIds: 1"),
+])
+def test_events_scheduled_started_completed_name_internal_ids(
+        versioned: Simulator, command: str, params: dict[str, str], resource: str,
+        scheduled: str, action: str) -> None:
+    sim = versioned
+    names = {"WEB1": sim.add_vm("web1")["id"], "WEB2": sim.add_vm("web2", in_lb=False)["id"],
+             "LB": sim.lb_id}
+    if command == "deployVirtualMachine":
+        done = run_job(sim, command, zoneid=sim.zone_id, serviceofferingid=sim.offering_id,
+                       templateid=sim.template_id)
+        names["NEW"] = done["jobinstanceid"]
+    else:
+        done = run_job(sim, command, **{k: ",".join(names[one] for one in v.split(","))
+                                        for k, v in params.items()})
+    assert done["jobstatus"] == 1
+    assert rows(sim) == [("Scheduled", "INFO", scheduled), ("Started", "INFO", action),
+                         ("Completed", "INFO", f"Successfully completed {action}")]
+    scheduled_row, *later = sim.events
+    assert "parentid" not in scheduled_row
+    assert [e["parentid"] for e in later] == [scheduled_row["id"]] * 2
+    kind = "LoadBalancerRule" if resource == "LB" else "VirtualMachine"
+    fields = [(e.get("resourceid"), e.get("resourcetype")) for e in sim.events]
+    assert fields == [(None, None) if sim.cloudstack == "4.15" else (names[resource], kind)] * 3
+
+
+def test_failed_action_writes_an_error_row_and_filters_keep_working(versioned: Simulator) -> None:
+    sim = versioned
+    web1 = sim.add_vm("web1", in_lb=False)
+    sim.inject(Fault("job_fail", "assignToLoadBalancerRule", errortext="LB device down"))
+    failed = run_job(sim, "assignToLoadBalancerRule", id=sim.lb_id, virtualmachineids=web1["id"])
+    assert failed["jobresult"] == {"errorcode": 533, "errortext": "LB device down"}
+    assert run_job(sim, "assignToLoadBalancerRule", id=sim.lb_id,
+                   virtualmachineids=web1["id"])["jobstatus"] == 1
+    error = "Error while assigning to load balancer. Load balancer Id: 42 VmIds: 1"
+    assert rows(sim, level="ERROR") == [("Completed", "ERROR", error)]
+    assert len(rows(sim, level="INFO")) == 5
+    assert rows(sim, keyword="error while") == [("Completed", "ERROR", error)]
+    assert len(rows(sim, type="LB.ASSIGN.TO.RULE")) == 6
+    assert rows(sim, type="VM.CREATE") == []
+    assert ok(sim, "listEvents", page="2", pagesize="4") == {
+        "count": 6, "event": ok(sim, "listEvents")["event"][4:]}
+    today = datetime.now(JST).strftime("%Y-%m-%d")
+    assert ok(sim, "listEvents", startdate=today, enddate=f"{today} 23:59:59")["count"] == 6
+
+
+# -------------------------------------------------------------- servicestate
+
+
+def test_lb_instances_servicestate_only_when_the_map_has_one(sim: Simulator) -> None:
+    web1, web2 = sim.add_vm("web1"), sim.add_vm("web2")
+
+    def states(**params: str) -> list[Any]:
+        answer = ok(sim, "listLoadBalancerRuleInstances", id=sim.lb_id, **params)
+        items = answer.get("lbrulevmidip") or answer.get("loadbalancerruleinstance", [])
+        return [item.get("loadbalancerruleinstance", item).get("servicestate") for item in items]
+
+    assert states(lbvmips="true") == [None, None]                   # no health check: omitted
+    sim.set_service_state(web1["id"], "UP")
+    sim.set_service_state(web2["id"], "DOWN")
+    assert states(lbvmips="true") == ["UP", "DOWN"] == states()
+    assert "servicestate" not in ok(sim, "listVirtualMachines")["virtualmachine"][0]
+    sim.set_service_state(web2["id"], None)
+    assert states(lbvmips="true") == ["UP", None]
+    run_job(sim, "removeFromLoadBalancerRule", id=sim.lb_id, virtualmachineids=web1["id"])
+    run_job(sim, "assignToLoadBalancerRule", id=sim.lb_id, virtualmachineids=web1["id"])
+    assert states() == [None, None]                                 # a new map row
+    with pytest.raises(KeyError):
+        sim.set_service_state(sim.add_vm("web3", in_lb=False)["id"], "UP")
+
+
+# ---------------------------------------------------------------------- tags
+
+
+def tag_args(*pairs: tuple[str, Any]) -> dict[str, str]:
+    """tags[n].key / tags[n].value parameters; a value of None leaves .value out."""
+    out: dict[str, str] = {}
+    for n, (key, value) in enumerate(pairs):
+        out[f"tags[{n}].key"] = key
+        if value is not None:
+            out[f"tags[{n}].value"] = value
+    return out
+
+
+def tag_job(sim: Simulator, command: str, resourcetype: str, resourceids: str,
+            *pairs: tuple[str, Any]) -> dict[str, Any]:
+    return run_job(sim, command, resourcetype=resourcetype, resourceids=resourceids,
+                   **tag_args(*pairs))
+
+
+def test_create_tags_is_async_and_shows_everywhere(sim: Simulator) -> None:
+    sim.job_seconds = 0.2
+    web1, web2 = sim.add_vm("web1"), sim.add_vm("web2")
+    jobid = ok(sim, "createTags", resourcetype="uservm", resourceids=f"{web1['id']},{web2['id']}",
+               **tag_args(("owner", "ssh-scale"), ("since", "2024-05-10T17:27:52+0900")))["jobid"]
+    pending = job(sim, jobid)
+    assert (pending["jobstatus"], pending["cmd"]) == (
+        0, "org.apache.cloudstack.api.command.user.tag.CreateTagsCmd")
+    assert "jobinstancetype" not in pending and sim.tags(web1["id"]) == {}
+    sim.settle()
+    assert job(sim, jobid)["jobresult"] == {"success": True}
+    expected = {"owner": "ssh-scale", "since": "2024-05-10T17:27:52+0900"}
+    assert sim.tags(web1["id"]) == sim.tags(web2["id"]) == expected
+    vm = ok(sim, "listVirtualMachines", id=web1["id"])["virtualmachine"][0]
+    assert vm["tags"][0] == {"key": "owner", "value": "ssh-scale", "resourcetype": "UserVm",
+                             "resourceid": web1["id"], "account": "sim",
+                             "domainid": vm["domainid"], "domain": "ROOT"}
+    member = ok(sim, "listLoadBalancerRuleInstances", id=sim.lb_id)["loadbalancerruleinstance"][0]
+    assert member["tags"] == vm["tags"]
+    destroyed = run_job(sim, "destroyVirtualMachine", id=web1["id"])
+    assert destroyed["jobresult"]["virtualmachine"]["tags"] == vm["tags"]
+    assert tag_job(sim, "createTags", "LoadBalancer", sim.lb_id, ("pool", "web"))["jobstatus"] == 1
+    rule = ok(sim, "listLoadBalancerRules", id=sim.lb_id)["loadbalancerrule"][0]
+    assert [(t["key"], t["resourcetype"]) for t in rule["tags"]] == [("pool", "LoadBalancer")]
+
+
+def test_create_tags_duplicate_key_fails_the_whole_call(sim: Simulator) -> None:
+    web1, web2 = sim.add_vm("web1"), sim.add_vm("web2")
+    sim.set_tag(web2["id"], "lock", "run-1")
+    failed = tag_job(sim, "createTags", "UserVm", f"{web1['id']},{web2['id']}",
+                     ("fresh", "x"), ("LOCK", "run-2"))
+    assert (failed["jobstatus"], failed["jobresultcode"]) == (2, 530)
+    assert failed["jobresult"] == {"errorcode": 530,
+                                   "errortext": f"tag LOCK already on UserVm with id {web2['id']}"}
+    assert sim.tags(web1["id"]) == {} and sim.tags(web2["id"]) == {"lock": "run-1"}
+    by_number = tag_job(sim, "createTags", "UserVm", "2", ("lock", "run-3"))
+    assert by_number["jobresult"]["errortext"] == "tag lock already on UserVm with id 2"
+
+
+@pytest.mark.parametrize("resourcetype, resourceids, pairs, code, text", [
+    ("Teapot", "WEB1", [("k", "v")], 431, "Invalid resource type Teapot"),
+    ("UserVm", "WEB1", [("k", "")], 431, "Value for the key k is either null or empty"),
+    ("UserVm", "WEB1", [("k", None)], 431, "Value for the key k is either null or empty"),
+    ("UserVm", "nope", [("k", "v")], 431, "Unable to find resource by uuid nope and type UserVm"),
+    ("UserVm", "99", [("k", "v")], 431, "Unable to find resource by id 99 and type UserVm"),
+    ("LoadBalancer", "WEB1", [("k", "v")], 431,
+     "Unable to find resource by uuid WEB1 and type LoadBalancer"),
+    ("Zone", "ZONE", [("k", "v")], 431, "The resource type Zone doesn't support resource tags"),
+])
+def test_create_tags_job_errors(sim: Simulator, resourcetype: str, resourceids: str,
+                                pairs: list[tuple[str, Any]], code: int, text: str) -> None:
+    web1 = sim.add_vm("web1")
+    names = {"WEB1": web1["id"], "ZONE": sim.zone_id}
+    failed = tag_job(sim, "createTags", resourcetype, names.get(resourceids, resourceids), *pairs)
+    text = text.replace("WEB1", web1["id"])
+    assert failed["jobresult"] == {"errorcode": code, "errortext": text}
+    assert sim.tags(web1["id"]) == {}
+    assert rows(sim, type="CREATE_TAGS") == [("Scheduled", "INFO", "creating tags"),
+                                             ("Completed", "ERROR",
+                                              "Error while creating resource tags")]
+
+
+def test_untaggable_option_refuses_like_a_type_without_tag_support() -> None:
+    with Simulator(job_seconds=0.05, untaggable=("loadbalancer",)) as sim:
+        failed = tag_job(sim, "createTags", "LoadBalancer", sim.lb_id, ("k", "v"))
+        assert failed["jobresult"] == {
+            "errorcode": 431,
+            "errortext": "The resource type LoadBalancer doesn't support resource tags"}
+        web1 = sim.add_vm("web1")
+        assert tag_job(sim, "createTags", "UserVm", web1["id"], ("k", "v"))["jobstatus"] == 1
+
+
+@pytest.mark.parametrize("pairs, left", [
+    ([("Owner", "SSH-scale")], {"lock": "run-1"}),               # key and value, any case
+    ([("owner", None)], {"lock": "run-1"}),                        # key alone: any value
+    ([], {}),                                                      # no tags[...]: all of them
+    ([("owner", "other"), ("lock", None)], {"owner": "ssh-scale"}),
+])
+def test_delete_tags_matches_case_insensitively(sim: Simulator, pairs: list[tuple[str, Any]],
+                                                left: dict[str, str]) -> None:
+    web1 = sim.add_vm("web1")
+    sim.set_tag(web1["id"], "owner", "ssh-scale")
+    sim.set_tag(web1["id"], "lock", "run-1")
+    done = tag_job(sim, "deleteTags", "UserVm", web1["id"], *pairs)
+    assert (done["jobstatus"], done["jobresult"]) == (1, {"success": True})
+    assert sim.tags(web1["id"]) == left
+    assert rows(sim, type="DELETE_TAGS") == [
+        ("Scheduled", "INFO", "Deleting tags"),
+        ("Completed", "INFO", "Successfully completed deleting resource tags")]
+
+
+def test_delete_tags_nothing_matched_fails_and_never_removes_a_newer_value(
+        sim: Simulator) -> None:
+    sim.job_seconds = 0.2
+    web1 = sim.add_vm("web1")
+    sim.set_tag(web1["id"], "lock", "run-1")
+    jobid = ok(sim, "deleteTags", resourcetype="UserVm", resourceids=web1["id"],
+               **tag_args(("lock", "run-1")))["jobid"]
+    sim.set_tag(web1["id"], "lock", "run-2")                    # another run took the lock
+    sim.settle()
+    assert job(sim, jobid)["jobresult"] == {"errorcode": 530, "errortext": "Failed to delete tags"}
+    assert sim.tags(web1["id"]) == {"lock": "run-2"}
+    assert tag_job(sim, "deleteTags", "UserVm", "nope")["jobresult"]["errorcode"] == 530
+    assert tag_job(sim, "deleteTags", "Teapot", web1["id"])["jobresult"] == {
+        "errorcode": 431, "errortext": "Invalid resource type Teapot"}
+
+
+def test_list_tags_filters_and_pages(sim: Simulator) -> None:
+    web1, web2 = sim.add_vm("web1"), sim.add_vm("web2")
+    sim.set_tag(web1["id"], "owner", "ssh-scale")
+    sim.set_tag(web2["id"], "owner", "someone")
+    sim.set_tag(web2["id"], "lock", "run-1")
+    sim.set_tag(sim.lb_id, "owner", "ssh-scale")
+
+    def listed(**params: str) -> list[tuple[str, str, str]]:
+        return [(t["resourceid"], t["key"], t["value"])
+                for t in ok(sim, "listTags", **params).get("tag", [])]
+
+    assert len(listed()) == 4
+    assert listed(resourcetype="loadbalancer") == [(sim.lb_id, "owner", "ssh-scale")]
+    assert listed(resourceid=web2["id"]) == [(web2["id"], "owner", "someone"),
+                                             (web2["id"], "lock", "run-1")]
+    assert listed(key="OWNER", value="ssh-scale") == [(web1["id"], "owner", "ssh-scale"),
+                                                      (sim.lb_id, "owner", "ssh-scale")]
+    assert listed(key="nope") == []
+    assert ok(sim, "listTags", page="2", pagesize="3") == {
+        "count": 4, "tag": ok(sim, "listTags")["tag"][3:]}
+
+
+def test_list_filters_by_tags_or_their_pairs(sim: Simulator) -> None:
+    web1, web2 = sim.add_vm("web1"), sim.add_vm("web2")
+    sim.add_vm("web3")
+    sim.set_tag(web1["id"], "role", "web")
+    sim.set_tag(web2["id"], "role", "db")
+    sim.set_tag(web2["id"], "owner", "ssh-scale")
+    other = sim.add_lb_rule("api")
+    sim.set_tag(other, "owner", "ssh-scale")
+
+    def names(command: str, key: str, *pairs: tuple[str, Any]) -> list[str]:
+        answer = ok(sim, command, **tag_args(*pairs))
+        return [item["name"] for item in answer.get(key, [])]
+
+    vms = "listVirtualMachines", "virtualmachine"
+    assert names(*vms, ("role", "web")) == ["web1"]
+    assert names(*vms, ("role", "web"), ("owner", "ssh-scale")) == ["web1", "web2"]
+    assert names(*vms, ("role", "nothing")) == []
+    assert names("listLoadBalancerRules", "loadbalancerrule", ("owner", "ssh-scale")) == ["api"]
+    for command in ("listVirtualMachines", "listLoadBalancerRules"):
+        response = request(sim, command, **tag_args(("role", None)))
+        assert response.status_code == 431
+        error = response.json()[f"{command.lower()}response"]
+        assert (error["cserrorcode"], error["errortext"]) == (4350,
+                                                              "No value is passed in for key role")
+
+
+@pytest.mark.parametrize("command, params, missing", [
+    ("createTags", {"resourcetype": "UserVm", "resourceids": "x"}, "tags"),
+    ("createTags", {"resourceids": "x", **tag_args(("k", "v"))}, "resourcetype"),
+    ("deleteTags", {"resourcetype": "UserVm"}, "resourceids"),
+])
+def test_tag_commands_missing_parameters(sim: Simulator, command: str, params: dict[str, str],
+                                         missing: str) -> None:
+    response = request(sim, command, **params)
+    assert response.status_code == 431
+    assert response.json()[f"{command.lower()}response"]["errortext"] == (
+        f"Unable to execute API command {command.lower()} due to missing parameter {missing}")
+
+
+def test_tag_commands_are_signed_and_faulted_like_any_other(sim: Simulator) -> None:
+    web1 = sim.add_vm("web1")
+    client = cs.CloudStack(endpoint=sim.url, key=sim.api_key, secret=sim.secret_key,
+                           poll_interval=0.02)
+    result = client.createTags(resourcetype="UserVm", resourceids=web1["id"],
+                               tags=[{"key": "a[1]", "value": "x y*z"}], fetch_result=True)
+    assert result["success"] is True and sim.tags(web1["id"]) == {"a[1]": "x y*z"}
+    assert request(sim, "listTags", secret="wrong").json() == {"listtagsresponse": {
+        "uuidList": [], "errorcode": 401, "errortext": BAD_SIGNATURE}}
+    sim.inject(Fault("http_error", "createTags"))
+    assert request(sim, "createTags", resourcetype="UserVm", resourceids=web1["id"],
+                   **tag_args(("b", "1"))).status_code == 503
+    sim.inject(Fault("job_fail", "createTags", errortext="DB down"))
+    failed = tag_job(sim, "createTags", "UserVm", web1["id"], ("b", "1"))
+    assert failed["jobresult"] == {"errorcode": 533, "errortext": "DB down"}
+    assert sim.tags(web1["id"]) == {"a[1]": "x y*z"}
+    sim.inject(Fault("job_hang", "deleteTags"))
+    jobid = ok(sim, "deleteTags", resourcetype="UserVm", resourceids=web1["id"])["jobid"]
+    sim.settle(timeout=1)
+    sim.age(3600)
+    assert job(sim, jobid)["jobstatus"] == 0 and sim.tags(web1["id"]) == {"a[1]": "x y*z"}
+
+
+def test_expunge_drops_the_tags(sim: Simulator) -> None:
+    web1 = sim.add_vm("web1")
+    sim.set_tag(web1["id"], "owner", "ssh-scale")
+    run_job(sim, "destroyVirtualMachine", id=web1["id"])
+    assert sim.tags(web1["id"]) == {"owner": "ssh-scale"}            # Destroyed, not expunged
+    run_job(sim, "destroyVirtualMachine", id=web1["id"], expunge="true")
+    assert sim.tags(web1["id"]) == {} and ok(sim, "listTags") == {}
+
+
+def test_tag_helpers_seed_without_jobs_or_events(sim: Simulator) -> None:
+    web1 = sim.add_vm("web1")
+    sim.set_tag(web1["id"], "lock", "run-1")
+    sim.set_tag(web1["id"], "LOCK", "run-2")                        # replaces, any case
+    assert sim.tags(web1["id"]) == {"LOCK": "run-2"}
+    sim.delete_tag(web1["id"], "lock")
+    assert sim.tags(web1["id"]) == {} and sim.events == [] and sim.pending_jobs() == 0
+    with pytest.raises(KeyError):
+        sim.delete_tag(web1["id"], "lock")
+    with pytest.raises(KeyError):
+        sim.set_tag("nope", "k", "v")

@@ -28,7 +28,8 @@ setup(
     py_modules=["ssh_scale", "idcf_api", "cloudstack_commands", "load_sshd"],
     install_requires=["requests>=2.20", "paramiko>=3.2"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "cs>=3", "ruff", "vermin", "import-linter>=2.1"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "cs>=3", "ruff", "vermin",
+                 "import-linter>=2.1"],
         "plot": ["matplotlib>=3.3"],
     },
     entry_points={

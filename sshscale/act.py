@@ -1,27 +1,47 @@
-"""One Decision -> cloud calls: deploy and assign, remove, drain and destroy, adopt, and the
-repairs of crash leftovers; every step is logged, every job awaited within job_timeout."""
+"""One Decision -> cloud calls: deploy and assign, mark, remove, drain and destroy, adopt, and
+the repairs of crash leftovers; every step is logged, every job awaited within job_timeout,
+and the pool's facts (scale times, the failed-deploy backoff, drained VMs) kept in tags."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from typing import Callable
+from datetime import datetime
+from typing import Any, Callable, Optional
 
 import idcf_api
-from idcf_api import Client, JobFailed
+from idcf_api import Client, JobFailed, JobTimeout
+from sshscale.errors import LeaseExpired
+from sshscale.facts import (
+    BACKOFF,
+    DRAIN,
+    SCALE_IN,
+    SCALE_OUT,
+    backoff_after_failure,
+    backoff_value,
+    time_value,
+)
 from sshscale.logs import note
-from sshscale.model import Action, Decision, Pool, Settings, Vm
+from sshscale.model import Action, Decision, History, Pool, Settings, Vm
+from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
 
 __all__ = ["Actor"]
 
 
-class Actor:
-    """Carries out a Decision against the cloud, logging every step."""
 
-    def __init__(self, client: Client, settings: Settings,
+class Actor:
+    """Carries out a Decision against the cloud, logging every step, keeping the pool's facts
+    in tags, and stopping before any change once its lease on the pool has expired."""
+
+    def __init__(self, client: Client, settings: Settings, history: History,
+                 clock: Callable[[], datetime], deadline: Optional[datetime] = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.client, self.settings, self.sleep = client, settings, sleep
+        """`clock` tells the cloud's time; no change is started from `deadline` on (when the
+        run's lease on the pool is about to end)."""
+        self.client, self.settings, self.history = client, settings, history
+        self.clock, self.deadline, self.sleep = clock, deadline, sleep
+        self.tags = TagWriter(client, settings)
 
     def run(self, decision: Decision, pool: Pool) -> str:
         handlers = {
@@ -44,21 +64,36 @@ class Actor:
 
         return self.client.wait(jobid, timeout=self.settings.job_timeout, on_poll=on_poll)
 
+    def _check_lease(self) -> None:
+        """Change nothing once the lease is (almost) over: another monitor may take over."""
+        if self.deadline is not None and self.clock() >= self.deadline:
+            raise LeaseExpired("the pool's lease ran out during the action; stopped before "
+                               "the next change (the next run repairs what is left)")
+
+    def _change(self, command: str, **params: Any) -> dict:
+        self._check_lease()
+        return self.client.call(command, **params)
+
     def scale_out(self, count: int, pool: Pool) -> str:
         note("scale out", f"+{count}")
         params = dict(self.settings.launch)
         params.setdefault("group", self.settings.group)
-        started = [self.client.call("deployVirtualMachine", **params) for _ in range(count)]
+        started = [self._change("deployVirtualMachine", **params) for _ in range(count)]
         new_ids = []
-        for answer in started:
-            vm_id = str(answer.get("id", ""))
-            try:
-                self.wait(str(answer["jobid"]), f"deploy {vm_id}")
-            except JobFailed as exc:
-                self._destroy_failed(exc.instance_id or vm_id)
-                raise
-            new_ids.append(vm_id)
+        try:
+            for answer in started:
+                vm_id = str(answer.get("id", ""))
+                try:
+                    self.wait(str(answer["jobid"]), f"deploy {vm_id}")
+                except JobFailed as exc:
+                    self._destroy_failed(exc.instance_id or vm_id)
+                    raise
+                new_ids.append(vm_id)
+        except (JobFailed, JobTimeout):
+            self._back_off()
+            raise
         self._assign(new_ids)
+        self._joined(deployed=True)
         return self._new_count(pool.count + len(new_ids))
 
     def _destroy_failed(self, vm_id: str) -> None:
@@ -71,10 +106,33 @@ class Actor:
             note("destroy", f"could not destroy {vm_id}: {exc} (the next run retries)",
                  logging.ERROR)
 
+    def _back_off(self) -> None:
+        """One more failed deploy: the next one waits (1 min, then 2, 4, ... max_backoff)."""
+        backoff = backoff_after_failure(self.history.backoff, self.clock(),
+                                        self.settings.max_backoff)
+        note("backoff", f"{backoff.failures} failed deploy(s) in a row: the next deploy waits "
+                        f"until {backoff.until:%Y-%m-%d %H:%M:%S} UTC", logging.WARNING)
+        self._record({BACKOFF: backoff_value(backoff)}, "the failed-deploy backoff")
+
+    def _joined(self, deployed: bool) -> None:
+        """VMs joined the pool: the scale-out cooldown starts; a good deploy ends the backoff."""
+        self._record({SCALE_OUT: time_value(self.clock())}, "the scale-out time",
+                     also_delete=(BACKOFF,) if deployed else ())
+
+    def _record(self, facts: dict[str, str], what: str, also_delete: tuple[str, ...] = ()) -> None:
+        """Keep facts on the load-balancer rule; a failure is a warning, not the run's end
+        (the action itself is done; the event log stands in for a missing time)."""
+        try:
+            self._check_lease()
+            self.tags.replace(LOAD_BALANCER, self.settings.load_balancer, facts, also_delete)
+        except (idcf_api.CloudStackError, LeaseExpired) as exc:
+            note("tags", f"could not record {what} on the load balancer: {exc}",
+                 logging.WARNING)
+
     def _assign(self, vm_ids: Sequence[str]) -> None:
         note("assign to lb", f"{','.join(vm_ids)} -> {self.settings.load_balancer}")
-        answer = self.client.call("assignToLoadBalancerRule", id=self.settings.load_balancer,
-                                  virtualmachineids=",".join(vm_ids))
+        answer = self._change("assignToLoadBalancerRule", id=self.settings.load_balancer,
+                              virtualmachineids=",".join(vm_ids))
         self.wait(str(answer["jobid"]), "assign")
 
     def _state_after_pending_job(self, vm: Vm) -> str:
@@ -85,19 +143,32 @@ class Actor:
         return str(found[0].get("state")) if found else "gone"
 
     def adopt(self, vm: Vm, pool: Pool) -> str:
+        """Add a managed VM outside the pool: one a dead run deployed (after its job), or a
+        drained one the pool needs again (its drain mark removed first)."""
         if vm.jobid:
             state = self._state_after_pending_job(vm)
             if state != "Running":
                 note("repair", f"{vm.name} is {state} after its job: not adopted")
                 return f"{vm.name} is {state}: not adopted"
+        drained = vm.tag(DRAIN) is not None
+        if drained:
+            self._check_lease()
+            self.tags.delete(USER_VM, vm.id, {DRAIN: None})
         self._assign([vm.id])
+        self._joined(deployed=not drained)
         return self._new_count(pool.count + 1)
 
     def scale_in(self, vm: Vm, pool: Pool) -> str:
+        """Mark the VM drained, take it out of the load balancer, drain, destroy: a run that
+        dies after the mark leaves a VM the next run destroys, never one it adopts back."""
         note("scale in", f"-1 ({vm.name}, {vm.ip or 'no ip'})")
-        answer = self.client.call("removeFromLoadBalancerRule", id=self.settings.load_balancer,
-                                  virtualmachineids=vm.id)
+        if vm.tag(DRAIN) is None:
+            self._check_lease()
+            self.tags.create(USER_VM, vm.id, {DRAIN: time_value(self.clock())})
+        answer = self._change("removeFromLoadBalancerRule", id=self.settings.load_balancer,
+                              virtualmachineids=vm.id)
         self.wait(str(answer["jobid"]), "remove from lb")
+        self._record({SCALE_IN: time_value(self.clock())}, "the scale-in time")
         if self.settings.drain_seconds > 0:
             note("drain", f"{self.settings.drain_seconds:g} s")
             self.sleep(self.settings.drain_seconds)
@@ -116,8 +187,8 @@ class Actor:
         return f"destroyed {vm.name}"
 
     def _destroy_and_wait(self, vm_id: str, label: str) -> None:
-        answer = self.client.call("destroyVirtualMachine", id=vm_id,
-                                  expunge=self.settings.expunge or None)
+        answer = self._change("destroyVirtualMachine", id=vm_id,
+                              expunge=self.settings.expunge or None)
         self.wait(str(answer["jobid"]), f"destroy {label}")
 
     def _new_count(self, count: int) -> str:

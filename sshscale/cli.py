@@ -28,6 +28,7 @@ from sshscale.config import display_path, insecure_permissions, load_settings
 from sshscale.errors import (
     ConfigError,
     ExitStatus,
+    LeaseBusy,
     LockBusy,
     Terminated,
     exit_status,
@@ -99,7 +100,7 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
     """One run against the cloud; the report is printed (--status, --json) even when the
     run fails, then the failure is raised for main() to map."""
     from sshscale.measure import read_ssh_config
-    from sshscale.run import run_lock, run_once
+    from sshscale.run import other_run_on_this_monitor, run_lock, run_once
 
     ssh_config = read_ssh_config()
     settings = load_settings(args.config, ssh_config=ssh_config)
@@ -113,9 +114,11 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
         # A read-only look needs no lock: it must work while a scale-out is under way.
         with contextlib.nullcontext() if read_only else run_lock(path):
             run_once(settings, idcf_api.Client(settings.account), report,
-                     ssh_config=ssh_config)
+                     ssh_config=ssh_config,
+                     other_run=other_run_on_this_monitor(path) if read_only else None)
     except LockBusy as exc:
-        note("lock", f"{exc}; exiting", logging.WARNING)
+        note("lease" if isinstance(exc, LeaseBusy) else "lock", f"{exc}; exiting",
+             logging.WARNING)
         report.result = f"skipped: {exc}"
     except BaseException as exc:
         report.error = idcf_api.redact(message_of(exc), redactor.secrets)

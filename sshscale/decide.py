@@ -8,6 +8,7 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
+from sshscale.facts import DRAIN
 from sshscale.model import (
     BROKEN,
     IN_SERVICE,
@@ -39,17 +40,18 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
 
     Repairs of crash leftovers come first (those that give the pool a VM back before min_size,
     so that a destroy the cloud keeps refusing never blocks filling the pool), then
-    min/max, then the load rules, which respect the cooldowns. ``history=None`` means the
-    event log was not read: when an answer depends on it, the Decision says
+    min/max, then the load rules, which respect the cooldowns. Every deploy respects the
+    failed-deploy backoff. ``history=None`` means the pool's history (the load balancer's
+    tags, the event log) was not read: when an answer depends on it, the Decision says
     ``needs_history`` and the caller asks again with it."""
-    repair = _plan_repair(pool, settings, history)
+    repair = _plan_repair(pool, settings)
     count = pool.count
     if repair is not None and (repair.action is not Action.DESTROY
-                               or count >= settings.min_size or repair.needs_history):
+                               or count >= settings.min_size):
         return repair
-    if count < settings.min_size:
-        return Decision(Action.SCALE_OUT, f"pool has {count} VMs, below min_size "
-                        f"{settings.min_size}", count=1, rule="min_size")
+    if count < settings.min_size and pool.committed < settings.max_size:
+        return _deploy(Decision(Action.SCALE_OUT, f"pool has {count} VMs, below min_size "
+                                f"{settings.min_size}", count=1, rule="min_size"), history, now)
     if repair is not None:
         return repair
     if count > settings.max_size:
@@ -60,14 +62,15 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
     if load_out is None or load_in is None:
         return Decision(Action.NONE, "load unknown (fewer than "
                         f"{settings.min_reporting} host(s) answered): only min/max may act")
-    if load_out > settings.threshold_out and count < settings.max_size:
+    if load_out > settings.threshold_out and pool.committed < settings.max_size:
         reason = (f"load {load_out:.2f} > threshold_out {settings.threshold_out:g} "
                   f"({_load_label(measurement, settings.period_out, settings)})")
-        step = _step_size(load_out, count, settings)
+        step = _step_size(load_out, pool, settings)
         held = _cooldown_hold(history, now, settings, Action.SCALE_OUT)
         if held is not None:
             return held
-        return Decision(Action.SCALE_OUT, reason, count=step, rule="threshold_out")
+        return _deploy(Decision(Action.SCALE_OUT, reason, count=step, rule="threshold_out"),
+                       history, now)
     if load_in < settings.threshold_in and count > settings.min_size:
         held = _cooldown_hold(history, now, settings, Action.SCALE_IN)
         if held is not None:
@@ -75,10 +78,10 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
         return _scale_in(pool, settings, "threshold_in",
                          f"load {load_in:.2f} < threshold_in {settings.threshold_in:g} "
                          f"({_load_label(measurement, settings.period_in, settings)})")
-    return Decision(Action.NONE, _steady_reason(load_out, load_in, count, settings))
+    return Decision(Action.NONE, _steady_reason(load_out, load_in, pool, settings))
 
 
-def _plan_repair(pool: Pool, settings: Settings, history: Optional[History]) -> Optional[Decision]:
+def _plan_repair(pool: Pool, settings: Settings) -> Optional[Decision]:
     ours = [v for v in pool.vms if v.managed and not v.monitored]
     # A VM listed Stopped with a pending job is a deploy still under way (Stopped, Starting,
     # Running): it is adopted after its job, like a Starting one.
@@ -91,12 +94,9 @@ def _plan_repair(pool: Pool, settings: Settings, history: Optional[History]) -> 
                         vms=(vm,), count=1, rule="repair")
     if not orphans:
         return None
-    if history is None:
-        return Decision(Action.NONE, "repair pending: reading the event log",
-                        needs_history=True, rule="repair")
     vm = orphans[0]
     count = pool.count
-    if vm.id in history.drained:
+    if vm.tag(DRAIN) is not None:
         if count < settings.min_size:
             return Decision(Action.READD, f"repair: drained VM {vm.name} re-added, pool has "
                             f"{count} VMs, below min_size {settings.min_size}",
@@ -110,6 +110,19 @@ def _plan_repair(pool: Pool, settings: Settings, history: Optional[History]) -> 
     return Decision(Action.DESTROY, f"repair: managed VM {vm.name} is not in the load "
                     f"balancer and the pool is full ({count} = max_size)",
                     vms=(vm,), count=1, rule="repair")
+
+
+def _deploy(decision: Decision, history: Optional[History], now: datetime) -> Decision:
+    """A scale-out, unless the failed-deploy backoff holds it (which needs the history)."""
+    if history is None:
+        return Decision(Action.NONE, f"{decision.action.value} considered: reading the pool's "
+                        "history", needs_history=True, rule=decision.rule)
+    backoff = history.backoff
+    if backoff is None or now >= backoff.until:
+        return decision
+    return Decision(Action.NONE, f"{decision.action.value} ({decision.reason}) held back by "
+                    f"the failed-deploy backoff ({backoff.failures} failed in a row) until "
+                    f"{_utc(backoff.until)}", rule="backoff", held_until=backoff.until)
 
 
 def _scale_in(pool: Pool, settings: Settings, rule: str, reason: str) -> Decision:
@@ -128,11 +141,12 @@ def _scale_in(pool: Pool, settings: Settings, rule: str, reason: str) -> Decisio
     return Decision(Action.SCALE_IN, reason, vms=(victim,), count=1, rule=rule)
 
 
-def _step_size(load: float, count: int, settings: Settings) -> int:
+def _step_size(load: float, pool: Pool, settings: Settings) -> int:
+    count = pool.count
     if settings.step_out != "proportional" or count == 0:
         return 1
     wanted = math.ceil(count * load / settings.threshold_out) - count
-    return max(1, min(wanted, settings.max_size - count))
+    return max(1, min(wanted, settings.max_size - pool.committed))
 
 
 def _cooldown_hold(history: Optional[History], now: datetime, settings: Settings,
@@ -144,7 +158,7 @@ def _cooldown_hold(history: Optional[History], now: datetime, settings: Settings
     if cooldown <= 0:
         return None
     if history is None:
-        return Decision(Action.NONE, f"{action.value} considered: reading the event log",
+        return Decision(Action.NONE, f"{action.value} considered: reading the pool's history",
                         needs_history=True, rule="cooldown")
     if action is Action.SCALE_OUT:
         last = history.last_scale_out
@@ -155,8 +169,12 @@ def _cooldown_hold(history: Optional[History], now: datetime, settings: Settings
         return None
     until = last + timedelta(seconds=cooldown)
     return Decision(Action.NONE, f"{action.value} held back by the {name} ({cooldown:g} s) "
-                    f"until {until.astimezone(timezone.utc):{UNTIL_FORMAT}}",
+                    f"until {_utc(until)}",
                     rule="cooldown", held_until=until)
+
+
+def _utc(when: datetime) -> str:
+    return f"{when.astimezone(timezone.utc):{UNTIL_FORMAT}}"
 
 
 def _load_label(measurement: Measurement, period: int, settings: Settings) -> str:
@@ -166,8 +184,13 @@ def _load_label(measurement: Measurement, period: int, settings: Settings) -> st
     return f"{period}-min{per_cpu}, {how}"
 
 
-def _steady_reason(load_out: float, load_in: float, count: int, settings: Settings) -> str:
+def _steady_reason(load_out: float, load_in: float, pool: Pool, settings: Settings) -> str:
+    count = pool.count
     if load_out > settings.threshold_out:
+        outside = pool.committed - count
+        if outside and count < settings.max_size:
+            return (f"load {load_out:.2f} is high but {outside} managed VM(s) outside the pool "
+                    f"count against max_size {settings.max_size}")
         return f"load {load_out:.2f} is high but the pool is at max_size {settings.max_size}"
     if load_in < settings.threshold_in:
         return f"load {load_in:.2f} is low but the pool is at min_size {settings.min_size}"

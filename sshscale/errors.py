@@ -7,8 +7,8 @@ import enum
 
 import idcf_api
 
-__all__ = ["ConfigError", "ExitStatus", "LockBusy", "ScaleError", "SshError", "Terminated",
-           "exit_status", "expected", "message_of"]
+__all__ = ["ConfigError", "ExitStatus", "LeaseBusy", "LeaseExpired", "LockBusy", "ScaleError",
+           "SshError", "Terminated", "exit_status", "expected", "message_of"]
 
 
 class ScaleError(Exception):
@@ -25,6 +25,14 @@ class SshError(ScaleError):
 
 class LockBusy(ScaleError):
     """Another run holds the lock for this config."""
+
+
+class LeaseBusy(LockBusy):
+    """Another run, on this monitor or another, holds the pool's lease (it is acting)."""
+
+
+class LeaseExpired(ScaleError):
+    """This run's lease on the pool ran out during its action: it stopped changing things."""
 
 
 class Terminated(ScaleError):

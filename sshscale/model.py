@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     from idcf_api import Account
 
-__all__ = ["BROKEN", "IN_SERVICE", "PERIODS", "Action", "Decision", "History", "HostLoad",
-           "Measurement", "Observation", "Pool", "Report", "Settings", "Vm"]
+__all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "Action", "Backoff", "Decision", "History",
+           "HostLoad", "Lease", "Measurement", "Observation", "Pool", "Report", "Settings", "Vm"]
 
 PERIODS = (1, 5, 15)
 IN_SERVICE = ("Running", "Starting", "Migrating")
 # Not "Unknown": a VM on a disconnected host may come back; it is left alone.
 BROKEN = ("Error", "Stopped", "Shutdown")
+GONE = ("Destroyed", "Expunging")
 
 
 class Action(enum.Enum):
@@ -64,6 +65,7 @@ class Settings:
     expunge: bool = False
     drain_seconds: float = 30.0
     protect_unmanaged: bool = True
+    max_backoff: float = 3600.0
     cooldown_out: float = 120.0
     cooldown_in: float = 300.0
     period_out: int = 1
@@ -122,6 +124,11 @@ class Vm:
     managed: bool = False
     monitored: bool = False
     jobid: Optional[str] = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def tag(self, key: str) -> Optional[str]:
+        """The value of a resource tag (keys compare case-insensitively, as CloudStack's do)."""
+        return next((v for k, v in self.tags if k.lower() == key.lower()), None)
 
 
 @dataclass(frozen=True)
@@ -145,14 +152,40 @@ class Pool:
         """Pool size: members that are Running, Starting or Migrating."""
         return len(self.in_service)
 
+    @property
+    def committed(self) -> int:
+        """What max_size bounds: the pool plus every managed VM that exists outside it (booting,
+        drained, Stopped, Error), so that nothing can run away."""
+        extra = [v for v in self.vms if v.managed and v not in self.in_service
+                 and v.state not in GONE]
+        return self.count + len(extra)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Deploys held back after failed ones: how many failed in a row, and until when."""
+
+    failures: int
+    until: datetime
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who acts on the pool now (one run of one monitor), and until when at the latest."""
+
+    holder: str
+    expires: datetime
+
 
 @dataclass(frozen=True)
 class History:
-    """What the cloud says about earlier changes to this pool."""
+    """What the cloud keeps about earlier changes to this pool (the load-balancer rule's tags,
+    the event log where they are missing)."""
 
     last_scale_out: Optional[datetime] = None
     last_scale_in: Optional[datetime] = None
-    drained: frozenset[str] = frozenset()
+    backoff: Optional[Backoff] = None
+    lease: Optional[Lease] = None
 
 
 @dataclass(frozen=True)
@@ -192,3 +225,4 @@ class Report:
     error: Optional[str] = None
     dry_run: bool = False
     pool_read: bool = False
+    history: Optional[History] = None

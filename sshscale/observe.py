@@ -1,6 +1,7 @@
 """The cloud -> Pool, History and the cloud's time. Two list calls per run (the rule's members,
-the account's VMs), the event log only when decide() asks for it, and the one place that
-corrects this machine's clock by the skew the API's Date header shows."""
+the account's VMs, both with their tags); the rule's tags (and the event log for what they do
+not hold yet) only when decide() asks for the history; and the one place that corrects this
+machine's clock by the skew the API's Date header shows."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from typing import Any, Optional
 
 from idcf_api import Client
 from sshscale.config import lookup_ssh_config
+from sshscale.facts import history_from_tags
 from sshscale.logs import note
 from sshscale.measure import measure
-from sshscale.model import History, Observation, Pool, Settings, Vm
+from sshscale.model import History, Measurement, Observation, Pool, Settings, Vm
 
 __all__ = ["build_pool", "cloud_time", "history_from_events", "member_hosts",
            "monitored_names", "observe", "parse_time", "read_history", "read_pool",
-           "vm_from_api"]
+           "read_rule_tags", "reread_pool", "tag_pairs", "vm_from_api"]
 
 IGNORED_SKEW = 5.0  # seconds: the Date header's resolution plus the answer's latency
 _ID_WORD = re.compile(r"[A-Za-z0-9_-]+")
@@ -56,7 +58,13 @@ def vm_from_api(data: Mapping[str, Any], settings: Settings, *, in_lb: bool,
         instancename=str(data.get("instancename", "")),
         group=data.get("group"), in_lb=in_lb, managed=data.get("group") == settings.group,
         monitored=any(n in names for n in monitored_names if n),
-        jobid=data.get("jobid"))
+        jobid=data.get("jobid"), tags=tuple(tag_pairs(data)))
+
+
+def tag_pairs(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A resource's tags from a list answer, as (key, value) pairs."""
+    return [(str(t["key"]), str(t.get("value", ""))) for t in data.get("tags") or []
+            if isinstance(t, Mapping) and "key" in t]
 
 
 def build_pool(members: Sequence[Mapping[str, Any]], managed: Sequence[Mapping[str, Any]],
@@ -78,36 +86,37 @@ def build_pool(members: Sequence[Mapping[str, Any]], managed: Sequence[Mapping[s
 
 def history_from_events(events: Sequence[Mapping[str, Any]], settings: Settings,
                         pool: Pool) -> History:
-    """Last scale-out end, last scale-in, and drained VMs, from listEvents objects.
+    """Last scale-out end and last scale-in from listEvents objects: the fallback for a pool
+    whose load balancer has no time tags yet (hints, not facts).
 
-    An LB event belongs to this pool when its resourceid is the rule, or its description
-    names the rule's ID as a whole word; the managed VMs it names (whole words) were assigned
-    or drained. Without an assign event, the newest managed member's creation time stands in
-    for the last scale-out (a lower bound)."""
-    managed_ids = {v.id for v in pool.vms if v.managed}
+    An LB event belongs to this pool when its resourceid is the rule (CloudStack 4.17+), or
+    its description names the rule's ID as a whole word; an event of a failed action (level
+    ERROR, "Error while ...") is no scale action. Without an assign event, the newest managed
+    member's creation time stands in for the last scale-out (a lower bound)."""
     last_out = last_in = None
-    drained: set[str] = set()
     for event in sorted(events, key=lambda e: parse_time(e.get("created")) or _EPOCH):
         when = parse_time(event.get("created"))
         kind = str(event.get("type", ""))
         if when is None or event.get("state", "Completed") != "Completed" or \
-                kind not in ("LB.ASSIGN.TO.RULE", "LB.REMOVE.FROM.RULE"):
+                kind not in ("LB.ASSIGN.TO.RULE", "LB.REMOVE.FROM.RULE") or _failed(event):
             continue
         words = set(_ID_WORD.findall(str(event.get("description", ""))))
         if event.get("resourceid") != settings.load_balancer and \
                 settings.load_balancer not in words:
             continue
-        named = managed_ids & words
         if kind == "LB.ASSIGN.TO.RULE":
             last_out = when
-            drained -= named
         else:
             last_in = when
-            drained |= named
     if last_out is None:
         created = [v.created for v in pool.members if v.managed and v.created]
         last_out = max(created, default=None)
-    return History(last_out, last_in, frozenset(drained))
+    return History(last_out, last_in)
+
+
+def _failed(event: Mapping[str, Any]) -> bool:
+    return str(event.get("level", "INFO")).upper() == "ERROR" or \
+        str(event.get("description", "")).startswith("Error while")
 
 
 # --- reading the cloud -----------------------------------------------------------------------
@@ -123,11 +132,23 @@ def read_pool(client: Client, settings: Settings, monitored_names: Sequence[str]
         return build_pool(members.result(), managed.result(), settings, monitored_names)
 
 
+def read_rule_tags(client: Client, settings: Settings) -> dict[str, str]:
+    """The load-balancer rule's tags, keys lowercased (CloudStack compares them so)."""
+    rules = client.list("listLoadBalancerRules", id=settings.load_balancer)
+    return {key.lower(): value for key, value in tag_pairs(rules[0] if rules else {})}
+
+
 def read_history(client: Client, settings: Settings, pool: Pool, now: datetime) -> History:
-    """The event log since the longest cooldown (a day more, as the filter takes a date)."""
+    """The pool's history from the load-balancer rule's tags; a time no tag holds yet comes
+    from the event log (since the longest cooldown, a day more as the filter takes a date)."""
+    history = history_from_tags(read_rule_tags(client, settings))
+    if history.last_scale_out and history.last_scale_in:
+        return history
     horizon = max(settings.cooldown_in, settings.cooldown_out, settings.job_timeout)
     since = (now - timedelta(seconds=horizon) - timedelta(days=1)).strftime("%Y-%m-%d")
-    return history_from_events(client.list("listEvents", startdate=since), settings, pool)
+    events = history_from_events(client.list("listEvents", startdate=since), settings, pool)
+    return replace(history, last_scale_out=history.last_scale_out or events.last_scale_out,
+                   last_scale_in=history.last_scale_in or events.last_scale_in)
 
 
 def monitored_names(settings: Settings, ssh_config: Optional[Any]) -> list[str]:
@@ -183,10 +204,21 @@ def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
             pool = read_pool(client, settings, names)
             now = cloud_time(now, client)
             measurement = measuring.result()
-    # The address an SSH connection to [monitoring] host reached names the monitored VM too.
-    reached = {h.address for h in measurement.hosts if h.address and h.host in settings.hosts}
-    pool = Pool(tuple(replace(v, monitored=v.monitored or v.ip in reached) for v in pool.vms))
     for host in measurement.hosts:
         if host.error:
             note("ssh", host.error, logging.WARNING)
-    return Observation(measurement, pool, now)
+    return Observation(measurement, _mark_reached(pool, measurement, settings), now)
+
+
+def reread_pool(observation: Observation, settings: Settings, client: Client,
+                ssh_config: Optional[Any]) -> Observation:
+    """The observation with the pool read again (same measurement, same time): what a run
+    acts on once it holds the pool's lease."""
+    pool = read_pool(client, settings, monitored_names(settings, ssh_config))
+    return replace(observation, pool=_mark_reached(pool, observation.measurement, settings))
+
+
+def _mark_reached(pool: Pool, measurement: Measurement, settings: Settings) -> Pool:
+    """The address an SSH connection to [monitoring] host reached names the monitored VM."""
+    reached = {h.address for h in measurement.hosts if h.address and h.host in settings.hosts}
+    return Pool(tuple(replace(v, monitored=v.monitored or v.ip in reached) for v in pool.vms))

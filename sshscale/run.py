@@ -1,5 +1,6 @@
 """One live run: take the config's lock, observe (SSH and the cloud), decide (reading the
-event log only when the first answer says it depends on it), act, filling a Report."""
+pool's history only when the first answer says it depends on it), and when there is something
+to do, take the pool's lease, look again and act, filling a Report."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from sshscale.act import Actor
 from sshscale.config import display_path
 from sshscale.decide import aggregate_load, decide
 from sshscale.errors import LockBusy, SshError
+from sshscale.lease import change_deadline, pool_lease
 from sshscale.logs import note
-from sshscale.model import Action, Decision, Observation, Report, Settings
-from sshscale.observe import observe, read_history
+from sshscale.model import Action, Decision, History, Observation, Report, Settings
+from sshscale.observe import observe, read_history, reread_pool
 from sshscale.views import decision_verb, log_checks
 
-__all__ = ["decide_with_history", "lock_path", "run_lock", "run_once"]
+__all__ = ["decide_with_history", "lock_path", "other_run_on_this_monitor", "run_lock",
+           "run_once"]
 
 
 def lock_path(config: str) -> str:
@@ -46,24 +49,36 @@ def run_lock(config: str) -> Iterator[None]:
         yield
 
 
+def other_run_on_this_monitor(config: str) -> Optional[str]:
+    """Whether another run of this config holds the lock here (for read-only looks)."""
+    try:
+        with run_lock(config):
+            return None
+    except LockBusy:
+        return "a run on this monitor holds the lock"
+
+
 def decide_with_history(observation: Observation, settings: Settings,
-                        client: Client) -> Decision:
-    """decide() in two passes: without the event log first; only when that answer depends
-    on it (a cooldown, a repair) is the log read and decide() asked again."""
+                        client: Client) -> tuple[Decision, Optional[History]]:
+    """decide() in two passes: without the pool's history first; only when that answer
+    depends on it (a cooldown, the failed-deploy backoff) is it read and decide() asked
+    again. Returns the decision and the history, if it was read."""
     first = decide(observation.measurement, observation.pool, settings, observation.now)
     if not first.needs_history:
-        return first
+        return first, None
     history = read_history(client, settings, observation.pool, observation.now)
     return decide(observation.measurement, observation.pool, settings, observation.now,
-                  history)
+                  history), history
 
 
 def run_once(settings: Settings, client: Client, report: Report, *,
              ssh_config: Optional[Any] = None, sleep: Callable[[float], None] = time.sleep,
-             clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Report:
+             clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+             other_run: Optional[str] = None) -> Report:
     """Observe, decide and (unless report.dry_run) act once, filling the report as it goes
     (so that a failing run still reports what it saw and did); raises on operational
-    failure, SshError when no host could be measured (after any min/max action)."""
+    failure, SshError when no host could be measured (after any min/max action). A read-only
+    run is told `other_run` when another run of this config holds the lock here."""
     local_now = clock()
     report.time = local_now.isoformat(timespec="seconds")
     observation = observe(settings, client, ssh_config, local_now)
@@ -72,17 +87,60 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     report.load_out = aggregate_load(observation.measurement, settings.period_out, settings)
     report.load_in = aggregate_load(observation.measurement, settings.period_in, settings)
     log_checks(report, settings)
-    decision = report.decision = decide_with_history(observation, settings, client)
-    if decision.action is Action.NONE:
+    decision, report.history = decide_with_history(observation, settings, client)
+    if report.dry_run:
+        report.decision = _look(observation, settings, client, report, decision, other_run)
+    elif decision.action is Action.NONE:
+        report.decision = decision
         note("decision", f"none: {decision.reason}")
         report.result = "nothing to do"
-    elif report.dry_run:
-        note("dry run", f"would {decision_verb(decision)}: {decision.reason}", logging.WARNING)
-        report.result = "dry run: no change made"
     else:
-        note("decision", f"{decision.action.value}: {decision.reason}", logging.WARNING)
-        report.result = Actor(client, settings, sleep).run(decision, observation.pool)
+        report.decision = decision
+        skew = observation.now - local_now
+        _act(observation, settings, client, report, ssh_config, sleep,
+             lambda: clock() + skew)
     measured = observation.measurement.hosts
     if measured and not observation.measurement.answered:
         raise SshError("; ".join(h.error or "" for h in measured))
     return report
+
+
+def _look(observation: Observation, settings: Settings, client: Client, report: Report,
+          decision: Decision, other_run: Optional[str]) -> Decision:
+    """A read-only run: what would be done, or that another run is acting (then its VMs
+    in flight are no leftovers to repair)."""
+    history = report.history or read_history(client, settings, observation.pool,
+                                              observation.now)
+    report.history = history
+    lease = history.lease
+    if lease is not None and lease.expires > observation.now:
+        other_run = other_run or f"{lease.holder} holds the pool's lease"
+    if other_run and decision.action is not Action.NONE:
+        decision = Decision(Action.NONE, f"another run is acting ({other_run})", rule="busy")
+    if decision.action is Action.NONE:
+        note("decision", f"none: {decision.reason}")
+        report.result = "nothing to do"
+    else:
+        note("dry run", f"would {decision_verb(decision)}: {decision.reason}", logging.WARNING)
+        report.result = "dry run: no change made"
+    return decision
+
+
+def _act(observation: Observation, settings: Settings, client: Client, report: Report,
+         ssh_config: Optional[Any], sleep: Callable[[float], None],
+         cloud_clock: Callable[[], datetime]) -> None:
+    """Take the pool's lease, read the pool and its history again (another monitor may have
+    acted since), decide again and act."""
+    with pool_lease(client, settings, observation.now) as lease:
+        observation = reread_pool(observation, settings, client, ssh_config)
+        report.pool = observation.pool
+        decision, report.history = decide_with_history(observation, settings, client)
+        report.decision = decision
+        if decision.action is Action.NONE:
+            note("decision", f"none: {decision.reason}")
+            report.result = "nothing to do"
+            return
+        note("decision", f"{decision.action.value}: {decision.reason}", logging.WARNING)
+        actor = Actor(client, settings, report.history or History(), cloud_clock,
+                      change_deadline(lease, settings), sleep)
+        report.result = actor.run(decision, observation.pool)

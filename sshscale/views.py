@@ -3,11 +3,12 @@ the --json object. Times are shown here in the monitor's local zone."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Optional
 
 import idcf_api
 from sshscale.logs import LABEL_WIDTH, TIME_FORMAT, log
-from sshscale.model import Action, Decision, Report, Settings
+from sshscale.model import Action, Decision, History, Report, Settings
 
 __all__ = ["decision_verb", "log_checks", "report_json", "status_table"]
 
@@ -57,7 +58,7 @@ def status_table(report: Report) -> str:
             "name": vm.name, "ip": vm.ip or "", "state": vm.state,
             "in lb": "yes" if vm.in_lb else "no",
             "managed": "yes" if vm.managed else ("monitored" if vm.monitored else "no"),
-            "created": vm.created.astimezone().strftime(TIME_FORMAT) if vm.created else "",
+            "created": _local(vm.created) if vm.created else "",
             "load (1/5/15)": " ".join(f"{x:.2f}" for x in host.loads)
             if host and host.loads else "",
         })
@@ -68,7 +69,44 @@ def status_table(report: Report) -> str:
     else:
         table = "(the pool was not read)"
     decision = report.decision or Decision(Action.NONE, "")
-    return f"{table}\ndecision now: {decision_verb(decision)}: {decision.reason}"
+    lines = [table, *_fact_lines(report.history),
+             f"decision now: {decision_verb(decision)}: {decision.reason}"]
+    return "\n".join(lines)
+
+
+def _fact_lines(history: Optional[History]) -> list[str]:
+    """The pool's facts that hold actions back: the failed-deploy backoff, the lease."""
+    if history is None:
+        return []
+    lines = []
+    if history.backoff is not None:
+        lines.append(f"backoff: {history.backoff.failures} failed deploy(s) in a row; no "
+                     f"deploy before {_local(history.backoff.until)}")
+    if history.lease is not None:
+        lines.append(f"lease: held by {history.lease.holder} until "
+                     f"{_local(history.lease.expires)}")
+    return lines
+
+
+def _local(when: datetime) -> str:
+    return when.astimezone().strftime(TIME_FORMAT)
+
+
+def _history_json(history: Optional[History]) -> Optional[dict[str, Any]]:
+    if history is None:
+        return None
+    backoff, lease = history.backoff, history.lease
+    return {
+        "last_scale_out": _iso(history.last_scale_out),
+        "last_scale_in": _iso(history.last_scale_in),
+        "backoff": {"failures": backoff.failures, "until": _iso(backoff.until)}
+        if backoff else None,
+        "lease": {"holder": lease.holder, "expires": _iso(lease.expires)} if lease else None,
+    }
+
+
+def _iso(when: Optional[datetime]) -> Optional[str]:
+    return when.isoformat() if when else None
 
 
 def report_json(report: Report) -> dict[str, Any]:
@@ -82,8 +120,9 @@ def report_json(report: Report) -> dict[str, Any]:
         "aggregate": {"out": report.load_out, "in": report.load_in},
         "pool": [{"id": v.id, "name": v.name, "ip": v.ip, "state": v.state,
                   "in_lb": v.in_lb, "managed": v.managed, "monitored": v.monitored,
-                  "created": v.created.isoformat() if v.created else None}
+                  "created": _iso(v.created), "tags": dict(v.tags)}
                  for v in report.pool.vms],
+        "history": _history_json(report.history),
         "decision": {"action": decision.action.value, "count": decision.count,
                      "rule": decision.rule, "reason": decision.reason,
                      "vms": [v.name for v in decision.vms]},

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import pytest
 
-from cloudstack_sim import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Simulator
+from cloudstack_sim import CLOUDSTACK_VERSIONS, DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Simulator
 from tests import sshd_support
 from tests.configs import base_sections, render, write_config
 
@@ -23,8 +23,16 @@ __all__ = ["SSH_SCALE", "assert_no_secrets", "base_sections", "render", "run_cli
 
 @pytest.fixture
 def sim() -> Any:
-    """A started simulator with fast jobs; its address is on 127.0.0.1."""
+    """A started simulator with fast jobs, speaking as a 4.19 server; on 127.0.0.1."""
     with Simulator(job_seconds=0.05) as simulator:
+        yield simulator
+
+
+@pytest.fixture(params=CLOUDSTACK_VERSIONS, ids=[f"cs{v}" for v in CLOUDSTACK_VERSIONS])
+def any_sim(request: pytest.FixtureRequest) -> Any:
+    """The simulator speaking as each server version in turn (4.15: events without
+    resourceid; 4.19: with it); test modules that must pass on both use it as their `sim`."""
+    with Simulator(job_seconds=0.05, cloudstack=request.param) as simulator:
         yield simulator
 
 

@@ -800,7 +800,7 @@ def test_main_serves_until_ctrl_c() -> None:
                 "loadbalancerruleinstance"]]
             assert names == ["web1", "web2"]
             process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=5) == 130
+            assert process.wait(timeout=60) == 130
         finally:
             process.kill()
 

@@ -10,7 +10,8 @@ import pytest
 from idcf_api import Account
 from sshscale.decide import aggregate_load, decide
 from sshscale.measure import parse_load, remote_command
-from sshscale.model import Action, History, HostLoad, Measurement, Pool, Settings, Vm
+from sshscale.facts import DRAIN
+from sshscale.model import Action, Backoff, History, HostLoad, Measurement, Pool, Settings, Vm
 from sshscale.observe import history_from_events, parse_time
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
@@ -180,17 +181,46 @@ def test_decide_cooldowns(value, last_out_s, last_in_s, action, held):
         assert "held back by the" in d.reason and "until" in d.reason
 
 
-def test_decide_asks_for_history_only_when_a_cooldown_could_hold():
-    assert decide(load(2.0), pool(3), COOL, NOW).needs_history is False
+def test_decide_asks_for_history_only_when_it_would_act_on_the_load_or_deploy():
+    assert decide(load(2.0), pool(3), COOL, NOW).needs_history is False  # quiet: 2 API calls
     assert decide(load(4.0), pool(3), COOL, NOW).needs_history is True
     assert decide(load(0.1), pool(3), COOL, NOW).needs_history is True
-    assert decide(load(4.0), pool(3), BASE, NOW).needs_history is False  # cooldown 0
-    # min/max ignore cooldowns and never need the event log
+    assert decide(load(0.1), pool(3), BASE, NOW).needs_history is False  # cooldown 0
+    assert decide(load(4.0), pool(3), BASE, NOW).needs_history is True  # every deploy: backoff
+    # min/max ignore cooldowns
     d = decide(load(0.1), pool(1), COOL, NOW, History(NOW, NOW))
     assert d.action is A.SCALE_OUT and not d.needs_history
 
 
+@pytest.mark.parametrize("count, value, backoff_s, action, rule", [
+    (1, 0.0, 30, A.NONE, "backoff"),            # min fill waits for the backoff too
+    (1, 0.0, -1, A.SCALE_OUT, "min_size"),       # ... and goes once it is over
+    (3, 9.0, 30, A.NONE, "backoff"),
+    (3, 9.0, -1, A.SCALE_OUT, "threshold_out"),
+    (3, 0.1, 30, A.SCALE_IN, "threshold_in"),     # only deploys back off
+])
+def test_decide_failed_deploy_backoff(count, value, backoff_s, action, rule):
+    until = NOW + timedelta(seconds=backoff_s)
+    d = decide(load(value), pool(count), BASE, NOW, History(backoff=Backoff(2, until)))
+    assert (d.action, d.rule) == (action, rule)
+    if rule == "backoff":
+        assert "failed-deploy backoff (2 failed in a row)" in d.reason
+        assert d.held_until == until
+
+
+def test_decide_counts_vms_outside_the_pool_against_max_size():
+    lost = vm("lost", in_lb=False, state="Unknown")  # its host is away: left alone, but paid
+    d = decide(load(9.0), pool(4, lost), BASE, NOW, History())
+    assert d.action is A.NONE and "outside the pool count against max_size 5" in d.reason
+    d = decide(load(0.0), pool(1, lost, vm("err", in_lb=False, state="Error")),
+               replace(BASE, max_size=3), NOW, History())
+    assert d.action is A.DESTROY  # min fill blocked by max_size: the broken VM goes first
+
+
 # --- repairs ------------------------------------------------------------------------------
+
+DRAINED = ((DRAIN, "1764460800"),)
+
 
 @pytest.mark.parametrize("extra, count, drained, action", [
     (vm("x", in_lb=False, state="Error"), 3, False, A.DESTROY),
@@ -203,15 +233,16 @@ def test_decide_asks_for_history_only_when_a_cooldown_could_hold():
     (vm("x", in_lb=False), 1, True, A.READD),          # drained, pool below min
 ])
 def test_decide_repairs(extra, count, drained, action):
-    history = History(drained=frozenset({extra.id}) if drained else frozenset())
-    d = decide(load(2.0), pool(count, extra), COOL, NOW, history)
+    extra = replace(extra, tags=DRAINED) if drained else extra
+    d = decide(load(2.0), pool(count, extra), COOL, NOW, History())
     assert d.action is action and d.vms == (extra,) and d.rule == "repair"
 
 
-def test_decide_repair_ignores_unmanaged_and_needs_history_for_orphans():
+def test_decide_repair_ignores_unmanaged_and_needs_no_history_for_orphans():
     unmanaged = vm("y", managed=False, in_lb=False, state="Error")
     assert decide(load(2.0), pool(3, unmanaged), COOL, NOW, History()).action is A.NONE
-    assert decide(load(2.0), pool(3, vm("x", in_lb=False)), COOL, NOW).needs_history
+    orphan = decide(load(2.0), pool(3, vm("x", in_lb=False)), COOL, NOW)
+    assert orphan.action is A.ADOPT and not orphan.needs_history
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -261,7 +292,6 @@ def test_history_from_events_filters_by_rule_and_managed_vm():
     h = history_from_events(events, BASE, p)
     assert h.last_scale_out == NOW - timedelta(minutes=10)
     assert h.last_scale_in == NOW - timedelta(minutes=5)
-    assert h.drained == frozenset({"id-m1"})
 
 
 def test_history_falls_back_to_newest_managed_creation():
@@ -271,12 +301,14 @@ def test_history_falls_back_to_newest_managed_creation():
     assert h.last_scale_in is None
 
 
-def test_history_readding_clears_drained():
-    events = [
-        event("LB.REMOVE.FROM.RULE", 5, "Load balancer Id: lb-1, Vm Ids: id-m1"),
-        event("LB.ASSIGN.TO.RULE", 3, "Load balancer Id: lb-1, Vm Ids: id-m1"),
-    ]
-    assert history_from_events(events, BASE, pool(3)).drained == frozenset()
+def test_history_ignores_failed_actions():
+    failed = event("LB.REMOVE.FROM.RULE", 1, "Error while removing from load balancer. Load "
+                   "balancer Id: lb-1 VmIds: 7")
+    failed["level"] = "ERROR"
+    error_text = event("LB.ASSIGN.TO.RULE", 1, "Error while assigning to load balancer. Load "
+                       "balancer Id: lb-1 VmIds: 7")
+    h = history_from_events([failed, error_text], BASE, pool(1))
+    assert h.last_scale_in is None and h.last_scale_out is None
 
 
 def test_parse_time_formats():

@@ -19,6 +19,12 @@ HIGH, MID, LOW = "4.20 3.10 2.00 3/200 999", "2.00 2.00 2.00 1/200 999", "0.10 0
 
 
 @pytest.fixture
+def sim(any_sim: Any) -> Any:
+    """This module runs against both server versions."""
+    return any_sim
+
+
+@pytest.fixture
 def cloud(sim: Any) -> Any:
     """The 2013 starting point: one unmanaged web VM (the monitored one) behind the LB."""
     sim.monitored = sim.add_vm("web1", ip="127.0.0.1")

@@ -1,0 +1,103 @@
+"""Scenario helpers shared by the fault campaign and the tag tests: a config for the real
+command against the simulator and the real sshd, the pool's invariants, killing a run at a
+chosen step, repairing, and many runs at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from tests.conftest import SSH_SCALE, assert_no_secrets, base_sections, run_cli, write_config
+
+HIGH, MID, LOW = "4.20 3.10 2.00 3/200 999", "2.00 2.00 2.00 1/200 999", "0.10 0.20 0.30 1/99 9"
+MIN, MAX = 1, 3
+
+
+def group(cloud: Any) -> str:
+    return f"ssh_scale-{cloud.lb_id}"
+
+
+def add_managed(cloud: Any, name: str, hours_ago: float = 2) -> dict:
+    created = datetime.now(timezone.utc) - timedelta(hours=hours_ago)
+    return cloud.add_vm(name, group=group(cloud), created=created)
+
+
+def make_config(tmp_path: Path, cloud: Any, key: Path, port: int, **changes: dict) -> Path:
+    sections = base_sections(cloud, key, port=port)
+    sections["scalling"].update(min_size=str(MIN), max_size=str(MAX + 1), job_timeout="20")
+    sections["account"]["timeout"] = "2"
+    for section, values in changes.items():
+        sections.setdefault(section, {}).update(values)
+    return write_config(tmp_path / "idcfrc", sections)
+
+
+def assert_consistent(cloud: Any, min_size: int = MIN + 1, max_size: int = MAX + 1) -> None:
+    """The invariants: bounds, no orphan, no half-built VM, unmanaged VMs untouched."""
+    cloud.settle()
+    names = {vm["name"] for vm in cloud.lb_members()}
+    assert {"web1", "bystander"} <= names
+    assert min_size <= len(names) <= max_size
+    for vm in cloud.vms():
+        if vm.get("group") == group(cloud):
+            assert vm["state"] == "Running", vm
+            assert vm["name"] in names, f"orphan {vm['name']}"
+
+
+def outputs(done: subprocess.CompletedProcess) -> str:
+    assert_no_secrets(done.stdout, done.stderr)
+    return done.stdout + done.stderr
+
+
+def kill_when(path: Path, predicate: Callable[[], bool], *args: str,
+              timeout: float = 20, env: Optional[dict[str, str]] = None) -> None:
+    """Start a run and kill -9 it as soon as predicate() holds (polled every 10 ms)."""
+    process = subprocess.Popen([SSH_SCALE, "-c", str(path), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        while not predicate():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the step was never reached"
+            time.sleep(0.01)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
+def called(cloud: Any, command: str) -> Callable[[], bool]:
+    return lambda: bool(cloud.calls_of(command))
+
+
+def repair(path: Path, cloud: Any, runs: int = 2) -> list[str]:
+    """Run again (cloud jobs finished first) until the pool is quiet; returns the outputs."""
+    texts = []
+    for _ in range(runs):
+        cloud.settle()
+        done = run_cli("-c", str(path))
+        texts.append(outputs(done))
+        assert done.returncode == 0, done.stderr
+    return texts
+
+
+def start_many(path: Path, count: int, envs: tuple[Optional[dict[str, str]], ...] = (None,)
+               ) -> list[subprocess.CompletedProcess]:
+    """count runs of the config started at once in each environment (each a monitor)."""
+    results: list[subprocess.CompletedProcess] = []
+    barrier = threading.Barrier(count * len(envs))
+
+    def one(env: Optional[dict[str, str]]) -> None:
+        barrier.wait()
+        results.append(run_cli("-c", str(path), env=env, timeout=120))
+
+    threads = [threading.Thread(target=one, args=(env,)) for env in envs for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

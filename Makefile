@@ -7,9 +7,10 @@ PYTHON  ?= python3
 BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed-stamp
 APT_ENV  = DEBIAN_FRONTEND=noninteractive
+DIST    ?= dist
 SUDO     = $(shell [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n")
 
-.PHONY: demo test lint sshd bench clean
+.PHONY: demo test lint sshd bench clean deb rpm
 
 $(STAMP): setup.py
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -40,6 +41,18 @@ test: $(STAMP) sshd lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# Packages like the 2013 tool's: dist/ssh-scale_<version>-1_all.deb (dpkg-deb alone) and
+# dist/ssh-scale-<version>-1.noarch.rpm (contrib/rpm/ssh-scale.spec). Neither needs .venv.
+deb:
+	@command -v dpkg-deb >/dev/null 2>&1 || { \
+	  echo "make deb needs dpkg-deb (Debian/Ubuntu: apt-get install dpkg)"; exit 1; }
+	packaging/build-deb $(DIST)
+
+rpm:
+	@command -v rpmbuild >/dev/null 2>&1 || { echo "make rpm needs rpmbuild, which is missing:" \
+	  "dnf install rpm-build (EL, Fedora) or apt-get install rpm (Debian, Ubuntu)"; exit 1; }
+	packaging/build-rpm $(DIST)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis

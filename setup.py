@@ -26,7 +26,10 @@ setup(
     packages=find_packages(include=["sshscale", "sshscale.*", "cloudstack_sim",
                                     "cloudstack_sim.*"]),
     py_modules=["ssh_scale", "idcf_api", "cloudstack_commands", "load_sshd"],
-    install_requires=["requests>=2.20", "paramiko>=3.2"],
+    # paramiko 2.9 brought the rsa-sha2 signatures OpenSSH >= 8.8 wants for RSA keys; the
+    # distributions' versions (Debian 12: paramiko 2.12, requests 2.28) are tested in
+    # tests/test_keys_compat.py, down to these floors.
+    install_requires=["requests>=2.20", "paramiko>=2.9"],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "cs>=3", "ruff", "vermin",
                  "import-linter>=2.1"],

@@ -111,12 +111,37 @@ def make_target(host: str, settings: Settings, ssh_config: Optional[Any],
 
 
 def load_private_key(path: str, pass_phrase: str) -> Any:
-    """Load an RSA, ECDSA or Ed25519 key (PEM or OpenSSH format); raises SshError."""
+    """Load an RSA, ECDSA or Ed25519 key (PEM or OpenSSH format); raises SshError.
+
+    PKey.from_path (paramiko >= 3.2) reads any type. Where it fails or is missing (Debian 12
+    ships paramiko 2.12), the key classes are tried: the one a PEM file names, else RSA, ECDSA
+    and Ed25519. On every paramiko version they tell an encrypted key from a bad one, and they
+    ignore a pass_phrase given for an unencrypted key, as ssh does."""
+    password = pass_phrase.encode() or None
+    unusable = (paramiko.SSHException, ValueError, TypeError,
+                getattr(paramiko, "UnknownKeyType", paramiko.SSHException))
+    failures: list[Exception] = []
     try:
-        return paramiko.PKey.from_path(path, password=pass_phrase.encode() or None)
+        if hasattr(paramiko.PKey, "from_path"):
+            try:  # positional: the parameter is passphrase= before paramiko 5, password= since
+                return paramiko.PKey.from_path(path, password)
+            except unusable as exc:
+                failures.append(exc)
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            tag = re.search(r"-----BEGIN (\w+) PRIVATE KEY-----", handle.read())
+        kinds = {"RSA": [paramiko.RSAKey], "EC": [paramiko.ECDSAKey]}.get(
+            tag.group(1) if tag else "", [paramiko.RSAKey, paramiko.ECDSAKey, paramiko.Ed25519Key])
+        for kind in kinds:
+            try:
+                return kind.from_private_key_file(path, password=password)
+            except paramiko.PasswordRequiredException:
+                raise
+            except unusable as exc:  # another type's file, or a wrong pass_phrase
+                failures.append(exc)
+        raise failures[0]
     except paramiko.PasswordRequiredException:
         raise SshError(f"{path}: the key is encrypted; set [monitoring] pass_phrase") from None
-    except (paramiko.SSHException, ValueError, TypeError) as exc:
+    except unusable as exc:
         hint = "wrong [monitoring] pass_phrase?" if pass_phrase else "not a private key?"
         raise SshError(f"{path}: cannot load the private key ({_first_line(exc)}; "
                        f"{hint})") from None

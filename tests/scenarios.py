@@ -19,6 +19,15 @@ HIGH, MID, LOW = "4.20 3.10 2.00 3/200 999", "2.00 2.00 2.00 1/200 999", "0.10 0
 MIN, MAX = 1, 3
 
 
+def campaign_cloud(sim: Any) -> Any:
+    """The campaign's cloud: web1 (monitored, unmanaged) and an unmanaged bystander behind the
+    load balancer, jobs of 0.3 s."""
+    sim.job_seconds = 0.3
+    sim.add_vm("web1", ip="127.0.0.1")
+    sim.add_vm("bystander", ip="127.0.1.200")
+    return sim
+
+
 def group(cloud: Any) -> str:
     return f"ssh_scale-{cloud.lb_id}"
 

@@ -20,6 +20,7 @@ from cloudstack_sim import Fault
 from tests import sshd_support
 from tests.conftest import SSH_SCALE, assert_no_secrets, run_cli
 from tests.scenarios import (
+    campaign_cloud,
     HIGH,
     LOW,
     MID,
@@ -36,18 +37,9 @@ from tests.scenarios import (
 
 
 @pytest.fixture
-def sim(any_sim: Any) -> Any:
-    """This module runs against both server versions."""
-    return any_sim
-
-
-@pytest.fixture
-def cloud(sim: Any) -> Any:
-    """web1 (monitored, unmanaged) and an unmanaged bystander behind the load balancer."""
-    sim.job_seconds = 0.3
-    sim.add_vm("web1", ip="127.0.0.1")
-    sim.add_vm("bystander", ip="127.0.1.200")
-    return sim
+def cloud(any_sim: Any) -> Any:
+    """The campaign's cloud, speaking as each server version in turn."""
+    return campaign_cloud(any_sim)
 
 
 # --- concurrency --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from cloudstack_sim import Fault
 from tests.conftest import run_cli
 from tests.scenarios import (
+    campaign_cloud,
     HIGH,
     LOW,
     MID,
@@ -32,18 +33,9 @@ SCALE_OUT, SCALE_IN = "ssh-scale:scale-out", "ssh-scale:scale-in"
 
 
 @pytest.fixture
-def sim(any_sim: Any) -> Any:
-    """This module runs against both server versions."""
-    return any_sim
-
-
-@pytest.fixture
-def cloud(sim: Any) -> Any:
-    """web1 (monitored, unmanaged) and an unmanaged bystander behind the load balancer."""
-    sim.job_seconds = 0.2
-    sim.add_vm("web1", ip="127.0.0.1")
-    sim.add_vm("bystander", ip="127.0.1.200")
-    return sim
+def cloud(any_sim: Any) -> Any:
+    """The campaign's cloud, speaking as each server version in turn."""
+    return campaign_cloud(any_sim)
 
 
 def monitor_env(home: Path, name: str) -> dict[str, str]:
@@ -100,25 +92,21 @@ def test_a_drain_mark_removed_by_hand_means_an_orphan_adopted(tmp_path, cloud, k
 
 # --- cooldowns from tags --------------------------------------------------------------------
 
-def test_back_to_back_low_load_runs_scale_in_once(tmp_path, cloud, key, sshd):
+@pytest.mark.parametrize("load, section, command, tag, cooldown", [
+    (LOW, "scalling_policy_in", "destroyVirtualMachine", SCALE_IN, "scale-in cooldown"),
+    (HIGH, "scalling_policy_out", "deployVirtualMachine", SCALE_OUT, "scale-out cooldown"),
+])
+def test_back_to_back_runs_act_once_within_the_cooldown(tmp_path, cloud, key, sshd, load,
+                                                       section, command, tag, cooldown):
     for n in range(3):
         add_managed(cloud, f"m{n}", hours_ago=3 - n)
-    sshd.set_output(LOW)
-    path = make_config(tmp_path, cloud, key, sshd.port, scalling_policy_in={"cooldown": "300"})
+    sshd.set_output(load)
+    path = make_config(tmp_path, cloud, key, sshd.port, **{section: {"cooldown": "300"}},
+                       scalling={"max_size": "8"})
     texts = [outputs(run_cli("-c", str(path))) for _ in range(3)]
-    assert len(cloud.calls_of("destroyVirtualMachine")) == 1
-    assert all("held back by the scale-in cooldown" in text for text in texts[1:])
-    assert SCALE_IN in cloud.tags(cloud.lb_id)
-
-
-def test_back_to_back_high_load_runs_scale_out_once(tmp_path, cloud, key, sshd):
-    sshd.set_output(HIGH)
-    path = make_config(tmp_path, cloud, key, sshd.port,
-                       scalling_policy_out={"cooldown": "300"})
-    texts = [outputs(run_cli("-c", str(path))) for _ in range(3)]
-    assert len(cloud.calls_of("deployVirtualMachine")) == 1
-    assert all("held back by the scale-out cooldown" in text for text in texts[1:])
-    assert SCALE_OUT in cloud.tags(cloud.lb_id)
+    assert len(cloud.calls_of(command)) == 1
+    assert all(f"held back by the {cooldown}" in text for text in texts[1:])
+    assert tag in cloud.tags(cloud.lb_id)
 
 
 # --- the failed-deploy backoff --------------------------------------------------------------

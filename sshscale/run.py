@@ -19,6 +19,7 @@ from sshscale.act import Actor
 from sshscale.config import display_path
 from sshscale.decide import aggregate_load, decide
 from sshscale.errors import LockBusy, SshError
+from sshscale.health import keep_counts
 from sshscale.lease import change_deadline, pool_lease
 from sshscale.logs import note
 from sshscale.model import Action, Decision, History, Observation, Report, Settings
@@ -81,7 +82,8 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     run is told `other_run` when another run of this config holds the lock here."""
     local_now = clock()
     report.time = local_now.isoformat(timespec="seconds")
-    observation = observe(settings, client, ssh_config, local_now)
+    observation = keep_counts(observe(settings, client, ssh_config, local_now), settings,
+                              client, write=not report.dry_run)
     report.measurement, report.pool, report.pool_read = (observation.measurement,
                                                          observation.pool, True)
     report.load_out = aggregate_load(observation.measurement, settings.period_out, settings)

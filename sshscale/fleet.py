@@ -39,8 +39,10 @@ def protected(vm: Vm) -> bool:
 
 def outdated(data: Mapping[str, Any], launch: Mapping[str, str]) -> bool:
     """A VM (a list answer's object) whose templateid or serviceofferingid is not
-    [launch_config]'s; a field the answer lacks counts as current."""
-    return any(data.get(key) is not None and str(data[key]) != launch.get(key, "").strip()
+    [launch_config]'s (UUIDs compare case-insensitively); a field the answer lacks counts as
+    current."""
+    return any(data.get(key) is not None and
+               str(data[key]).lower() != launch.get(key, "").strip().lower()
                for key in LAUNCH_IDS)
 
 
@@ -202,7 +204,7 @@ def plan_replacement(pool: Pool, settings: Settings) -> Optional[Decision]:
         return None
     vm = min(health.replaceable, key=_age)
     detail = vm.check.detail if vm.check else ""
-    return Decision(Action.REPLACE, f"{vm.name} failed its health check {failures(vm)} runs "
+    return Decision(Action.REPLACE, f"{vm.name} failed its health check {failures(vm)} run(s) "
                     f"in a row ({detail})", vms=(vm,), count=1, rule="health")
 
 

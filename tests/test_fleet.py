@@ -114,7 +114,7 @@ def test_with_counts_rewrites_the_tag():
 
 
 @pytest.mark.parametrize("members, settings, action, reason_part", [
-    ((unhealthy("m1"), vm("m2", check=OK)), {}, A.REPLACE, "m1 failed its health check 3 runs"),
+    ((unhealthy("m1"), vm("m2", check=OK)), {}, A.REPLACE, "m1 failed its health check 3 run(s)"),
     ((unhealthy("m1", 2), vm("m2", check=OK)), {}, A.NONE, "between thresholds"),
     ((unhealthy("m1", 1), vm("m2", check=OK)), {"unhealthy_runs": 1}, A.REPLACE, "m1"),
     # the oldest unhealthy member first

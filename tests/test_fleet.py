@@ -331,3 +331,20 @@ def test_fleet_defaults_and_values(sim, key, tmp_path):
             settings.unhealthy_runs, settings.health_grace, settings.max_unhealthy) == (
         "ssh", "https://{ip}:8443/up", 2.5, 2, 0.0, "1")
     assert (settings.termination_policy, settings.refresh) == ("outdated-first", True)
+
+
+# --- the replay -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy, victim", [("newest", "vm-2"), ("oldest", "vm-1")])
+def test_replay_scale_in_follows_the_termination_policy(policy, victim):
+    from sshscale import replay as rp
+
+    settings = replace(BASE, health_check="none", monitor_members=False, min_size=2,
+                       max_size=3, cooldown_in=300, termination_policy=policy, refresh=True)
+    trace = rp.parse_trace(["0,8", "10,0", "29,0"], "test.csv")
+    result = rp.replay(trace, settings)
+    scale_ins = [r.decision for r in result.runs
+                 if r.decision is not None and r.decision.action is A.SCALE_IN]
+    assert [d.vms[0].id for d in scale_ins] == [victim]
+    # no health checks and no template in the replay: it never replaces
+    assert all(r.decision is None or r.decision.action is not A.REPLACE for r in result.runs)

@@ -218,7 +218,7 @@ class Actor:
             try:
                 new_ids = self._deploy(1, replacing=vm)
             except (JobFailed, ScaleError):  # the new VM is gone; on a timeout it may come
-                self._unmark_replaced(vm)
+                self._mark_replaced(vm, None)
                 raise
             self._assign(new_ids)
             if self.history.backoff is not None:
@@ -226,25 +226,22 @@ class Actor:
         self._retire(vm, scale_time=False)
         return self._new_count(pool.count - 1 if new is not None else pool.count)
 
-    def _mark_replaced(self, vm: Vm, new_id: str) -> None:
-        """Name the replacement on the VM it replaces (a later run finishes the replacement
-        from there); a failure is a warning: this run goes on."""
+    def _mark_replaced(self, vm: Vm, new_id: Optional[str]) -> None:
+        """Name the replacement on the VM it replaces, so that a later run finishes the
+        replacement from there (None: remove the mark, the replacement failed); a failure is
+        a warning: this run goes on."""
         try:
+            if new_id is None:
+                self.tags.delete(USER_VM, vm.id, {REPLACE: None})
+                return
             self._check_lease()
             if vm.tag(REPLACE) is None:
                 self.tags.create(USER_VM, vm.id, {REPLACE: new_id})
             else:
                 self.tags.replace(USER_VM, vm.id, {REPLACE: new_id})
         except idcf_api.CloudStackError as exc:
-            note("tags", f"could not mark {vm.name} as replaced by {new_id}: {exc}",
-                 logging.WARNING)
-
-    def _unmark_replaced(self, vm: Vm) -> None:
-        try:
-            self.tags.delete(USER_VM, vm.id, {REPLACE: None})
-        except idcf_api.CloudStackError as exc:
-            note("tags", f"could not remove {vm.name}'s replacement mark: {exc}",
-                 logging.WARNING)
+            note("tags", f"could not {'un' if new_id is None else ''}mark {vm.name} as being "
+                         f"replaced: {exc}", logging.WARNING)
 
     def destroy(self, vm: Vm) -> str:
         # A Stopped VM with a job may be half destroyed already (by a run that died): wait

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+import idcf_api
+from sshscale.cli import main
 from tests.conftest import run_cli
 from tests.scenarios import HIGH, LOW, MID, add_managed, campaign_cloud, make_config, outputs
 
@@ -101,3 +103,27 @@ def test_outdated_first_scale_in_takes_an_outdated_vm(tmp_path, cloud, key, sshd
     sshd.set_output(LOW)
     text = run(path)
     assert "scale in         : -1 (m2," in text  # the newest outdated one
+
+
+def test_refresh_stops_when_the_cloud_names_the_new_vms_template_otherwise(
+        tmp_path, cloud, key, sshd, monkeypatch, capsys):
+    old = add_managed(cloud, "m1")
+    path = make_config(tmp_path, cloud, key, sshd.port, scalling={"refresh": "yes"},
+                       launch_config={"templateid": cloud.own_template_id})
+    sshd.set_output(MID)
+    original = idcf_api.Client.wait
+
+    def renaming(self: Any, jobid: str, **options: Any) -> dict:
+        result = original(self, jobid, **options)
+        if "virtualmachine" in result:  # a cloud that lists the template under another ID
+            result["virtualmachine"]["templateid"] = "3525"
+        return result
+
+    monkeypatch.setattr(idcf_api.Client, "wait", renaming)
+    assert main(["-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "templateid 3525" in err and "it would be replaced again and again" in err
+    assert "m1" in member_names(cloud)
+    assert [vm["id"] for vm in cloud.vms() if vm.get("group") == old["group"]] == [old["id"]]
+    assert cloud.tags(cloud.lb_id)["ssh-scale:backoff"].startswith("1 ")
+    assert "ssh-scale:replace" not in cloud.tags(old["id"])

@@ -118,10 +118,12 @@ def _plan_repair(pool: Pool, settings: Settings) -> Optional[Decision]:
                             vms=(vm,), count=1, rule="repair")
         return Decision(Action.DESTROY, f"repair: VM {vm.name} was taken out of the load "
                         "balancer but not destroyed", vms=(vm,), count=1, rule="repair")
-    if count < settings.max_size + is_replacement(vm, pool):  # a replacement: max_size + 1
+    replacing = is_replacement(vm, pool)  # a replacement may take the pool to max_size + 1
+    if count < settings.max_size or (replacing and count == settings.max_size):
+        why = "it replaces a member" if replacing else \
+            f"pool {count} < max_size {settings.max_size}"
         return Decision(Action.ADOPT, f"repair: managed VM {vm.name} ({vm.state}) is not in the "
-                        f"load balancer; adopting it (pool {count} < max_size "
-                        f"{settings.max_size})", vms=(vm,), count=1, rule="repair")
+                        f"load balancer; adopting it ({why})", vms=(vm,), count=1, rule="repair")
     return Decision(Action.DESTROY, f"repair: managed VM {vm.name} is not in the load "
                     f"balancer and the pool is full ({count} = max_size)",
                     vms=(vm,), count=1, rule="repair")

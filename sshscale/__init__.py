@@ -6,8 +6,10 @@ The modules follow one run's data path:
   measure   hosts -> Measurement, one SSH exec per host (paramiko)
   observe   the cloud -> Pool, History and the cloud's time (the API client, idcf_api)
   decide    Measurement + Pool + History + Settings + now -> Decision (pure)
-  act       one Decision -> cloud calls
-  run       one run: lock, observe, decide (reading History only when needed), act
+  act       one Decision -> cloud calls, the pool's facts kept in tags (facts: keys and
+            values, pure; tags: the createTags/deleteTags jobs)
+  lease     the pool's lease: one acting run across monitors
+  run       one run: lock, observe, decide (reading History only when needed), lease, act
   views     Report -> log lines, the --status table, the --json object
   cli       argv -> a live run or a replay -> exit status (the only module that knows both)
 

@@ -64,7 +64,7 @@ def outputs(done: subprocess.CompletedProcess) -> str:
 
 
 def kill_when(path: Path, predicate: Callable[[], bool], *args: str,
-              timeout: float = 20, env: Optional[dict[str, str]] = None) -> None:
+              timeout: float = 120, env: Optional[dict[str, str]] = None) -> None:
     """Start a run and kill -9 it as soon as predicate() holds (polled every 10 ms)."""
     process = subprocess.Popen([SSH_SCALE, "-c", str(path), *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=env)

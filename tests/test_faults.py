@@ -426,7 +426,7 @@ def test_vm_stopped_mid_destroy_is_neither_adopted_nor_destroyed_twice(tmp_path,
     path = make_config(tmp_path, cloud, key, sshd.port)
     # killed while the destroy job has the VM Stopped (out of the LB, job pending)
     kill_when(path, lambda: any(vm["id"] == victim["id"] and vm["state"] == "Stopped"
-                                for vm in cloud.vms()), timeout=60)
+                                for vm in cloud.vms()))
     sshd.set_output(MID)
     done = run_cli("-c", str(path))
     assert done.returncode == 0, done.stderr

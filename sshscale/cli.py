@@ -42,7 +42,7 @@ from sshscale.views import report_json, status_table
 __all__ = ["build_parser", "main"]
 
 PROG = "ssh_scale.py"
-REPLAY_ONLY = ("policy", "plot", "boot_seconds")
+REPLAY_ONLY = ("policy", "plot", "boot_seconds", "start")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="PNG", help="with --replay: draw the replay")
     parser.add_argument("--boot-seconds", type=float, metavar="S",
                         help="with --replay: seconds before a new VM serves (default 150)")
+    parser.add_argument("--start", metavar="TIME",
+                        help="with --replay: the time of the trace's minute 0, for schedules "
+                             "(e.g. '2026-12-01 00:00', in this machine's zone)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -82,7 +85,7 @@ def check_options(args: argparse.Namespace) -> None:
     if args.replay and (args.status or args.dry_run):
         raise ConfigError("--replay runs offline: it cannot be combined with --status or -n")
     if not args.replay and any(getattr(args, name) is not None for name in REPLAY_ONLY):
-        raise ConfigError("--policy, --plot and --boot-seconds go with --replay")
+        raise ConfigError("--policy, --plot, --boot-seconds and --start go with --replay")
 
 
 def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
@@ -92,7 +95,7 @@ def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> Exit
     settings = load_settings(args.config, check_key=False)
     redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
     run_replay(settings, args.replay, policy=args.policy, plot=args.plot,
-               boot_seconds=args.boot_seconds, as_json=args.json)
+               boot_seconds=args.boot_seconds, as_json=args.json, start=args.start)
     return ExitStatus.OK
 
 

@@ -9,7 +9,8 @@ Where each value comes from, first match wins:
     (User, Port, IdentityFile), then the login name and port 22;
   * every other key: the file, then the default declared on Settings.
 Sections have a 2013 spelling ([scalling], [scalling_policy_out], ...) and a modern one; one
-file may use either, not both. Unknown keys of our sections are errors with a hint; other
+file may use either, not both. Optional: any number of [schedule NAME] windows, [notify] and
+[metrics]. Unknown keys of our sections are errors with a hint; other
 sections are ignored (the file is shared with idcf-compute-api and other tools).
 """
 
@@ -27,6 +28,7 @@ from typing import Any, Optional
 
 import idcf_api
 from sshscale.errors import ConfigError
+from sshscale.fleet_config import NOTIFY_KEYS, metrics_textfile, notify, schedules
 from sshscale.model import PERIODS, Settings
 
 __all__ = ["display_path", "insecure_permissions", "key_path_for", "load_settings",
@@ -45,6 +47,8 @@ KNOWN_KEYS = {
                 "drain_seconds", "protect_unmanaged", "max_backoff"),
     "policy_out": ("threshold", "cooldown", "period", "step"),
     "policy_in": ("threshold", "cooldown", "period"),
+    "notify": NOTIFY_KEYS,
+    "metrics": ("textfile",),
 }
 REQUIRED_LAUNCH_KEYS = ("serviceofferingid", "templateid", "zoneid")
 HOST_KEY_POLICIES = ("accept-new", "strict", "off")
@@ -192,6 +196,9 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         period_out=_period(out, default["period_out"]),
         period_in=_period(inn, default["period_in"]),
         step_out=out.choice("step", default["step_out"], ("1", "proportional")),
+        schedules=schedules(parser, _Section, environ, scaling, max_size),
+        notify=notify(_section(parser, source, "notify", required=False)),
+        metrics_textfile=metrics_textfile(_section(parser, source, "metrics", required=False)),
     )
     if check_key:
         _check_key_file(settings, mon, ssh_config)

@@ -18,6 +18,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -36,7 +37,7 @@ from sshscale.errors import (
     message_of,
 )
 from sshscale.logs import note
-from sshscale.model import Report
+from sshscale.model import Report, Settings
 from sshscale.views import report_json, status_table
 
 __all__ = ["build_parser", "main"]
@@ -105,14 +106,18 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
     from sshscale.measure import read_ssh_config
     from sshscale.run import other_run_on_this_monitor, run_lock, run_once
 
+    from sshscale.notify import webhook_secrets
+
     ssh_config = read_ssh_config()
     settings = load_settings(args.config, ssh_config=ssh_config)
     redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
+    redactor.add(*webhook_secrets(settings))
     path = idcf_api.config_path(args.config)
     warn_insecure(path)
     read_only = args.dry_run or args.status
     report = Report(time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     dry_run=read_only)
+    started = time.monotonic()
     try:
         # A read-only look needs no lock: it must work while a scale-out is under way.
         with contextlib.nullcontext() if read_only else run_lock(path):
@@ -123,12 +128,29 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
         note("lease" if isinstance(exc, LeaseBusy) else "lock", f"{exc}; exiting",
              logging.WARNING)
         report.result = f"skipped: {exc}"
+        emit(report, args)  # the run that holds it writes the outputs when it ends
+        return ExitStatus.OK
     except BaseException as exc:
         report.error = idcf_api.redact(message_of(exc), redactor.secrets)
         emit(report, args)
+        if not (read_only or isinstance(exc, KeyboardInterrupt)):
+            after_run(report, settings, time.monotonic() - started, redactor.secrets)
         raise
     emit(report, args)
+    if not read_only:
+        after_run(report, settings, time.monotonic() - started, redactor.secrets)
     return ExitStatus.OK
+
+
+def after_run(report: Report, settings: Settings, duration: float,
+              secrets: Sequence[str]) -> None:
+    """The live run's outputs besides the log, each off unless configured: [notify] and the
+    [metrics] textfile. They run after the run, cannot change it and never raise."""
+    from sshscale import metrics, notify
+    from sshscale.lease import monitor_name
+
+    notify.send(report, settings, monitor_name(), secrets)
+    metrics.write(report, settings, duration, time.time())
 
 
 def warn_insecure(path: str) -> None:

@@ -231,6 +231,8 @@ class Report:
     pool_read: bool = False
     history: Optional[History] = None
     bounds: Optional[Bounds] = None
+    vm_ids: tuple[str, ...] = ()  # the VMs the action touched (deployed, removed, repaired)
+    pool_after: Optional[int] = None  # the pool's size after the action, once known
 
 
 @dataclass(frozen=True)

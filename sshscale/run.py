@@ -145,4 +145,7 @@ def _act(observation: Observation, settings: Settings, client: Client, report: R
         note("decision", f"{decision.action.value}: {decision.reason}", logging.WARNING)
         actor = Actor(client, settings, report.history or History(), cloud_clock,
                       change_deadline(lease, settings), sleep)
-        report.result = actor.run(decision, observation.pool)
+        try:
+            report.result = actor.run(decision, observation.pool)
+        finally:
+            report.vm_ids, report.pool_after = tuple(actor.vm_ids), actor.count_after

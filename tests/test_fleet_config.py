@@ -160,3 +160,26 @@ def test_local_zone_from_tz(tz, expected):
 def test_local_zone_otherwise_this_machines(environ):
     # /etc/localtime, or (a POSIX TZ string zoneinfo cannot read) the current UTC offset
     assert local_zone(environ).utcoffset(datetime(2026, 1, 1)) is not None
+
+
+def test_sample_fleet_sections_uncommented_are_valid(sim, key, tmp_path):
+    """sample.idcfrc's commented fleet sections, uncommented (each value without its trailing
+    explanation), with a command and a folder that exist here."""
+    text = (Path(__file__).parent.parent / "sample.idcfrc").read_text()
+    text = text.replace("~/.ssh/id_rsa", str(key))
+    head, _, tail = text.partition("# [schedule business-hours]")
+    lines = []
+    for line in ("# [schedule business-hours]" + tail).splitlines():
+        line = line[2:].split("  ")[0] if line.startswith("# ") else ""
+        if line.startswith("[") or " = " in line:
+            lines.append(line)
+    fleet = "\n".join(lines).replace("/usr/local/bin/on-scale", "true").replace(
+        "/var/lib/prometheus/node-exporter", str(tmp_path))
+    path = tmp_path / "sample"
+    path.write_text(head + "\n" + fleet + "\n")
+    settings = load_settings(str(path))
+    (window,) = settings.schedules
+    assert (window.name, window.duration, window.min_size, window.max_size) == (
+        "business-hours", 39600.0, 4, 12)
+    assert settings.notify is not None and settings.notify.command == ("true",)
+    assert settings.metrics_textfile == str(tmp_path / "ssh_scale-web.prom")

@@ -9,7 +9,6 @@ the textfile's write, and the modules' imports.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_noop import Probe, alternate, describe_calls  # noqa: E402
+from bench.bench_noop import Probe, alternate, describe_calls, noop_arguments  # noqa: E402
 from bench.common import (  # noqa: E402
     MID_LOAD, config_sections, median, say, simulator, spread, start_ssh_server, temp_home,
     tool_argv,
@@ -77,13 +76,7 @@ def run(runs: int = 15, warmups: int = 2, prefer_openssh: bool = True) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--warmups", type=int, default=2)
-    parser.add_argument("--loadserver", action="store_true",
-                        help="use load_sshd.LoadServer even when sshd is installed")
-    args = parser.parse_args(argv)
+    args = noop_arguments(__doc__ or "", argv)
     run(args.runs, args.warmups, not args.loadserver)
     return 0
 

@@ -45,9 +45,11 @@ def last_fire(schedule: Schedule, now: datetime) -> datetime:
     """The last time at or before `now` (aware) at which the schedule's cron fires."""
     from cronsim import CronSim
 
-    # cronsim's reverse iteration starts strictly before the time given: a second later, so
-    # that a fire time equal to now counts.
-    start = (now + timedelta(seconds=1)).astimezone(schedule.zone)
+    # cronsim's reverse iteration yields times strictly before the one given (before its
+    # minute in cronsim < 2.7, its second since): start at the next minute, so that a fire in
+    # this minute (at its second 0, not after now) counts with either.
+    start = (now.replace(second=0, microsecond=0) + timedelta(minutes=1)).astimezone(
+        schedule.zone)
     return next(CronSim(schedule.cron, start, reverse=True))
 
 

@@ -90,14 +90,12 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     report.bounds = effective_bounds(settings, observation.now)
     log_checks(report, with_bounds(settings, report.bounds))
     decision, report.history = decide_with_history(observation, settings, client)
+    report.decision = decision
     if report.dry_run:
-        report.decision = _look(observation, settings, client, report, decision, other_run)
+        _look(observation, settings, client, report, other_run)
     elif decision.action is Action.NONE:
-        report.decision = decision
-        note("decision", f"none: {decision.reason}")
-        report.result = "nothing to do"
+        _nothing_to_do(report, decision)
     else:
-        report.decision = decision
         skew = observation.now - local_now
         _act(observation, settings, client, report, ssh_config, sleep,
              lambda: clock() + skew)
@@ -107,8 +105,14 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     return report
 
 
+def _nothing_to_do(report: Report, decision: Decision) -> None:
+    report.decision = decision
+    note("decision", f"none: {decision.reason}")
+    report.result = "nothing to do"
+
+
 def _look(observation: Observation, settings: Settings, client: Client, report: Report,
-          decision: Decision, other_run: Optional[str]) -> Decision:
+          other_run: Optional[str]) -> None:
     """A read-only run: what would be done, or that another run is acting (then its VMs
     in flight are no leftovers to repair)."""
     history = report.history or read_history(client, settings, observation.pool,
@@ -117,15 +121,15 @@ def _look(observation: Observation, settings: Settings, client: Client, report: 
     lease = history.lease
     if lease is not None and lease.expires > observation.now:
         other_run = other_run or f"{lease.holder} holds the pool's lease"
-    if other_run and decision.action is not Action.NONE:
-        decision = Decision(Action.NONE, f"another run is acting ({other_run})", rule="busy")
+    decision = report.decision or Decision(Action.NONE, "")
     if decision.action is Action.NONE:
-        note("decision", f"none: {decision.reason}")
-        report.result = "nothing to do"
+        _nothing_to_do(report, decision)
+    elif other_run:
+        _nothing_to_do(report, Decision(Action.NONE, f"another run is acting ({other_run})",
+                                        rule="busy"))
     else:
         note("dry run", f"would {decision_verb(decision)}: {decision.reason}", logging.WARNING)
         report.result = "dry run: no change made"
-    return decision
 
 
 def _act(observation: Observation, settings: Settings, client: Client, report: Report,
@@ -137,11 +141,10 @@ def _act(observation: Observation, settings: Settings, client: Client, report: R
         observation = reread_pool(observation, settings, client, ssh_config)
         report.pool = observation.pool
         decision, report.history = decide_with_history(observation, settings, client)
-        report.decision = decision
         if decision.action is Action.NONE:
-            note("decision", f"none: {decision.reason}")
-            report.result = "nothing to do"
+            _nothing_to_do(report, decision)
             return
+        report.decision = decision
         note("decision", f"{decision.action.value}: {decision.reason}", logging.WARNING)
         actor = Actor(client, settings, report.history or History(), cloud_clock,
                       change_deadline(lease, settings), sleep)

@@ -22,8 +22,8 @@ from typing import Optional
 
 from sshscale.decide import aggregate_load
 from sshscale.logs import note
-from sshscale.model import IN_SERVICE, PERIODS, Report, Settings
-from sshscale.notify import event_of
+from sshscale.model import IN_SERVICE, PERIODS, Action, Report, Settings
+from sshscale.notify import EVENT_OF_ACTION
 
 __all__ = ["read_previous", "render", "write"]
 
@@ -127,7 +127,7 @@ def _samples(report: Report, settings: Settings, now: float, duration: float,
 
 def _action_times(report: Report, now: float, previous: Mapping[Key, float]
                   ) -> Iterable[tuple[str, dict[str, str], float]]:
-    """The last time of each kind of action: this run's (when it succeeded), the cloud's
+    """The last time of each kind of action: this run's (when it was carried out), the cloud's
     facts (when read), the previous textfile's; the latest wins."""
     name = "last_action_timestamp_seconds"
     times = {action: value for (metric, action), value in previous.items() if metric == name}
@@ -136,9 +136,10 @@ def _action_times(report: Report, now: float, previous: Mapping[Key, float]
         for action, when in (("scale_out", history.last_scale_out),
                              ("scale_in", history.last_scale_in)):
             times[action] = _latest(times.get(action), _seconds(when)) or 0.0
-    event = event_of(report)
-    if event is not None and event != "failure":
-        times[event] = now
+    decision = report.decision
+    if decision is not None and decision.action is not Action.NONE and report.result:
+        # the actor finished it (the run may still fail after, e.g. no host measured)
+        times[EVENT_OF_ACTION.get(decision.action.value, decision.action.value)] = now
     for action in sorted(times):
         if times[action]:
             yield name, {"action": action}, times[action]

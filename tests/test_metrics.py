@@ -43,10 +43,13 @@ def value(found: dict, name: str, **labels: str) -> Optional[float]:
 
 def report(error: Optional[str] = None, action: Action = Action.NONE,
            history: Optional[History] = None) -> Report:
+    """A run that measured two hosts (one answered) and read a pool of 3; an action without
+    an error was carried out (the actor's result)."""
     loads = Measurement((HostLoad("web1", "127.0.0.1", (0.5, 1.5, 2.5)),
                          HostLoad("web2", error="refused")))
     return Report(time="t", measurement=loads, pool=pool(3), pool_read=True,
                   decision=Decision(action, "why"), error=error, history=history,
+                  result="done" if action is not Action.NONE and error is None else "",
                   bounds=Bounds(4, 12))
 
 
@@ -90,6 +93,14 @@ def test_failed_action_is_no_last_action():
     found = samples(render(report(error="deploy failed", action=Action.SCALE_OUT), BASE, NOW,
                            1.0, {}))
     assert value(found, "last_action_timestamp_seconds", action="scale_out") is None
+
+
+def test_action_done_before_the_run_failed_counts():
+    done = replace(report(error="no host measured", action=Action.SCALE_OUT),
+                   result="pool has 4 VMs")
+    found = samples(render(done, BASE, NOW, 1.0, {}))
+    assert value(found, "last_action_timestamp_seconds", action="scale_out") == NOW
+    assert value(found, "last_run_success") == 0
 
 
 def test_history_gives_scale_times_and_the_backoff():

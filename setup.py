@@ -29,10 +29,13 @@ setup(
     # paramiko 2.9 brought the rsa-sha2 signatures OpenSSH >= 8.8 wants for RSA keys; the
     # distributions' versions (Debian 12: paramiko 2.12, requests 2.28) are tested in
     # tests/test_keys_compat.py, down to these floors.
-    install_requires=["requests>=2.20", "paramiko>=2.9"],
+    # cronsim: [schedule NAME]'s cron expressions (2.6 is the last release for Python 3.9;
+    # pip picks it there). tzdata: the zone database zoneinfo falls back to where the system
+    # has none (the system's /usr/share/zoneinfo comes first; any version works).
+    install_requires=["requests>=2.20", "paramiko>=2.9", "cronsim>=2.6", "tzdata>=2020.1"],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "cs>=3", "ruff", "vermin",
-                 "import-linter>=2.1"],
+                 "import-linter>=2.1", "prometheus_client"],
         "plot": ["matplotlib>=3.3"],
     },
     entry_points={

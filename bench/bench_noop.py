@@ -205,15 +205,20 @@ def run_loadserver(runs: int = 9, warmups: int = 2) -> list[Result]:
             server.stop()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the no-op benchmarks alone and print their summary."""
-    parser = argparse.ArgumentParser(description=__doc__,
+def noop_arguments(description: str, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """--runs, --warmups and --loadserver, for the quiet-run benchmarks."""
+    parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--warmups", type=int, default=2)
     parser.add_argument("--loadserver", action="store_true",
                         help="use load_sshd.LoadServer even when sshd is installed")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the no-op benchmarks alone and print their summary."""
+    args = noop_arguments(__doc__ or "", argv)
     say(summary_table(run(args.runs, args.warmups, not args.loadserver)))
     return 0
 

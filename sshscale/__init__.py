@@ -8,17 +8,21 @@ The modules follow one run's data path:
             with [health] check = http, probe's GETs of the members
   health    the members' health checks -> their failure counts in VM tags, and the log
   decide    Measurement + Pool + History + Settings + now -> Decision (pure; fleet's rules
-            for protection, termination policy, replacement and refresh)
+            for protection, termination policy, replacement and refresh), within the bounds
+            in force (schedule: the [schedule NAME] windows open now, pure)
   act       one Decision -> cloud calls, the pool's facts kept in tags (facts: keys and
             values, pure; tags: the createTags/deleteTags jobs)
   lease     the pool's lease: one acting run across monitors
   run       one run: lock, observe, count health, decide (reading History only when
             needed), lease, act
   views     Report -> log lines, the --status table, the --json object
-  cli       argv -> a live run or a replay -> exit status (the only module that knows both)
+  cli       argv -> a live run or a replay -> exit status (the only module that knows both);
+            after a live run, its outputs: notify ([notify] webhook and command) and metrics
+            ([metrics] textfile for Prometheus), which cannot change it
 
 Below them: model (the data types), errors (the error hierarchy and exit statuses), logs
-(the 2013 line format). Beside them: replay/ (what-if replays on a virtual clock, using decide
+(the 2013 line format), fleet_config (the optional [schedule NAME], [notify] and [metrics]
+sections, for config). Beside them: replay/ (what-if replays on a virtual clock, using decide
 unchanged) and demo (`make demo`). idcf_api.py is the signed CloudStack client (layer 0) and
 cloudstack_sim/ the simulator the tests compare against; neither imports this package.
 """

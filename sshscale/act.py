@@ -44,8 +44,13 @@ class Actor:
         self.client, self.settings, self.history = client, settings, history
         self.clock, self.deadline, self.sleep = clock, deadline, sleep
         self.tags = TagWriter(client, settings)
+        # What the action touched, for the run's report (also when it fails half way): the
+        # decision's VMs and those deployed; the pool's size afterwards, once known.
+        self.vm_ids: list[str] = []
+        self.count_after: Optional[int] = None
 
     def run(self, decision: Decision, pool: Pool) -> str:
+        self.vm_ids = [vm.id for vm in decision.vms]
         handlers = {
             Action.SCALE_OUT: lambda: self.scale_out(decision.count, pool),
             Action.SCALE_IN: lambda: self.scale_in(decision.vms[0], pool),
@@ -90,7 +95,11 @@ class Actor:
         marked on the VM it replaces as soon as the cloud names it."""
         params = dict(self.settings.launch)
         params.setdefault("group", self.settings.group)
-        started = [self._change("deployVirtualMachine", **params) for _ in range(count)]
+        started = []
+        for _ in range(count):
+            started.append(self._change("deployVirtualMachine", **params))
+            if started[-1].get("id"):
+                self.vm_ids.append(str(started[-1]["id"]))
         if replacing is not None:
             self._mark_replaced(replacing, str(started[0].get("id", "")))
         new_ids = []
@@ -260,5 +269,6 @@ class Actor:
         self.wait(str(answer["jobid"]), f"destroy {label}")
 
     def _new_count(self, count: int) -> str:
+        self.count_after = count
         note("now vm count", str(count))
         return f"pool has {count} VMs"

@@ -18,6 +18,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -36,13 +37,13 @@ from sshscale.errors import (
     message_of,
 )
 from sshscale.logs import note
-from sshscale.model import Report
+from sshscale.model import Report, Settings
 from sshscale.views import report_json, status_table
 
 __all__ = ["build_parser", "main"]
 
 PROG = "ssh_scale.py"
-REPLAY_ONLY = ("policy", "plot", "boot_seconds")
+REPLAY_ONLY = ("policy", "plot", "boot_seconds", "start")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="PNG", help="with --replay: draw the replay")
     parser.add_argument("--boot-seconds", type=float, metavar="S",
                         help="with --replay: seconds before a new VM serves (default 150)")
+    parser.add_argument("--start", metavar="TIME",
+                        help="with --replay: the time of the trace's minute 0, for schedules "
+                             "(e.g. '2026-12-01 00:00', in this machine's zone)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -82,7 +86,7 @@ def check_options(args: argparse.Namespace) -> None:
     if args.replay and (args.status or args.dry_run):
         raise ConfigError("--replay runs offline: it cannot be combined with --status or -n")
     if not args.replay and any(getattr(args, name) is not None for name in REPLAY_ONLY):
-        raise ConfigError("--policy, --plot and --boot-seconds go with --replay")
+        raise ConfigError("--policy, --plot, --boot-seconds and --start go with --replay")
 
 
 def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
@@ -92,7 +96,7 @@ def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> Exit
     settings = load_settings(args.config, check_key=False)
     redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
     run_replay(settings, args.replay, policy=args.policy, plot=args.plot,
-               boot_seconds=args.boot_seconds, as_json=args.json)
+               boot_seconds=args.boot_seconds, as_json=args.json, start=args.start)
     return ExitStatus.OK
 
 
@@ -102,14 +106,18 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
     from sshscale.measure import read_ssh_config
     from sshscale.run import other_run_on_this_monitor, run_lock, run_once
 
+    from sshscale.notify import webhook_secrets
+
     ssh_config = read_ssh_config()
     settings = load_settings(args.config, ssh_config=ssh_config)
     redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
+    redactor.add(*webhook_secrets(settings))
     path = idcf_api.config_path(args.config)
     warn_insecure(path)
     read_only = args.dry_run or args.status
     report = Report(time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     dry_run=read_only)
+    started = time.monotonic()
     try:
         # A read-only look needs no lock: it must work while a scale-out is under way.
         with contextlib.nullcontext() if read_only else run_lock(path):
@@ -120,12 +128,29 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
         note("lease" if isinstance(exc, LeaseBusy) else "lock", f"{exc}; exiting",
              logging.WARNING)
         report.result = f"skipped: {exc}"
+        emit(report, args)  # the run that holds it writes the outputs when it ends
+        return ExitStatus.OK
     except BaseException as exc:
         report.error = idcf_api.redact(message_of(exc), redactor.secrets)
         emit(report, args)
+        if not (read_only or isinstance(exc, KeyboardInterrupt)):
+            after_run(report, settings, time.monotonic() - started, redactor.secrets)
         raise
     emit(report, args)
+    if not read_only:
+        after_run(report, settings, time.monotonic() - started, redactor.secrets)
     return ExitStatus.OK
+
+
+def after_run(report: Report, settings: Settings, duration: float,
+              secrets: Sequence[str]) -> None:
+    """The live run's outputs besides the log, each off unless configured: [notify] and the
+    [metrics] textfile. They run after the run, cannot change it and never raise."""
+    from sshscale import metrics, notify
+    from sshscale.lease import monitor_name
+
+    notify.send(report, settings, monitor_name(), secrets)
+    metrics.write(report, settings, duration, time.time())
 
 
 def warn_insecure(path: str) -> None:

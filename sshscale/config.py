@@ -9,7 +9,8 @@ Where each value comes from, first match wins:
     (User, Port, IdentityFile), then the login name and port 22;
   * every other key: the file, then the default declared on Settings.
 Sections have a 2013 spelling ([scalling], [scalling_policy_out], ...) and a modern one; one
-file may use either, not both. Unknown keys of our sections are errors with a hint; other
+file may use either, not both. Optional: any number of [schedule NAME] windows, [notify] and
+[metrics]. Unknown keys of our sections are errors with a hint; other
 sections are ignored (the file is shared with idcf-compute-api and other tools).
 """
 
@@ -28,6 +29,7 @@ from typing import Any, Optional
 import idcf_api
 from sshscale.errors import ConfigError
 from sshscale.fleet import HEALTH_CHECKS, TERMINATION_POLICIES, parse_limit
+from sshscale.fleet_config import NOTIFY_KEYS, metrics_textfile, notify, schedules
 from sshscale.model import PERIODS, Settings
 
 __all__ = ["display_path", "insecure_permissions", "key_path_for", "load_settings",
@@ -48,6 +50,8 @@ KNOWN_KEYS = {
     "policy_out": ("threshold", "cooldown", "period", "step"),
     "policy_in": ("threshold", "cooldown", "period"),
     "health": ("check", "url", "timeout", "unhealthy_runs", "grace", "max_unhealthy"),
+    "notify": NOTIFY_KEYS,
+    "metrics": ("textfile",),
 }
 REQUIRED_LAUNCH_KEYS = ("serviceofferingid", "templateid", "zoneid")
 HOST_KEY_POLICIES = ("accept-new", "strict", "off")
@@ -197,6 +201,9 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         step_out=out.choice("step", default["step_out"], ("1", "proportional")),
         **_fleet_settings(_section(parser, source, "health", required=False), scaling,
                           monitor_members),
+        schedules=schedules(parser, _Section, environ, scaling, max_size),
+        notify=notify(_section(parser, source, "notify", required=False)),
+        metrics_textfile=metrics_textfile(_section(parser, source, "metrics", required=False)),
     )
     if check_key:
         _check_key_file(settings, mon, ssh_config)

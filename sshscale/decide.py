@@ -5,6 +5,7 @@ replay call it alike, and its tests are tables."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
@@ -27,6 +28,7 @@ from sshscale.model import (
     Pool,
     Settings,
 )
+from sshscale.schedule import effective_bounds, name_schedules, with_bounds
 
 __all__ = ["aggregate_load", "decide"]
 
@@ -45,6 +47,17 @@ def aggregate_load(measurement: Measurement, period: int, settings: Settings) ->
 
 def decide(measurement: Measurement, pool: Pool, settings: Settings, now: datetime,
            history: Optional[History] = None) -> Decision:
+    """The one change to make now, within the bounds in force at `now` (those of the open
+    [schedule NAME] windows, else [scaling]'s); the reason names the schedule that set a
+    bound it mentions."""
+    bounds = effective_bounds(settings, now)
+    decision = _decide_rules(measurement, pool, with_bounds(settings, bounds), now, history)
+    reason = name_schedules(decision.reason, bounds)
+    return decision if reason == decision.reason else replace(decision, reason=reason)
+
+
+def _decide_rules(measurement: Measurement, pool: Pool, settings: Settings, now: datetime,
+                  history: Optional[History] = None) -> Decision:
     """The one change to make now, first matching rule wins.
 
     Repairs of crash leftovers come first (those that give the pool a VM back before min_size,

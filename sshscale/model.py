@@ -6,15 +6,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from idcf_api import Account
 
-__all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "Action", "Backoff", "Check", "Decision",
-           "History", "HostLoad", "Lease", "Measurement", "Observation", "Pool", "Report",
-           "Settings", "Vm"]
+__all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "Action", "Backoff", "Bounds", "Check",
+           "Decision", "History", "HostLoad", "Lease", "Measurement", "Notify", "Observation",
+           "Pool", "Report", "Schedule", "Settings", "Vm", "Window"]
 
 PERIODS = (1, 5, 15)
 IN_SERVICE = ("Running", "Starting", "Migrating")
@@ -81,6 +81,9 @@ class Settings:
     max_unhealthy: str = "50%"
     termination_policy: str = "newest"
     refresh: bool = False
+    schedules: tuple[Schedule, ...] = ()
+    notify: Optional[Notify] = None
+    metrics_textfile: Optional[str] = None
 
     @property
     def group(self) -> str:
@@ -247,3 +250,54 @@ class Report:
     dry_run: bool = False
     pool_read: bool = False
     history: Optional[History] = None
+    bounds: Optional[Bounds] = None
+    vm_ids: tuple[str, ...] = ()  # the VMs the action touched (deployed, removed, repaired)
+    pool_after: Optional[int] = None  # the pool's size after the action, once known
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A [schedule NAME] window: open for `duration` seconds from each time `cron` fires (in
+    `zone`), with the pool bounds it sets (either or both)."""
+
+    name: str
+    cron: str
+    duration: float
+    zone: tzinfo
+    min_size: Optional[int] = None
+    max_size: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Notify:
+    """[notify]: where to tell about actions and failures, which ones, and how long to try."""
+
+    webhook: Optional[str] = field(default=None, repr=False)  # the URL holds a token
+    command: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """A schedule's window that is open now: when it opened (its cron's last fire) and when
+    it closes."""
+
+    schedule: Schedule
+    opened: datetime
+    closes: datetime
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The pool bounds in force at one time: [scaling] min_size/max_size, or those of the open
+    schedule windows (the largest of each; min_size lowered to max_size if above it), with
+    the names of the schedules that set them."""
+
+    min_size: int
+    max_size: int
+    windows: tuple[Window, ...] = ()
+    min_from: Optional[str] = None
+    max_from: Optional[str] = None
+    clamped: bool = False
+    closed: tuple[str, ...] = ()  # the configured schedules whose windows are closed

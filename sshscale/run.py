@@ -24,6 +24,7 @@ from sshscale.lease import change_deadline, pool_lease
 from sshscale.logs import note
 from sshscale.model import Action, Decision, History, Observation, Report, Settings
 from sshscale.observe import observe, read_history, reread_pool
+from sshscale.schedule import effective_bounds, with_bounds
 from sshscale.views import decision_verb, log_checks
 
 __all__ = ["decide_with_history", "lock_path", "other_run_on_this_monitor", "run_lock",
@@ -88,7 +89,8 @@ def run_once(settings: Settings, client: Client, report: Report, *,
                                                          observation.pool, True)
     report.load_out = aggregate_load(observation.measurement, settings.period_out, settings)
     report.load_in = aggregate_load(observation.measurement, settings.period_in, settings)
-    log_checks(report, settings)
+    report.bounds = effective_bounds(settings, observation.now)
+    log_checks(report, with_bounds(settings, report.bounds))
     decision, report.history = decide_with_history(observation, settings, client)
     report.decision = decision
     if report.dry_run:
@@ -148,4 +150,7 @@ def _act(observation: Observation, settings: Settings, client: Client, report: R
         note("decision", f"{decision.action.value}: {decision.reason}", logging.WARNING)
         actor = Actor(client, settings, report.history or History(), cloud_clock,
                       change_deadline(lease, settings), sleep)
-        report.result = actor.run(decision, observation.pool)
+        try:
+            report.result = actor.run(decision, observation.pool)
+        finally:
+            report.vm_ids, report.pool_after = tuple(actor.vm_ids), actor.count_after

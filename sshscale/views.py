@@ -8,10 +8,11 @@ from typing import Any, Optional
 
 import idcf_api
 from sshscale.fleet import failures, protected, vm_notes
-from sshscale.logs import LABEL_WIDTH, TIME_FORMAT, log
-from sshscale.model import Action, Decision, History, Report, Settings
+from sshscale.logs import LABEL_WIDTH, TIME_FORMAT, log, note
+from sshscale.model import Action, Bounds, Decision, History, Report, Settings, Window
 
-__all__ = ["decision_verb", "log_checks", "report_json", "status_table"]
+__all__ = ["bounds_json", "decision_verb", "log_checks", "report_json", "schedule_lines",
+           "status_table"]
 
 STATUS_COLUMNS = ("name", "ip", "state", "in lb", "managed", "created", "load (1/5/15)")
 
@@ -39,6 +40,38 @@ def log_checks(report: Report, settings: Settings) -> None:
     ]
     for line in lines:
         log.info(line)
+    for line in schedule_lines(report.bounds):
+        note("schedule", line)
+
+
+def schedule_lines(bounds: Optional[Bounds]) -> list[str]:
+    """The schedule windows, open and closed, and the bounds in force (nothing when the
+    config has no schedules)."""
+    if bounds is None or not (bounds.windows or bounds.closed):
+        return []
+    lines = [f"{w.schedule.name} open since {_zoned(w.opened, w)}, until {_zoned(w.closes, w)}"
+             f" ({_sets(w)})" for w in bounds.windows]
+    if bounds.closed:
+        lines.append(f"{', '.join(bounds.closed)} closed")
+    lines.append(f"bounds now: min_size {bounds.min_size}{_source(bounds.min_from)}, max_size "
+                 f"{bounds.max_size}{_source(bounds.max_from)}"
+                 + ("; min_size lowered to max_size" if bounds.clamped else ""))
+    return lines
+
+
+def _zoned(when: datetime, window: Window) -> str:
+    return when.astimezone(window.schedule.zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _sets(window: Window) -> str:
+    schedule = window.schedule
+    return ", ".join(f"{key} {value}" for key, value in (("min_size", schedule.min_size),
+                                                        ("max_size", schedule.max_size))
+                     if value is not None)
+
+
+def _source(name: Optional[str]) -> str:
+    return f" (schedule {name})" if name else ""
 
 
 def _labelled(label: str, value: str) -> str:
@@ -74,6 +107,7 @@ def status_table(report: Report) -> str:
         table = "(the pool was not read)"
     decision = report.decision or Decision(Action.NONE, "")
     lines = [table, *_fact_lines(report.history),
+             *(f"schedule: {line}" for line in schedule_lines(report.bounds)),
              f"decision now: {decision_verb(decision)}: {decision.reason}"]
     return "\n".join(lines)
 
@@ -113,6 +147,20 @@ def _iso(when: Optional[datetime]) -> Optional[str]:
     return when.isoformat() if when else None
 
 
+def bounds_json(bounds: Optional[Bounds]) -> Optional[dict[str, Any]]:
+    """The bounds in force and the schedule windows, or None without schedules."""
+    if bounds is None or not (bounds.windows or bounds.closed):
+        return None
+    return {
+        "min_size": bounds.min_size, "max_size": bounds.max_size,
+        "min_from": bounds.min_from, "max_from": bounds.max_from, "clamped": bounds.clamped,
+        "open": [{"schedule": w.schedule.name, "opened": _iso(w.opened),
+                  "closes": _iso(w.closes), "min_size": w.schedule.min_size,
+                  "max_size": w.schedule.max_size} for w in bounds.windows],
+        "closed": list(bounds.closed),
+    }
+
+
 def report_json(report: Report) -> dict[str, Any]:
     """The report as the --json object."""
     decision = report.decision or Decision(Action.NONE, "")
@@ -130,6 +178,7 @@ def report_json(report: Report) -> dict[str, Any]:
                       "ok": v.check.ok, "detail": v.check.detail, "failures": failures(v)}}
                  for v in report.pool.vms],
         "history": _history_json(report.history),
+        "bounds": bounds_json(report.bounds),
         "decision": {"action": decision.action.value, "count": decision.count,
                      "rule": decision.rule, "reason": decision.reason,
                      "vms": [v.name for v in decision.vms]},

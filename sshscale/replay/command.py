@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from datetime import datetime, tzinfo
 from typing import Any, Optional
 
+from sshscale.fleet_config import local_zone
 from sshscale.model import Settings
 from sshscale.replay.plot import plot_replay, require_matplotlib
 from sshscale.replay.report import result_json, text_report
-from sshscale.replay.simulate import DEFAULT_BOOT_SECONDS, replay
+from sshscale.replay.simulate import DEFAULT_BOOT_SECONDS, VIRTUAL_EPOCH, replay
 from sshscale.replay.trace import ReplayError, read_trace
 
-__all__ = ["checked_boot_seconds", "run_replay"]
+__all__ = ["checked_boot_seconds", "checked_start", "run_replay"]
 
 
 def checked_boot_seconds(value: Any) -> float:
@@ -28,16 +31,29 @@ def checked_boot_seconds(value: Any) -> float:
     return seconds
 
 
+def checked_start(value: str, zone: tzinfo) -> datetime:
+    """--start ("2026-12-01 00:00", ISO 8601, an offset optional; without one, in `zone`) as
+    an aware time; raises ReplayError."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ReplayError(f"--start: expected a time like '2026-12-01 00:00', got {value!r}") \
+            from None
+    return when if when.tzinfo else when.replace(tzinfo=zone)
+
+
 def run_replay(settings: Settings, trace: str, *, policy: Optional[str] = None,
                plot: Optional[str] = None, boot_seconds: Optional[float] = None,
-               as_json: bool = False) -> int:
+               as_json: bool = False, start: Optional[str] = None) -> int:
     """`ssh_scale.py --replay`: replay, print the table (or JSON), draw the plot; returns 0.
+    `start` is the time of the trace's minute 0 (schedules are evaluated at it).
 
     Raises ReplayError (a ConfigError: exit 2) for a bad trace, option or plot path."""
     boot = checked_boot_seconds(DEFAULT_BOOT_SECONDS if boot_seconds is None else boot_seconds)
+    first = VIRTUAL_EPOCH if start is None else checked_start(start, local_zone(os.environ))
     if plot:
         require_matplotlib()
-    result = replay(read_trace(trace), settings, policy or "current", boot)
+    result = replay(read_trace(trace), settings, policy or "current", boot, first)
     if plot:
         plot_replay(result, plot)
     if as_json:

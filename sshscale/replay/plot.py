@@ -107,7 +107,7 @@ def _plot_counts(axes: Any, hours: Sequence[float], result: ReplayResult) -> Non
         changes = [c for c in result.changes if c.action is action]
         axes.plot([c.second / 3600 for c in changes], [c.vms_after for c in changes], marker,
                   color=color, linestyle="none", label=action.value)
-    axes.set_ylim(0, settings.max_size + 1)
+    axes.set_ylim(0, max(settings.max_size, result.summary.peak_vms) + 1)
     axes.set_ylabel("VMs")
     _legend(axes)
     axes.grid(alpha=0.3)

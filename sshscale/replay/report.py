@@ -8,7 +8,7 @@ from typing import Any
 
 import idcf_api
 from sshscale.model import Action
-from sshscale.replay.simulate import RUN_SECONDS, ReplayResult
+from sshscale.replay.simulate import RUN_SECONDS, VIRTUAL_EPOCH, ReplayResult
 
 __all__ = ["SUMMARY_COLUMNS", "changes_table", "policy_label", "result_json", "summary_row",
            "text_report"]
@@ -55,6 +55,8 @@ def text_report(result: ReplayResult) -> str:
     """The changes and the summary, as printed without --json."""
     title = (f"replay of {result.source}: {result.summary.minutes} minutes, policy "
              f"{policy_label(result)}, boot {result.boot_seconds:g} s")
+    if result.start != VIRTUAL_EPOCH:
+        title += f", minute 0 at {result.start:%Y-%m-%d %H:%M %Z}"
     summary = idcf_api.format_table([summary_row(result)], SUMMARY_COLUMNS)
     return f"{title}\n{changes_table(result)}\n{summary}"
 
@@ -69,6 +71,7 @@ def result_json(result: ReplayResult) -> dict[str, Any]:
         "overload_minutes": summary.overload_minutes, "scale_outs": summary.scale_outs,
         "scale_ins": summary.scale_ins, "flips": summary.flips, "peak_vms": summary.peak_vms,
         "skipped_runs": sum(1 for r in result.runs if r.skipped),
+        "start": result.start.isoformat(),
         "changes": [{"minute": c.minute, "action": c.action.value, "count": c.count,
                      "vms_after": c.vms_after, "reason": c.reason} for c in result.changes],
     }

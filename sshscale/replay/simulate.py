@@ -9,8 +9,9 @@ The model, in 5-second steps (the kernel's LOAD_FREQ):
     EXP_1 = 1884, rounding up while rising); for step loads of up to 16 tasks the two agree
     within 0.02 load units for the 1-minute average and 0.2 for the 15-minute one;
   * a cron run every 60 s builds a Measurement, a Pool and a History from the simulated VMs and
-    calls decide(); a scale-out's VMs serve after the boot time, a scale-in's VM leaves service
-    at once and is destroyed after [scaling] drain_seconds;
+    calls decide() at the trace minute's time (from `start`: schedules apply); a scale-out's
+    VMs serve after the boot time, a scale-in's VM leaves service at once and is destroyed
+    after [scaling] drain_seconds;
   * policy "current" holds the per-config lock while it waits for the deploy (or the drain), so
     cron runs inside that window are skipped; policy "classic" replays the 2013 tool: 1-minute
     load of one VM, no cooldown, no lock, one VM per run, booting VMs counted against max_size.
@@ -28,17 +29,18 @@ from sshscale.decide import aggregate_load, decide
 from sshscale.model import PERIODS, Action, Decision, History, HostLoad, Measurement, Pool, \
     Settings, Vm
 from sshscale.replay.trace import ReplayError, Trace
+from sshscale.schedule import effective_bounds
 
-__all__ = ["DEFAULT_BOOT_SECONDS", "POLICIES", "RUN_SECONDS", "Change", "ReplayResult", "Run",
-           "Sample", "Summary", "billed_minutes", "classic_settings", "count_flips",
-           "kernel_step", "replay", "summarize", "warmed_loads"]
+__all__ = ["DEFAULT_BOOT_SECONDS", "POLICIES", "RUN_SECONDS", "VIRTUAL_EPOCH", "Change",
+           "ReplayResult", "Run", "Sample", "Summary", "billed_minutes", "classic_settings",
+           "count_flips", "kernel_step", "replay", "summarize", "warmed_loads"]
 
 TICK_SECONDS = 5
 RUN_SECONDS = 60
 DECAY = tuple(math.exp(-TICK_SECONDS / (60.0 * p)) for p in PERIODS)
 FLIP_SECONDS = 600
 POLICIES = ("current", "classic")
-VIRTUAL_EPOCH = datetime(2013, 5, 10, tzinfo=timezone.utc)
+VIRTUAL_EPOCH = datetime(2013, 5, 10, tzinfo=timezone.utc)  # minute 0 without --start
 PREHISTORY_SECONDS = -86400.0  # the starting VMs were created a day before the replay
 BOOTING, SERVING, DRAINING, GONE = "booting", "serving", "draining", "gone"
 DEFAULT_BOOT_SECONDS = 150.0  # the deploy time observed in the 2013 walk-through
@@ -63,11 +65,11 @@ def warmed_loads(running: float) -> tuple[float, float, float]:
 
 def classic_settings(settings: Settings) -> Settings:
     """The 2013 tool's rules expressed as Settings: 1-min load of the monitored VM, no
-    cooldowns, one VM per run; thresholds and min/max stay as configured.  It destroyed a VM
-    right after taking it out of the load balancer, so there is no drain either."""
+    cooldowns, one VM per run, no schedules; thresholds and min/max stay as configured.  It
+    destroyed a VM right after taking it out of the load balancer, so there is no drain either."""
     return replace(settings, cooldown_out=0.0, cooldown_in=0.0, period_out=1, period_in=1,
                    step_out="1", monitor_members=False, aggregate="mean", min_reporting=1,
-                   drain_seconds=0.0)
+                   drain_seconds=0.0, schedules=())
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -140,6 +142,7 @@ class ReplayResult:
     runs: tuple[Run, ...]
     changes: tuple[Change, ...]
     summary: Summary
+    start: datetime = VIRTUAL_EPOCH
 
 
 # --- the simulation ------------------------------------------------------------------------
@@ -170,6 +173,7 @@ class _Simulation:
     settings: Settings
     policy: str
     boot_seconds: float
+    start: datetime = VIRTUAL_EPOCH
     vms: list[_SimVm] = field(default_factory=list)
     gone: list[_SimVm] = field(default_factory=list)  # destroyed: kept only for the bill
     lock_until: float = -math.inf
@@ -182,8 +186,10 @@ class _Simulation:
 
     def __post_init__(self) -> None:
         self.demand = self.trace.per_minute()
-        share = self.demand[0] / self.settings.min_size
-        for index in range(self.settings.min_size):
+        # The pool as it stood before the trace: min_size VMs (the bound in force at the start).
+        size = effective_bounds(self.settings, self.start).min_size
+        share = self.demand[0] / size
+        for index in range(size):
             self.vms.append(_SimVm(id=f"vm-{index}", created=PREHISTORY_SECONDS,
                                    joins=PREHISTORY_SECONDS, managed=index > 0, state=SERVING,
                                    loads=warmed_loads(share)))
@@ -242,7 +248,7 @@ class _Simulation:
         if self.policy == "current" and second < self.lock_until:
             self.runs.append(Run(second, skipped=True))
             return
-        now = VIRTUAL_EPOCH + timedelta(seconds=second)
+        now = self.start + timedelta(seconds=second)
         measurement = self.measurement(now)
         history = History(self.virtual_time(self.last_out), self.virtual_time(self.last_in))
         decision = decide(measurement, self.pool(), self.settings, now, history)
@@ -256,7 +262,7 @@ class _Simulation:
         # repairs (adopt, re-add, destroy) cannot arise: the replay leaves no crash leftovers
 
     def virtual_time(self, second: Optional[float]) -> Optional[datetime]:
-        return None if second is None else VIRTUAL_EPOCH + timedelta(seconds=second)
+        return None if second is None else self.start + timedelta(seconds=second)
 
     def measurement(self, now: datetime) -> Measurement:
         """The monitored VM's loads, or every in-service VM past boot_grace (monitor_members)."""
@@ -265,7 +271,7 @@ class _Simulation:
             return Measurement((HostLoad(self.host_name(monitored), loads=monitored.loads),))
         hosts = []
         for vm in self.in_state(SERVING):
-            age = (now - VIRTUAL_EPOCH).total_seconds() - vm.created
+            age = (now - self.start).total_seconds() - vm.created
             if not vm.managed or age >= self.settings.boot_grace:
                 hosts.append(HostLoad(self.host_name(vm), loads=vm.loads))
         return Measurement(tuple(hosts))
@@ -313,18 +319,20 @@ class _Simulation:
 
 
 def replay(trace: Trace, settings: Settings, policy: str = "current",
-           boot_seconds: float = DEFAULT_BOOT_SECONDS) -> ReplayResult:
-    """Replay a trace through decide() on a virtual clock (pure: no I/O, no real clock)."""
+           boot_seconds: float = DEFAULT_BOOT_SECONDS,
+           start: datetime = VIRTUAL_EPOCH) -> ReplayResult:
+    """Replay a trace through decide() on a virtual clock whose minute 0 is `start` (aware)
+    (pure: no I/O, no real clock)."""
     if policy not in POLICIES:
         raise ReplayError(f"--policy: expected one of {', '.join(POLICIES)}, got {policy!r}")
     decision_settings = classic_settings(settings) if policy == "classic" else settings
-    simulation = _Simulation(trace, decision_settings, policy, boot_seconds)
+    simulation = _Simulation(trace, decision_settings, policy, boot_seconds, start)
     samples = simulation.run()
     lifetimes = [(vm.created, vm.destroyed) for vm in simulation.vms + simulation.gone]
     summary = summarize(trace.minutes, samples, simulation.changes, lifetimes,
                         settings.threshold_out)
     return ReplayResult(trace.source, policy, boot_seconds, decision_settings, tuple(samples),
-                        tuple(simulation.runs), tuple(simulation.changes), summary)
+                        tuple(simulation.runs), tuple(simulation.changes), summary, start)
 
 
 # --- scoring -------------------------------------------------------------------------------------

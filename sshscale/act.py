@@ -23,7 +23,7 @@ from sshscale.facts import (
     time_value,
 )
 from sshscale.logs import note
-from sshscale.model import Action, Decision, History, Pool, Settings, Vm
+from sshscale.model import Action, Decision, Deploy, History, Pool, Settings, Vm
 from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
 
 __all__ = ["Actor"]
@@ -75,26 +75,34 @@ class Actor:
         return self.client.call(command, **params)
 
     def scale_out(self, count: int, pool: Pool) -> str:
+        return self.finish_deploys(self.start_deploys(count), pool.count)
+
+    def start_deploys(self, count: int) -> tuple[Deploy, ...]:
+        """The deploy calls of a scale-out (each accepted with its VM's ID and its job)."""
         note("scale out", f"+{count}")
         params = dict(self.settings.launch)
         params.setdefault("group", self.settings.group)
         started = [self._change("deployVirtualMachine", **params) for _ in range(count)]
+        return tuple(Deploy(str(a.get("id", "")), str(a["jobid"])) for a in started)
+
+    def finish_deploys(self, deploys: Sequence[Deploy], pool_count: int) -> str:
+        """Wait for the deploys' jobs, then add their VMs to the load balancer; a failed one
+        is reported, its VM destroyed and the backoff grown."""
         new_ids = []
         try:
-            for answer in started:
-                vm_id = str(answer.get("id", ""))
+            for deploy in deploys:
                 try:
-                    self.wait(str(answer["jobid"]), f"deploy {vm_id}")
+                    self.wait(deploy.jobid, f"deploy {deploy.vm_id}")
                 except JobFailed as exc:
-                    self._destroy_failed(exc.instance_id or vm_id)
+                    self._destroy_failed(exc.instance_id or deploy.vm_id)
                     raise
-                new_ids.append(vm_id)
+                new_ids.append(deploy.vm_id)
         except (JobFailed, JobTimeout):
             self._back_off()
             raise
         self._assign(new_ids)
         self._joined(deployed=True)
-        return self._new_count(pool.count + len(new_ids))
+        return self._new_count(pool_count + len(new_ids))
 
     def _destroy_failed(self, vm_id: str) -> None:
         if not vm_id:
@@ -130,7 +138,24 @@ class Actor:
                  logging.WARNING)
 
     def _assign(self, vm_ids: Sequence[str]) -> None:
+        """Add the VMs to the load balancer. CloudStack fails the whole job when one of them
+        is mapped already (530 "Failed to assign load balancer rule"), as a VM another run
+        adopted is: then the members are read, and only the missing ones assigned again."""
         note("assign to lb", f"{','.join(vm_ids)} -> {self.settings.load_balancer}")
+        try:
+            self._assign_job(vm_ids)
+        except JobFailed:
+            members = {str(m.get("id")) for m in self.client.list(
+                "listLoadBalancerRuleInstances", id=self.settings.load_balancer)}
+            missing = [v for v in vm_ids if v not in members]
+            if len(missing) == len(vm_ids):
+                raise
+            note("assign to lb", f"{len(vm_ids) - len(missing)} of them already in the load "
+                                 "balancer (another run adopted them)")
+            if missing:
+                self._assign_job(missing)
+
+    def _assign_job(self, vm_ids: Sequence[str]) -> None:
         answer = self._change("assignToLoadBalancerRule", id=self.settings.load_balancer,
                               virtualmachineids=",".join(vm_ids))
         self.wait(str(answer["jobid"]), "assign")

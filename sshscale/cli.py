@@ -30,6 +30,7 @@ from sshscale.errors import (
     ExitStatus,
     LeaseBusy,
     LockBusy,
+    SshError,
     Terminated,
     exit_status,
     expected,
@@ -100,7 +101,7 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
     """One run against the cloud; the report is printed (--status, --json) even when the
     run fails, then the failure is raised for main() to map."""
     from sshscale.measure import read_ssh_config
-    from sshscale.run import other_run_on_this_monitor, run_lock, run_once
+    from sshscale.run import finish_pending, other_run_on_this_monitor, run_lock, run_once
 
     ssh_config = read_ssh_config()
     settings = load_settings(args.config, ssh_config=ssh_config)
@@ -110,12 +111,17 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
     read_only = args.dry_run or args.status
     report = Report(time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     dry_run=read_only)
+    client = idcf_api.Client(settings.account)
     try:
-        # A read-only look needs no lock: it must work while a scale-out is under way.
-        with contextlib.nullcontext() if read_only else run_lock(path):
-            run_once(settings, idcf_api.Client(settings.account), report,
-                     ssh_config=ssh_config,
-                     other_run=other_run_on_this_monitor(path) if read_only else None)
+        try:
+            # A read-only look needs no lock: it must work while a scale-out is under way.
+            with contextlib.nullcontext() if read_only else run_lock(path):
+                run_once(settings, client, report, ssh_config=ssh_config,
+                         other_run=other_run_on_this_monitor(path) if read_only else None)
+        except SshError:  # raised after any min/max action, whose deploys still need finishing
+            finish_pending(settings, client, report)
+            raise
+        finish_pending(settings, client, report)  # a target scale-out's, without the lock
     except LockBusy as exc:
         note("lease" if isinstance(exc, LeaseBusy) else "lock", f"{exc}; exiting",
              logging.WARNING)

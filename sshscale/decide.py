@@ -8,6 +8,7 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
+from sshscale import target
 from sshscale.facts import DRAIN
 from sshscale.model import (
     BROKEN,
@@ -43,7 +44,10 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
     min/max, then the load rules, which respect the cooldowns. Every deploy respects the
     failed-deploy backoff. ``history=None`` means the pool's history (the load balancer's
     tags, the event log) was not read: when an answer depends on it, the Decision says
-    ``needs_history`` and the caller asks again with it."""
+    ``needs_history`` and the caller asks again with it. ``policy = target`` sizes the pool
+    with sshscale.target instead of the load rules."""
+    if settings.policy == "target":
+        return _decide_target(measurement, pool, settings, now, history)
     repair = _plan_repair(pool, settings)
     count = pool.count
     if repair is not None and (repair.action is not Action.DESTROY
@@ -79,6 +83,29 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
                          f"load {load_in:.2f} < threshold_in {settings.threshold_in:g} "
                          f"({_load_label(measurement, settings.period_in, settings)})")
     return Decision(Action.NONE, _steady_reason(load_out, load_in, pool, settings))
+
+
+def _decide_target(measurement: Measurement, pool: Pool, settings: Settings, now: datetime,
+                   history: Optional[History]) -> Decision:
+    """decide() for policy = target: the same repairs, except that a VM whose deploy is under
+    way is capacity on the way (its run assigns it), then target.plan(); its estimate reads
+    the pool's history (the scale times) on every run."""
+    booting = target.booting_vms(pool, settings, now)
+    repair = _plan_repair(Pool(tuple(v for v in pool.vms if v not in booting)), settings)
+    if repair is not None and (repair.action is not Action.DESTROY
+                               or pool.count + len(booting) >= settings.min_size):
+        return repair
+    if history is None:
+        return Decision(Action.NONE, "target policy: reading the pool's history",
+                        needs_history=True, rule=target.RULE)
+    plan = target.plan(aggregate_load(measurement, 1, settings),
+                       aggregate_load(measurement, 5, settings), pool, settings, now, history)
+    if plan.action is Action.SCALE_OUT:
+        return _deploy(Decision(Action.SCALE_OUT, plan.reason, count=plan.count,
+                                rule=target.RULE), history, now)
+    if plan.action is Action.SCALE_IN:
+        return _scale_in(pool, settings, target.RULE, plan.reason)
+    return repair or Decision(Action.NONE, plan.reason, rule=target.RULE)
 
 
 def _plan_repair(pool: Pool, settings: Settings) -> Optional[Decision]:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     from idcf_api import Account
 
-__all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "Action", "Backoff", "Decision", "History",
-           "HostLoad", "Lease", "Measurement", "Observation", "Pool", "Report", "Settings", "Vm"]
+__all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "Action", "Backoff", "Decision", "Deploy",
+           "History", "HostLoad", "Lease", "Measurement", "Observation", "Pending", "Pool",
+           "Report", "Settings", "Vm"]
 
 PERIODS = (1, 5, 15)
 IN_SERVICE = ("Running", "Starting", "Migrating")
@@ -71,6 +72,11 @@ class Settings:
     period_out: int = 1
     period_in: int = 1
     step_out: str = "1"
+    policy: str = "threshold"
+    target_out: Optional[float] = None  # None: target.targets() derives it from the thresholds
+    target_in: Optional[float] = None
+    forecast: float = 240.0
+    stabilization: float = 600.0
 
     @property
     def group(self) -> str:
@@ -210,6 +216,25 @@ class Decision:
     held_until: Optional[datetime] = None
 
 
+@dataclass(frozen=True)
+class Deploy:
+    """A deployVirtualMachine call the cloud accepted: the new VM and its job."""
+
+    vm_id: str
+    jobid: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Deploys a run started and waits for after giving back the lock and the lease (policy
+    = target), with what it needs to finish them: the pool's size when they started and the
+    cloud's clock (its offset from this machine's, in seconds)."""
+
+    deploys: tuple[Deploy, ...]
+    pool_count: int
+    skew: float = 0.0
+
+
 @dataclass
 class Report:
     """What one run saw, decided and did, filled as the run goes (so that a failing run still
@@ -226,3 +251,4 @@ class Report:
     dry_run: bool = False
     pool_read: bool = False
     history: Optional[History] = None
+    pending: Optional[Pending] = None

@@ -1,6 +1,8 @@
 """One live run: take the config's lock, observe (SSH and the cloud), decide (reading the
 pool's history only when the first answer says it depends on it), and when there is something
-to do, take the pool's lease, look again and act, filling a Report."""
+to do, take the pool's lease, look again and act, filling a Report. A scale-out of policy =
+target only starts its deploys under the lock and the lease; finish_pending() waits for them
+and assigns their VMs after both are given back, so that the next runs see them booting."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
 
 from idcf_api import Client
@@ -21,12 +23,12 @@ from sshscale.decide import aggregate_load, decide
 from sshscale.errors import LockBusy, SshError
 from sshscale.lease import change_deadline, pool_lease
 from sshscale.logs import note
-from sshscale.model import Action, Decision, History, Observation, Report, Settings
+from sshscale.model import Action, Decision, History, Observation, Pending, Report, Settings
 from sshscale.observe import observe, read_history, reread_pool
 from sshscale.views import decision_verb, log_checks
 
-__all__ = ["decide_with_history", "lock_path", "other_run_on_this_monitor", "run_lock",
-           "run_once"]
+__all__ = ["decide_with_history", "finish_pending", "lock_path", "other_run_on_this_monitor",
+           "run_lock", "run_once"]
 
 
 def lock_path(config: str) -> str:
@@ -96,9 +98,8 @@ def run_once(settings: Settings, client: Client, report: Report, *,
         report.result = "nothing to do"
     else:
         report.decision = decision
-        skew = observation.now - local_now
         _act(observation, settings, client, report, ssh_config, sleep,
-             lambda: clock() + skew)
+             (observation.now - local_now).total_seconds(), clock)
     measured = observation.measurement.hosts
     if measured and not observation.measurement.answered:
         raise SshError("; ".join(h.error or "" for h in measured))
@@ -127,10 +128,11 @@ def _look(observation: Observation, settings: Settings, client: Client, report: 
 
 
 def _act(observation: Observation, settings: Settings, client: Client, report: Report,
-         ssh_config: Optional[Any], sleep: Callable[[float], None],
-         cloud_clock: Callable[[], datetime]) -> None:
+         ssh_config: Optional[Any], sleep: Callable[[float], None], skew: float,
+         clock: Callable[[], datetime]) -> None:
     """Take the pool's lease, read the pool and its history again (another monitor may have
-    acted since), decide again and act."""
+    acted since), decide again and act (a target scale-out: start its deploys). Times are on
+    the cloud's clock: this machine's plus `skew` seconds."""
     with pool_lease(client, settings, observation.now) as lease:
         observation = reread_pool(observation, settings, client, ssh_config)
         report.pool = observation.pool
@@ -141,6 +143,30 @@ def _act(observation: Observation, settings: Settings, client: Client, report: R
             report.result = "nothing to do"
             return
         note("decision", f"{decision.action.value}: {decision.reason}", logging.WARNING)
-        actor = Actor(client, settings, report.history or History(), cloud_clock,
-                      change_deadline(lease, settings), sleep)
+        actor = Actor(client, settings, report.history or History(),
+                      lambda: clock() + timedelta(seconds=skew), change_deadline(lease, settings),
+                      sleep)
+        if decision.action is Action.SCALE_OUT and settings.policy == "target":
+            report.pending = Pending(actor.start_deploys(decision.count),
+                                     observation.pool.count, skew)
+            report.result = f"{decision.count} deploy(s) started"
+            return
         report.result = actor.run(decision, observation.pool)
+
+
+def finish_pending(settings: Settings, client: Client, report: Report, *,
+                   sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+                   ) -> Report:
+    """The end of a target scale-out, once the run gave back the lock and the lease: wait for
+    its deploys and add their VMs to the load balancer (a VM another run adopted meanwhile
+    counts as added). Meanwhile the next runs count the VMs as booting, and may add more."""
+    pending = report.pending
+    if pending is None:
+        return report
+    note("scale out", f"waiting for {len(pending.deploys)} deploy(s) without the lock and the "
+                      "pool's lease")
+    actor = Actor(client, settings, report.history or History(),
+                  lambda: clock() + timedelta(seconds=pending.skew), None, sleep)
+    report.result = actor.finish_deploys(pending.deploys, pending.pool_count)
+    return report

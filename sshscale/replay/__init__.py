@@ -30,6 +30,7 @@ from sshscale.replay.simulate import (
     count_flips,
     kernel_step,
     replay,
+    replay_settings,
     summarize,
     warmed_loads,
 )
@@ -46,4 +47,5 @@ __all__ = ["DEFAULT_BOOT_SECONDS", "MAX_MINUTES", "POLICIES", "SUMMARY_COLUMNS",
            "ReplayError", "ReplayResult", "Run", "Sample", "Summary", "Trace", "TracePoint",
            "billed_minutes", "changes_table", "checked_boot_seconds", "classic_settings",
            "count_flips", "kernel_step", "parse_trace", "policy_label", "read_trace", "replay",
-           "result_json", "run_replay", "summarize", "summary_row", "text_report", "warmed_loads"]
+           "replay_settings", "result_json", "run_replay", "summarize", "summary_row",
+           "text_report", "warmed_loads"]

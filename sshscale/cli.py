@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one JSON object per run on stdout; log lines go to stderr")
     parser.add_argument("--replay", metavar="TRACE.csv",
                         help="what-if: replay a minute,demand trace through the decision code")
-    parser.add_argument("--policy", choices=("current", "classic"),
-                        help="with --replay: this config's policy (default) or the 2013 tool's")
+    parser.add_argument("--policy", choices=("current", "classic", "threshold", "target"),
+                        help="with --replay: this config's policy (default), the 2013 tool's, "
+                             "or this config with [scalling] policy = threshold or target")
     parser.add_argument("--plot", metavar="PNG", help="with --replay: draw the replay")
     parser.add_argument("--boot-seconds", type=float, metavar="S",
                         help="with --replay: seconds before a new VM serves (default 150)")

@@ -23,7 +23,7 @@ from sshscale.facts import (
     time_value,
 )
 from sshscale.logs import note
-from sshscale.model import Action, Decision, Deploy, History, Pool, Settings, Vm
+from sshscale.model import IN_SERVICE, Action, Decision, Deploy, History, Pool, Settings, Vm
 from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
 
 __all__ = ["Actor"]
@@ -85,9 +85,11 @@ class Actor:
         started = [self._change("deployVirtualMachine", **params) for _ in range(count)]
         return tuple(Deploy(str(a.get("id", "")), str(a["jobid"])) for a in started)
 
-    def finish_deploys(self, deploys: Sequence[Deploy], pool_count: int) -> str:
+    def finish_deploys(self, deploys: Sequence[Deploy], pool_count: Optional[int]) -> str:
         """Wait for the deploys' jobs, then add their VMs to the load balancer; a failed one
-        is reported, its VM destroyed and the backoff grown."""
+        is reported, its VM destroyed and the backoff grown. The new count is pool_count plus
+        the new VMs, or, when other runs may have changed the pool meanwhile (None), the
+        members in service read again."""
         new_ids = []
         try:
             for deploy in deploys:
@@ -102,6 +104,10 @@ class Actor:
             raise
         self._assign(new_ids)
         self._joined(deployed=True)
+        if pool_count is None:
+            members = self.client.list("listLoadBalancerRuleInstances",
+                                       id=self.settings.load_balancer)
+            return self._new_count(sum(m.get("state") in IN_SERVICE for m in members))
         return self._new_count(pool_count + len(new_ids))
 
     def _destroy_failed(self, vm_id: str) -> None:

@@ -227,11 +227,9 @@ class Deploy:
 @dataclass(frozen=True)
 class Pending:
     """Deploys a run started and waits for after giving back the lock and the lease (policy
-    = target), with what it needs to finish them: the pool's size when they started and the
-    cloud's clock (its offset from this machine's, in seconds)."""
+    = target), and the cloud's clock (its offset from this machine's, in seconds)."""
 
     deploys: tuple[Deploy, ...]
-    pool_count: int
     skew: float = 0.0
 
 

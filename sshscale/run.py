@@ -147,8 +147,7 @@ def _act(observation: Observation, settings: Settings, client: Client, report: R
                       lambda: clock() + timedelta(seconds=skew), change_deadline(lease, settings),
                       sleep)
         if decision.action is Action.SCALE_OUT and settings.policy == "target":
-            report.pending = Pending(actor.start_deploys(decision.count),
-                                     observation.pool.count, skew)
+            report.pending = Pending(actor.start_deploys(decision.count), skew)
             report.result = f"{decision.count} deploy(s) started"
             return
         report.result = actor.run(decision, observation.pool)
@@ -168,5 +167,5 @@ def finish_pending(settings: Settings, client: Client, report: Report, *,
                       "pool's lease")
     actor = Actor(client, settings, report.history or History(),
                   lambda: clock() + timedelta(seconds=pending.skew), None, sleep)
-    report.result = actor.finish_deploys(pending.deploys, pending.pool_count)
+    report.result = actor.finish_deploys(pending.deploys, None)
     return report

@@ -547,6 +547,10 @@ def test_fault_job_hang_never_completes(sim: Simulator) -> None:
     assert job(sim, jobid)["jobstatus"] == 0
     assert sim.pending_jobs() == 1
     assert sim.lb_members() == []
+    assert sim.release_hung() == 1  # the test lets it finish when it wants
+    assert job(sim, jobid)["jobstatus"] == 1 and sim.pending_jobs() == 0
+    assert [vm["name"] for vm in sim.lb_members()] == ["web2"]
+    assert sim.release_hung() == 0
 
 
 def test_fault_http_error(sim: Simulator) -> None:

@@ -43,7 +43,7 @@ from sshscale.views import report_json, status_table
 __all__ = ["build_parser", "main"]
 
 PROG = "ssh_scale.py"
-REPLAY_ONLY = ("policy", "plot", "boot_seconds")
+REPLAY_ONLY = ("policy", "plot", "boot_seconds", "format", "members")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,8 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show the pool and the decision that would be taken; change nothing")
     views.add_argument("--json", action="store_true",
                        help="one JSON object per run on stdout; log lines go to stderr")
-    parser.add_argument("--replay", metavar="TRACE.csv",
-                        help="what-if: replay a minute,demand trace through the decision code")
+    parser.add_argument("--replay", metavar="FILE", nargs="+",
+                        help="what-if: replay load history through the decision code: a "
+                             "minute,demand trace, sar -q reports (one per VM) or this tool's "
+                             "--json logs")
+    parser.add_argument("--format", choices=("csv", "sar", "json"),
+                        help="with --replay: the input's format (default: detected)")
+    parser.add_argument("--members", type=int, metavar="N",
+                        help="with --replay of one sar -q report: the VMs that shared the load")
     parser.add_argument("--policy", choices=("current", "classic", "threshold", "target"),
                         help="with --replay: this config's policy (default), the 2013 tool's, "
                              "or this config with [scalling] policy = threshold or target")
@@ -84,7 +90,8 @@ def check_options(args: argparse.Namespace) -> None:
     if args.replay and (args.status or args.dry_run):
         raise ConfigError("--replay runs offline: it cannot be combined with --status or -n")
     if not args.replay and any(getattr(args, name) is not None for name in REPLAY_ONLY):
-        raise ConfigError("--policy, --plot and --boot-seconds go with --replay")
+        raise ConfigError("--policy, --plot, --boot-seconds, --format and --members go with "
+                          "--replay")
 
 
 def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
@@ -94,7 +101,8 @@ def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> Exit
     settings = load_settings(args.config, check_key=False)
     redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
     run_replay(settings, args.replay, policy=args.policy, plot=args.plot,
-               boot_seconds=args.boot_seconds, as_json=args.json)
+               boot_seconds=args.boot_seconds, as_json=args.json, fmt=args.format,
+               members=args.members)
     return ExitStatus.OK
 
 

@@ -1,16 +1,19 @@
-"""`ssh_scale.py --replay`: read the trace, replay it, print the report, draw the plot."""
+"""`ssh_scale.py --replay`: read the inputs (a trace, sar -q reports, --json logs), replay
+them, print the report, draw the plot."""
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Optional
+from collections.abc import Sequence
+from typing import Any, Optional, Union
 
 from sshscale.model import Settings
 from sshscale.replay.plot import plot_replay, require_matplotlib
 from sshscale.replay.report import result_json, text_report
 from sshscale.replay.simulate import DEFAULT_BOOT_SECONDS, replay
-from sshscale.replay.trace import ReplayError, read_trace
+from sshscale.replay.sources import read_inputs
+from sshscale.replay.trace import ReplayError
 
 __all__ = ["checked_boot_seconds", "run_replay"]
 
@@ -28,16 +31,21 @@ def checked_boot_seconds(value: Any) -> float:
     return seconds
 
 
-def run_replay(settings: Settings, trace: str, *, policy: Optional[str] = None,
-               plot: Optional[str] = None, boot_seconds: Optional[float] = None,
-               as_json: bool = False) -> int:
+def run_replay(settings: Settings, trace: Union[str, Sequence[str]], *,
+               policy: Optional[str] = None, plot: Optional[str] = None,
+               boot_seconds: Optional[float] = None, as_json: bool = False,
+               fmt: Optional[str] = None, members: Optional[int] = None) -> int:
     """`ssh_scale.py --replay`: replay, print the table (or JSON), draw the plot; returns 0.
+    `trace` is one input file or several (sources.read_inputs: `fmt`, `members`).
 
-    Raises ReplayError (a ConfigError: exit 2) for a bad trace, option or plot path."""
+    Raises ReplayError (a ConfigError: exit 2) for a bad input, option or plot path."""
     boot = checked_boot_seconds(DEFAULT_BOOT_SECONDS if boot_seconds is None else boot_seconds)
+    if members is not None and members < 1:
+        raise ReplayError(f"--members: expected a number of VMs of at least 1, got {members}")
     if plot:
         require_matplotlib()
-    result = replay(read_trace(trace), settings, policy or "current", boot)
+    paths = [trace] if isinstance(trace, str) else list(trace)
+    result = replay(read_inputs(paths, fmt, members), settings, policy or "current", boot)
     if plot:
         plot_replay(result, plot)
     if as_json:

@@ -10,8 +10,8 @@
                 with a half-life of 20 and 12 minutes (seeded noise)
   plateau.csv   a noisy plateau near the threshold: 3 hours at ~5.8 load units (2.9 per VM
                 on the 2 VMs of min_size, threshold_out 3) with minute-to-minute noise
-  weekday.csv   an office weekday: night ~1.5, 12 from 9:00 to 17:00 with a lunch dip to ~6
-                from 12:00 to 13:00, an evening decline (seeded noise)
+  weekday.csv   an office weekday: night ~1.5, up to 12 by 9:30 and until 17:00 with a lunch
+                dip to ~6 from 12:00 to 13:00, an evening decline (seeded noise)
 
 Usage: python examples/make_traces.py [--out DIR]   (default: this script's directory)
 Replay one: ssh_scale.py -c examples/replay.idcfrc --replay examples/spike.csv
@@ -98,7 +98,7 @@ def plateau_rows() -> Rows:
 
 
 def weekday_rows() -> Rows:
-    """An office weekday: ~1.5 at night, up to 12 from 8:00 to 9:30, a lunch dip to ~6 from
+    """An office weekday: ~1.5 at night, up to 12 from 7:30 to 9:30, a lunch dip to ~6 from
     12:00 to 13:00, down from 17:00 to ~3 by 19:00 and to 1.5 by 22:00."""
     points = ((0, 1.5), (7.5, 1.5), (9.5, 12.0), (11.9, 12.0), (12.15, 6.0), (12.85, 6.0),
               (13.1, 12.0), (17.0, 12.0), (19.0, 3.0), (22.0, 1.5), (24.0, 1.5))

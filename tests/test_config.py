@@ -299,3 +299,4 @@ def test_sample_config_is_valid(sim, key, tmp_path):
     path.write_text(text)
     settings = load_settings(str(path))
     assert settings.min_size >= 1 and settings.threshold_in < settings.threshold_out
+    assert settings.policy == "target"  # the recommended setting

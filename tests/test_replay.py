@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -25,6 +24,7 @@ from sshscale.config import load_settings, settings_from_config
 from sshscale.errors import ConfigError
 from sshscale.model import Action, Settings
 from sshscale.replay import Change, ReplayError
+from tests.configs import example_config
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_TRACES = ("daily.csv", "spike.csv", "sawtooth.csv", "ramp.csv", "flash.csv",
@@ -35,11 +35,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture
 def replay_config(home: Path) -> Path:
     """examples/replay.idcfrc in a throwaway HOME that holds the (never read) key it names."""
-    (home / ".ssh" / "id_rsa").write_text("not a key: replays never connect\n")
-    config = home / "replay.idcfrc"
-    shutil.copy(EXAMPLES / "replay.idcfrc", config)
-    config.chmod(0o600)
-    return config
+    return example_config(home, "replay.idcfrc")
 
 
 @pytest.fixture

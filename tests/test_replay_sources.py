@@ -6,7 +6,6 @@ no `blocked` column, a `sar -A` excerpt with decimal commas), and a log written 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from sshscale.cli import main
 from sshscale.replay import sources
 from sshscale.replay.trace import ReplayError, TracePoint
+from tests.configs import example_config
 from tests.conftest import run_cli
 from tests.scenarios import MID, campaign_cloud, make_config
 
@@ -173,11 +173,7 @@ def test_read_inputs_refuses_more_than_the_replay_limit(tmp_path: Path) -> None:
 
 @pytest.fixture
 def replay_config(home: Path) -> Path:
-    (home / ".ssh" / "id_rsa").write_text("not a key: replays never connect\n")
-    config = home / "replay.idcfrc"
-    shutil.copy(EXAMPLES / "replay-target.idcfrc", config)
-    config.chmod(0o600)
-    return config
+    return example_config(home, "replay-target.idcfrc")
 
 
 @pytest.mark.parametrize("inputs", [[WEB1, "--members", "2"], [WEB1, WEB2], [RUNS],

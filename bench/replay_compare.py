@@ -368,7 +368,8 @@ def document(traces: dict) -> tuple[str, list[dict], tuple[int, int]]:
     floors, why = plateau_floor(traces["plateau.csv"])
     sections = [
         HEADER, "## The bar: target against classic\n",
-        markdown_table([row for row, _, _ in bars], BAR_COLUMNS),
+        markdown_table([row for row, _, _ in bars], BAR_COLUMNS), "",
+        *(f"![target on {name}](../docs/{png})" for name, png in PLOTS),
         "\n## Every policy\n", markdown_table(list(replay_rows(traces, POLICIES)), COLUMNS),
         "\n## Variants\n", markdown_table(variants, COLUMNS),
         "\n## Other boot times (target's forecast 240 s; or boot + 90 s)\n",
@@ -386,7 +387,7 @@ def benchmarks_section(results: str) -> str:
     paths relative to the repository root."""
     lines = [SECTION, "",
              "Reproduced verbatim from `bench/results-replay.md` (only its headings moved down "
-             "two levels", "and the plot's path made relative to this file);",
+             "two levels", "and the plots' paths made relative to this file);",
              "`.venv/bin/python bench/replay_compare.py --write` regenerates both.", ""]
     for line in results.splitlines():
         lines.append("##" + line if line.startswith("#") else line.replace("](../docs/",

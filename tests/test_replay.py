@@ -410,6 +410,17 @@ def test_replay_target_policy_against_classic_on_the_examples(name: str) -> None
         assert target.vm_minutes <= 0.95 * classic.vm_minutes
 
 
+def test_bench_results_are_what_the_command_writes() -> None:
+    """bench/results-replay.md (and so BENCHMARKS.md's copy) is up to date: the replay is
+    deterministic, and the file is what `bench/replay_compare.py --write` produces now."""
+    from bench import replay_compare
+
+    results, _, _ = replay_compare.document(replay_compare.read_traces())
+    assert results == Path(replay_compare.RESULTS).read_text()
+    benchmarks = Path(replay_compare.BENCHMARKS).read_text()
+    assert benchmarks.endswith(replay_compare.benchmarks_section(results))
+
+
 def test_make_traces_writes_the_shipped_examples(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("make_traces", EXAMPLES / "make_traces.py")
     assert spec is not None and spec.loader is not None

@@ -21,9 +21,9 @@ from typing import Any, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    BENCH, HIGH_LOAD, MID_LOAD, ChildRun, Home, OpenSshBackend, Result, config_sections, median,
-    ratio, run_child, say, simulator, spread, start_ssh_server, summary_table, temp_home,
-    tool_argv,
+    BENCH, HIGH_LOAD, LOW_LOAD, MID_LOAD, ChildRun, Home, OpenSshBackend, Result,
+    config_sections, median, ratio, run_child, say, simulator, spread, start_ssh_server,
+    summary_table, temp_home, tool_argv,
 )
 
 WALL_GOAL = 1.15
@@ -143,15 +143,20 @@ def count_results(tool: Samples, minimal: Samples) -> list[Result]:
     ]
 
 
-def scale_out_result(probe: Probe, server: Any, home: Home, config: Path) -> Result:
-    """One run above threshold_out (for information): its calls and execs."""
-    server.set_output(HIGH_LOAD)
-    run, calls, execs = probe.run(tool_argv(config), home)
+def action_results(probe: Probe, server: Any, home: Home, config: Path) -> list[Result]:
+    """One run above threshold_out, then one below threshold_in (for information): what an
+    action costs in API calls (tags and the lease included) and wall time."""
+    rows = []
+    for label, load in (("scale-out", HIGH_LOAD), ("scale-in", LOW_LOAD)):
+        server.set_output(load)
+        run, calls, execs = probe.run(tool_argv(config), home)
+        say(f"  {label} run (info)  {describe_calls(calls)}; {execs} SSH exec; "
+            f"{run.wall:.2f} s with {probe.sim.job_seconds:g}-s jobs")
+        rows.append(Result(f"2. a {label} run (info): API calls, wall time with "
+                           f"{probe.sim.job_seconds:g}-s jobs",
+                           f"{describe_calls(calls)}; {run.wall:.2f} s", "-", "-", "info", None))
     server.set_output(MID_LOAD)
-    say(f"  scale-out run (info)         {describe_calls(calls)}; {execs} SSH exec; "
-        f"{run.wall:.2f} s with {probe.sim.job_seconds:g}-s jobs")
-    return Result("2. API calls of a scale-out run (info)", describe_calls(calls),
-                  "-", "-", "info", None)
+    return rows
 
 
 def programs_for(config: Path) -> dict[str, list[str]]:
@@ -176,7 +181,7 @@ def run(runs: int = 15, warmups: int = 2, prefer_openssh: bool = True) -> list[R
             kind = "real sshd" if isinstance(server, OpenSshBackend) else "LoadServer"
             results = cost_results(samples["tool"], samples["minimal"], kind)
             results += count_results(samples["tool"], samples["minimal"])
-            results.append(scale_out_result(probe, server, home, config))
+            results += action_results(probe, server, home, config)
         finally:
             server.stop()
     return results

@@ -37,6 +37,7 @@ TOOL = BIN / "ssh_scale.py"
 LOAD_SERVER_SCRIPT = BENCH / "load_server_proc.py"
 MID_LOAD = "2.00 2.00 2.00 1/100 1234\n"  # between the thresholds 1.0 and 3.0: nothing to do
 HIGH_LOAD = "4.20 3.10 2.00 3/200 999\n"  # above threshold_out 3.0: scale out
+LOW_LOAD = "0.10 0.20 0.30 1/99 9\n"  # below threshold_in 1.0: scale in
 CHILD_TIMEOUT = 60.0  # seconds any measured child may run before it is killed
 SERVER_START_SECONDS = 20.0
 SERVER_STOP_SECONDS = 5.0

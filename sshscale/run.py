@@ -21,6 +21,7 @@ from sshscale.act import Actor
 from sshscale.config import display_path
 from sshscale.decide import aggregate_load, decide
 from sshscale.errors import LockBusy, SshError
+from sshscale.health import keep_counts
 from sshscale.lease import change_deadline, pool_lease
 from sshscale.logs import note
 from sshscale.model import Action, Decision, History, Observation, Pending, Report, Settings
@@ -83,21 +84,20 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     run is told `other_run` when another run of this config holds the lock here."""
     local_now = clock()
     report.time = local_now.isoformat(timespec="seconds")
-    observation = observe(settings, client, ssh_config, local_now)
+    observation = keep_counts(observe(settings, client, ssh_config, local_now), settings,
+                              client, write=not report.dry_run)
     report.measurement, report.pool, report.pool_read = (observation.measurement,
                                                          observation.pool, True)
     report.load_out = aggregate_load(observation.measurement, settings.period_out, settings)
     report.load_in = aggregate_load(observation.measurement, settings.period_in, settings)
     log_checks(report, settings)
     decision, report.history = decide_with_history(observation, settings, client)
+    report.decision = decision
     if report.dry_run:
-        report.decision = _look(observation, settings, client, report, decision, other_run)
+        _look(observation, settings, client, report, other_run)
     elif decision.action is Action.NONE:
-        report.decision = decision
-        note("decision", f"none: {decision.reason}")
-        report.result = "nothing to do"
+        _nothing_to_do(report, decision)
     else:
-        report.decision = decision
         _act(observation, settings, client, report, ssh_config, sleep,
              (observation.now - local_now).total_seconds(), clock)
     measured = observation.measurement.hosts
@@ -106,8 +106,14 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     return report
 
 
+def _nothing_to_do(report: Report, decision: Decision) -> None:
+    report.decision = decision
+    note("decision", f"none: {decision.reason}")
+    report.result = "nothing to do"
+
+
 def _look(observation: Observation, settings: Settings, client: Client, report: Report,
-          decision: Decision, other_run: Optional[str]) -> Decision:
+          other_run: Optional[str]) -> None:
     """A read-only run: what would be done, or that another run is acting (then its VMs
     in flight are no leftovers to repair)."""
     history = report.history or read_history(client, settings, observation.pool,
@@ -116,15 +122,15 @@ def _look(observation: Observation, settings: Settings, client: Client, report: 
     lease = history.lease
     if lease is not None and lease.expires > observation.now:
         other_run = other_run or f"{lease.holder} holds the pool's lease"
-    if other_run and decision.action is not Action.NONE:
-        decision = Decision(Action.NONE, f"another run is acting ({other_run})", rule="busy")
+    decision = report.decision or Decision(Action.NONE, "")
     if decision.action is Action.NONE:
-        note("decision", f"none: {decision.reason}")
-        report.result = "nothing to do"
+        _nothing_to_do(report, decision)
+    elif other_run:
+        _nothing_to_do(report, Decision(Action.NONE, f"another run is acting ({other_run})",
+                                        rule="busy"))
     else:
         note("dry run", f"would {decision_verb(decision)}: {decision.reason}", logging.WARNING)
         report.result = "dry run: no change made"
-    return decision
 
 
 def _act(observation: Observation, settings: Settings, client: Client, report: Report,
@@ -137,17 +143,16 @@ def _act(observation: Observation, settings: Settings, client: Client, report: R
         observation = reread_pool(observation, settings, client, ssh_config)
         report.pool = observation.pool
         decision, report.history = decide_with_history(observation, settings, client)
-        report.decision = decision
         if decision.action is Action.NONE:
-            note("decision", f"none: {decision.reason}")
-            report.result = "nothing to do"
+            _nothing_to_do(report, decision)
             return
+        report.decision = decision
         note("decision", f"{decision.action.value}: {decision.reason}", logging.WARNING)
         actor = Actor(client, settings, report.history or History(),
                       lambda: clock() + timedelta(seconds=skew), change_deadline(lease, settings),
                       sleep)
         if decision.action is Action.SCALE_OUT and settings.policy == "target":
-            report.pending = Pending(actor.start_deploys(decision.count), skew)
+            report.pending = Pending(actor.start_scale_out(decision.count), skew)
             report.result = f"{decision.count} deploy(s) started"
             return
         report.result = actor.run(decision, observation.pool)

@@ -15,7 +15,18 @@ import pytest
 from idcf_api import Account
 from sshscale import target as tg
 from sshscale.decide import decide
-from sshscale.model import Action, Backoff, History, HostLoad, Measurement, Pool, Settings, Vm
+from sshscale.facts import PROTECT, UNHEALTHY
+from sshscale.model import (
+    Action,
+    Backoff,
+    Check,
+    History,
+    HostLoad,
+    Measurement,
+    Pool,
+    Settings,
+    Vm,
+)
 from sshscale.replay import kernel_step, warmed_loads
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
@@ -299,3 +310,17 @@ def test_decide_threshold_policy_ignores_the_target_keys():
     settings = replace(BASE, policy="threshold", cooldown_out=0, cooldown_in=0)
     decision = decide(load(6.0), pool(2), settings, NOW, History())
     assert (decision.action, decision.count, decision.rule) == (A.SCALE_OUT, 1, "threshold_out")
+
+
+def test_decide_target_keeps_the_fleet_rules():
+    spared = replace(vm("m9", age_min=50), tags=((PROTECT, "true"),))
+    scale_in = decide(load(0.5), pool(4, spared), BASE, NOW, History())
+    assert (scale_in.action, scale_in.vms[0].name) == (A.SCALE_IN, "m3")  # not the protected
+    oldest = decide(load(0.5), pool(4, spared), replace(BASE, termination_policy="oldest"), NOW,
+                    History())
+    assert oldest.vms[0].name == "m1"
+    failing = replace(vm("m1", age_min=103), check=Check(False, "refused"),
+                      tags=((UNHEALTHY, "3"),))
+    machines = Pool(tuple(failing if v.name == "m1" else v for v in pool(3).vms))
+    replacing = decide(load(1.0), machines, BASE, NOW, History())
+    assert (replacing.action, replacing.rule, replacing.vms) == (A.REPLACE, "health", (failing,))

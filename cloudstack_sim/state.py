@@ -375,11 +375,16 @@ class Cloud:
         return result
 
     def _finish_lb_change(self, job: Job) -> None:
+        """ApiError when an assign names a VM the rule has already: the server checks every
+        VM before it maps any, and AssignToLoadBalancerRuleCmd turns the manager's "VM <id>
+        with <ip> is already mapped to load balancer." into a plain 530."""
         assert job.rule_id is not None
         rule = self.rules[job.rule_id]
         present = [one for one in job.vm_ids if one in self.vms and not self.vms[one].removed]
         if job.command == "assigntoloadbalancerrule":
-            rule.members.extend(one for one in present if one not in rule.members)
+            if any(one in rule.members for one in present):
+                raise ApiError(530, "Failed to assign load balancer rule")
+            rule.members.extend(present)
         else:
             rule.members[:] = [one for one in rule.members if one not in present]
             for one in present:

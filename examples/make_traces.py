@@ -4,6 +4,14 @@
                 evening peak of ~14 around 20:00, with a little seeded noise
   spike.csv     four hours at 2 load units with a 90-minute spike to 16 (minutes 60-149)
   sawtooth.csv  six hours of hourly ramps from 2 to 14 over 50 minutes, then a drop to 2
+  ramp.csv      a steep ramp: 2 load units, then 2 -> 20 in 15 minutes, an hour at 20, a
+                slow decline over an hour (seeded noise)
+  flash.csv     two flash crowds on a base of 3: a jump to 15 and to 20, each decaying back
+                with a half-life of 20 and 12 minutes (seeded noise)
+  plateau.csv   a noisy plateau near the threshold: 3 hours at ~5.8 load units (2.9 per VM
+                on the 2 VMs of min_size, threshold_out 3) with minute-to-minute noise
+  weekday.csv   an office weekday: night ~1.5, up to 12 by 9:30 and until 17:00 with a lunch
+                dip to ~6 from 12:00 to 13:00, an evening decline (seeded noise)
 
 Usage: python examples/make_traces.py [--out DIR]   (default: this script's directory)
 Replay one: ssh_scale.py -c examples/replay.idcfrc --replay examples/spike.csv
@@ -55,7 +63,58 @@ def sawtooth_rows() -> Rows:
     return rows
 
 
-TRACES = {"daily.csv": daily_rows, "spike.csv": spike_rows, "sawtooth.csv": sawtooth_rows}
+def noisy(values: Sequence[float], seed: int, sigma: float) -> Rows:
+    """Minute rows of values plus Gaussian noise (seeded), rounded to 0.01, never below 0."""
+    noise = random.Random(seed)
+    return [(minute, max(0.0, round(value + noise.gauss(0.0, sigma), 2)))
+            for minute, value in enumerate(values)]
+
+
+def ramp_rows() -> Rows:
+    """A steep ramp: 30 min at 2, 2 -> 20 in 15 min, 60 min at 20, back to 2 over 60 min."""
+    values = [2.0] * 30 + [2.0 + 18.0 * m / 15 for m in range(15)] + [20.0] * 60
+    values += [20.0 - 18.0 * m / 60 for m in range(60)] + [2.0] * 75
+    return noisy(values, SEED + 1, 0.25)
+
+
+def flash_rows() -> Rows:
+    """Two flash crowds on a base of 3: +12 at minute 40 (half-life 20 min), +17 at minute
+    160 (half-life 12 min), each reaching its peak within 2 minutes."""
+    values = []
+    for minute in range(300):
+        demand = 3.0
+        for start, height, half_life in ((40, 12.0, 20.0), (160, 17.0, 12.0)):
+            if minute >= start:
+                rise = min(1.0, (minute - start + 1) / 2)
+                demand += height * rise * 0.5 ** (max(0, minute - start - 1) / half_life)
+        values.append(demand)
+    return noisy(values, SEED + 2, 0.25)
+
+
+def plateau_rows() -> Rows:
+    """30 min at 2, 3 hours of a noisy plateau at 5.8 (sigma 0.35), 30 min at 2."""
+    values = [2.0] * 30 + [5.8] * 180 + [2.0] * 30
+    return noisy(values, SEED + 3, 0.35)
+
+
+def weekday_rows() -> Rows:
+    """An office weekday: ~1.5 at night, up to 12 from 7:30 to 9:30, a lunch dip to ~6 from
+    12:00 to 13:00, down from 17:00 to ~3 by 19:00 and to 1.5 by 22:00."""
+    points = ((0, 1.5), (7.5, 1.5), (9.5, 12.0), (11.9, 12.0), (12.15, 6.0), (12.85, 6.0),
+              (13.1, 12.0), (17.0, 12.0), (19.0, 3.0), (22.0, 1.5), (24.0, 1.5))
+    values = []
+    for minute in range(24 * 60):
+        hour = minute / 60
+        for (h0, d0), (h1, d1) in zip(points, points[1:]):
+            if h0 <= hour < h1:
+                values.append(d0 + (d1 - d0) * (hour - h0) / (h1 - h0))
+                break
+    return noisy(values, SEED + 4, 0.25)
+
+
+TRACES = {"daily.csv": daily_rows, "spike.csv": spike_rows, "sawtooth.csv": sawtooth_rows,
+          "ramp.csv": ramp_rows, "flash.csv": flash_rows, "plateau.csv": plateau_rows,
+          "weekday.csv": weekday_rows}
 
 
 def render(rows: Rows, comment: str) -> str:

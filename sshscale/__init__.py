@@ -8,13 +8,14 @@ The modules follow one run's data path:
             with [health] check = http, probe's GETs of the members
   health    the members' health checks -> their failure counts in VM tags, and the log
   decide    Measurement + Pool + History + Settings + now -> Decision (pure; fleet's rules
-            for protection, termination policy, replacement and refresh), within the bounds
-            in force (schedule: the [schedule NAME] windows open now, pure)
+            for protection, termination policy, replacement and refresh; target: the target
+            policy's estimate and plan), within the bounds in force (schedule: the
+            [schedule NAME] windows open now, pure)
   act       one Decision -> cloud calls, the pool's facts kept in tags (facts: keys and
             values, pure; tags: the createTags/deleteTags jobs)
   lease     the pool's lease: one acting run across monitors
   run       one run: lock, observe, count health, decide (reading History only when
-            needed), lease, act
+            needed), lease, act; a target scale-out's deploys finished after the lock
   views     Report -> log lines, the --status table, the --json object
   cli       argv -> a live run or a replay -> exit status (the only module that knows both);
             after a live run, its outputs: notify ([notify] webhook and command) and metrics

@@ -26,7 +26,7 @@ from sshscale.facts import (
 )
 from sshscale.fleet import LAUNCH_IDS, outdated, replacement_of
 from sshscale.logs import note
-from sshscale.model import Action, Decision, History, Pool, Settings, Vm
+from sshscale.model import IN_SERVICE, Action, Decision, Deploy, History, Pool, Settings, Vm
 from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
 
 __all__ = ["Actor"]
@@ -83,36 +83,54 @@ class Actor:
         return self.client.call(command, **params)
 
     def scale_out(self, count: int, pool: Pool) -> str:
+        return self.finish_deploys(self.start_scale_out(count), pool.count)
+
+    def start_scale_out(self, count: int) -> tuple[Deploy, ...]:
+        """The deploy calls of a scale-out (each accepted with its VM's ID and its job)."""
         note("scale out", f"+{count}")
-        new_ids = self._deploy(count)
+        return self._start_deploys(count)
+
+    def finish_deploys(self, deploys: Sequence[Deploy], pool_count: Optional[int]) -> str:
+        """Wait for a scale-out's deploys, then add their VMs to the load balancer. The new
+        count is pool_count plus the new VMs, or, when other runs may have changed the pool
+        meanwhile (None), the members in service read again."""
+        new_ids = self._await_deploys(deploys)
         self._assign(new_ids)
         self._joined(deployed=True)
-        return self._new_count(pool.count + len(new_ids))
+        if pool_count is None:
+            members = self.client.list("listLoadBalancerRuleInstances",
+                                       id=self.settings.load_balancer)
+            return self._new_count(sum(m.get("state") in IN_SERVICE for m in members))
+        return self._new_count(pool_count + len(new_ids))
 
-    def _deploy(self, count: int, replacing: Optional[Vm] = None) -> list[str]:
-        """Deploy VMs with [launch_config] and wait for them; their ids. A failed deploy
-        destroys the VM it left in Error, grows the backoff and raises. A replacement's id is
-        marked on the VM it replaces as soon as the cloud names it."""
+    def _start_deploys(self, count: int, replacing: Optional[Vm] = None) -> tuple[Deploy, ...]:
+        """Deploy VMs with [launch_config]. A replacement's id is marked on the VM it replaces
+        as soon as the cloud names it."""
         params = dict(self.settings.launch)
         params.setdefault("group", self.settings.group)
         started = []
         for _ in range(count):
-            started.append(self._change("deployVirtualMachine", **params))
-            if started[-1].get("id"):
-                self.vm_ids.append(str(started[-1]["id"]))
+            answer = self._change("deployVirtualMachine", **params)
+            started.append(Deploy(str(answer.get("id", "")), str(answer["jobid"])))
+            if started[-1].vm_id:
+                self.vm_ids.append(started[-1].vm_id)
         if replacing is not None:
-            self._mark_replaced(replacing, str(started[0].get("id", "")))
+            self._mark_replaced(replacing, started[0].vm_id)
+        return tuple(started)
+
+    def _await_deploys(self, deploys: Sequence[Deploy]) -> list[str]:
+        """Wait for the deploys' jobs; their VMs' ids. A failed deploy destroys the VM it left
+        in Error, grows the backoff and raises."""
         new_ids = []
         try:
-            for answer in started:
-                vm_id = str(answer.get("id", ""))
+            for deploy in deploys:
                 try:
-                    result = self.wait(str(answer["jobid"]), f"deploy {vm_id}")
+                    result = self.wait(deploy.jobid, f"deploy {deploy.vm_id}")
                 except JobFailed as exc:
-                    self._destroy_failed(exc.instance_id or vm_id)
+                    self._destroy_failed(exc.instance_id or deploy.vm_id)
                     raise
-                self._check_current(vm_id, result.get("virtualmachine") or {})
-                new_ids.append(vm_id)
+                self._check_current(deploy.vm_id, result.get("virtualmachine") or {})
+                new_ids.append(deploy.vm_id)
         except (JobFailed, JobTimeout, ScaleError):
             self._back_off()
             raise
@@ -164,7 +182,24 @@ class Actor:
                  logging.WARNING)
 
     def _assign(self, vm_ids: Sequence[str]) -> None:
+        """Add the VMs to the load balancer. CloudStack fails the whole job when one of them
+        is mapped already (530 "Failed to assign load balancer rule"), as a VM another run
+        adopted is: then the members are read, and only the missing ones assigned again."""
         note("assign to lb", f"{','.join(vm_ids)} -> {self.settings.load_balancer}")
+        try:
+            self._assign_job(vm_ids)
+        except JobFailed:
+            members = {str(m.get("id")) for m in self.client.list(
+                "listLoadBalancerRuleInstances", id=self.settings.load_balancer)}
+            missing = [v for v in vm_ids if v not in members]
+            if len(missing) == len(vm_ids):
+                raise
+            note("assign to lb", f"{len(vm_ids) - len(missing)} of them already in the load "
+                                 "balancer (another run adopted them)")
+            if missing:
+                self._assign_job(missing)
+
+    def _assign_job(self, vm_ids: Sequence[str]) -> None:
         answer = self._change("assignToLoadBalancerRule", id=self.settings.load_balancer,
                               virtualmachineids=",".join(vm_ids))
         self.wait(str(answer["jobid"]), "assign")
@@ -225,7 +260,7 @@ class Actor:
         else:
             note("replace", f"{vm.name} ({vm.ip or 'no ip'}): deploying its replacement")
             try:
-                new_ids = self._deploy(1, replacing=vm)
+                new_ids = self._await_deploys(self._start_deploys(1, replacing=vm))
             except (JobFailed, ScaleError):  # the new VM is gone; on a timeout it may come
                 self._mark_replaced(vm, None)
                 raise

@@ -31,6 +31,7 @@ from sshscale.errors import (
     ExitStatus,
     LeaseBusy,
     LockBusy,
+    SshError,
     Terminated,
     exit_status,
     expected,
@@ -43,7 +44,7 @@ from sshscale.views import report_json, status_table
 __all__ = ["build_parser", "main"]
 
 PROG = "ssh_scale.py"
-REPLAY_ONLY = ("policy", "plot", "boot_seconds", "start")
+REPLAY_ONLY = ("policy", "plot", "boot_seconds", "start", "format", "members")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,10 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show the pool and the decision that would be taken; change nothing")
     views.add_argument("--json", action="store_true",
                        help="one JSON object per run on stdout; log lines go to stderr")
-    parser.add_argument("--replay", metavar="TRACE.csv",
-                        help="what-if: replay a minute,demand trace through the decision code")
-    parser.add_argument("--policy", choices=("current", "classic"),
-                        help="with --replay: this config's policy (default) or the 2013 tool's")
+    parser.add_argument("--replay", metavar="FILE", nargs="+",
+                        help="what-if: replay load history through the decision code: a "
+                             "minute,demand trace, sar -q reports (one per VM) or this tool's "
+                             "--json logs")
+    parser.add_argument("--format", choices=("csv", "sar", "json"),
+                        help="with --replay: the input's format (default: detected)")
+    parser.add_argument("--members", type=int, metavar="N",
+                        help="with --replay of one sar -q report: the VMs that shared the load")
+    parser.add_argument("--policy", choices=("current", "classic", "threshold", "target"),
+                        help="with --replay: this config's policy (default), the 2013 tool's, "
+                             "or this config with [scalling] policy = threshold or target")
     parser.add_argument("--plot", metavar="PNG", help="with --replay: draw the replay")
     parser.add_argument("--boot-seconds", type=float, metavar="S",
                         help="with --replay: seconds before a new VM serves (default 150)")
@@ -86,7 +94,8 @@ def check_options(args: argparse.Namespace) -> None:
     if args.replay and (args.status or args.dry_run):
         raise ConfigError("--replay runs offline: it cannot be combined with --status or -n")
     if not args.replay and any(getattr(args, name) is not None for name in REPLAY_ONLY):
-        raise ConfigError("--policy, --plot, --boot-seconds and --start go with --replay")
+        raise ConfigError("--policy, --plot, --boot-seconds, --start, --format and --members "
+                          "go with --replay")
 
 
 def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
@@ -96,7 +105,8 @@ def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> Exit
     settings = load_settings(args.config, check_key=False)
     redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
     run_replay(settings, args.replay, policy=args.policy, plot=args.plot,
-               boot_seconds=args.boot_seconds, as_json=args.json, start=args.start)
+               boot_seconds=args.boot_seconds, as_json=args.json, start=args.start,
+               fmt=args.format, members=args.members)
     return ExitStatus.OK
 
 
@@ -104,7 +114,7 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
     """One run against the cloud; the report is printed (--status, --json) even when the
     run fails, then the failure is raised for main() to map."""
     from sshscale.measure import read_ssh_config
-    from sshscale.run import other_run_on_this_monitor, run_lock, run_once
+    from sshscale.run import finish_pending, other_run_on_this_monitor, run_lock, run_once
 
     from sshscale.notify import webhook_secrets
 
@@ -118,12 +128,17 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
     report = Report(time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     dry_run=read_only)
     started = time.monotonic()
+    client = idcf_api.Client(settings.account)
     try:
-        # A read-only look needs no lock: it must work while a scale-out is under way.
-        with contextlib.nullcontext() if read_only else run_lock(path):
-            run_once(settings, idcf_api.Client(settings.account), report,
-                     ssh_config=ssh_config,
-                     other_run=other_run_on_this_monitor(path) if read_only else None)
+        try:
+            # A read-only look needs no lock: it must work while a scale-out is under way.
+            with contextlib.nullcontext() if read_only else run_lock(path):
+                run_once(settings, client, report, ssh_config=ssh_config,
+                         other_run=other_run_on_this_monitor(path) if read_only else None)
+        except SshError:  # raised after any min/max action, whose deploys still need finishing
+            finish_pending(settings, client, report)
+            raise
+        finish_pending(settings, client, report)  # a target scale-out's, without the lock
     except LockBusy as exc:
         note("lease" if isinstance(exc, LeaseBusy) else "lock", f"{exc}; exiting",
              logging.WARNING)

@@ -46,12 +46,19 @@ KNOWN_KEYS = {
                    "boot_grace", "min_reporting", "aggregate", "per_cpu", "max_parallel"),
     "scaling": ("min_size", "max_size", "load_balancer", "job_timeout", "expunge",
                 "drain_seconds", "protect_unmanaged", "max_backoff", "termination_policy",
-                "refresh"),
-    "policy_out": ("threshold", "cooldown", "period", "step"),
-    "policy_in": ("threshold", "cooldown", "period"),
+                "refresh", "policy"),
+    "policy_out": ("threshold", "cooldown", "period", "step", "target", "forecast"),
+    "policy_in": ("threshold", "cooldown", "period", "target", "stabilization"),
     "health": ("check", "url", "timeout", "unhealthy_runs", "grace", "max_unhealthy"),
     "notify": NOTIFY_KEYS,
     "metrics": ("textfile",),
+}
+POLICIES = ("threshold", "target")
+# Keys only one policy reads: set for the other, they are an error rather than silently unused.
+POLICY_KEYS = {
+    "threshold": {"policy_out": ("cooldown", "period", "step"),
+                  "policy_in": ("cooldown", "period")},
+    "target": {"policy_out": ("target", "forecast"), "policy_in": ("target", "stabilization")},
 }
 REQUIRED_LAUNCH_KEYS = ("serviceofferingid", "templateid", "zoneid")
 HOST_KEY_POLICIES = ("accept-new", "strict", "off")
@@ -204,6 +211,7 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         schedules=schedules(parser, _Section, environ, scaling, max_size),
         notify=notify(_section(parser, source, "notify", required=False)),
         metrics_textfile=metrics_textfile(_section(parser, source, "metrics", required=False)),
+        **_policy_settings(scaling, out, inn, threshold_out),
     )
     if check_key:
         _check_key_file(settings, mon, ssh_config)
@@ -261,6 +269,27 @@ def _fleet_settings(health: _Section, scaling: _Section,
                                           TERMINATION_POLICIES),
         refresh=scaling.boolean("refresh", default["refresh"]),
     )
+
+
+def _policy_settings(scaling: _Section, out: _Section, inn: _Section,
+                     threshold_out: float) -> dict[str, Any]:
+    """[scalling] policy and the target policy's keys; a key of the policy not chosen is an
+    error. Unset targets stay None: sshscale.target derives them from the thresholds."""
+    policy = scaling.choice("policy", DEFAULTS["policy"], POLICIES)
+    for other in (p for p in POLICIES if p != policy):
+        for section, logical in ((out, "policy_out"), (inn, "policy_in")):
+            for key in POLICY_KEYS[other][logical]:
+                if key in section.values:
+                    raise section.error(key, f"only used with [{scaling.name}] policy = {other} "
+                                             f"(this config has policy = {policy})")
+    target_out = out.number("target", 0.0, above=True) if "target" in out.values else None
+    target_in = inn.number("target", 0.0, above=True) if "target" in inn.values else None
+    upper, name = (threshold_out, "threshold") if target_out is None else (target_out, "target")
+    if target_in is not None and target_in >= upper:
+        raise inn.error("target", f"{target_in:g} must be below [{out.name}] {name} {upper:g}")
+    return {"policy": policy, "target_out": target_out, "target_in": target_in,
+            "forecast": out.number("forecast", DEFAULTS["forecast"]),
+            "stabilization": inn.number("stabilization", DEFAULTS["stabilization"])}
 
 
 def _period(section: _Section, default: int) -> int:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
+from sshscale import target
 from sshscale.facts import DRAIN
 from sshscale.fleet import (
     finish_replacement,
@@ -66,7 +67,10 @@ def _decide_rules(measurement: Measurement, pool: Pool, settings: Settings, now:
     the cooldowns, and last the rolling refresh of an outdated member. Every deploy (a
     replacement's too) respects the failed-deploy backoff. ``history=None`` means the pool's
     history (the load balancer's tags, the event log) was not read: when an answer depends on
-    it, the Decision says ``needs_history`` and the caller asks again with it."""
+    it, the Decision says ``needs_history`` and the caller asks again with it. ``policy =
+    target`` sizes the pool with sshscale.target instead of the load rules."""
+    if settings.policy == "target":
+        return _decide_target(measurement, pool, settings, now, history)
     repair = _plan_repair(pool, settings) or finish_replacement(pool)
     count = pool.count
     if repair is not None and (repair.action in GIVES_BACK or count >= settings.min_size):
@@ -107,6 +111,39 @@ def _decide_rules(measurement: Measurement, pool: Pool, settings: Settings, now:
     if refresh is not None:
         return _deploy(refresh, history, now)
     return Decision(Action.NONE, _steady_reason(load_out, load_in, pool, settings))
+
+
+def _decide_target(measurement: Measurement, pool: Pool, settings: Settings, now: datetime,
+                   history: Optional[History]) -> Decision:
+    """decide() for policy = target: the same repairs (except that a VM whose deploy is under
+    way is capacity on the way: its run assigns it) and replacements, then target.plan(),
+    whose estimate reads the pool's history (the scale times) on every run, and last the
+    rolling refresh."""
+    booting = target.booting_vms(pool, settings, now)
+    have = pool.count + len(booting)
+    repair = _plan_repair(Pool(tuple(v for v in pool.vms if v not in booting)), settings) \
+        or finish_replacement(pool)
+    if repair is not None and (repair.action in GIVES_BACK or have >= settings.min_size):
+        return repair
+    if history is None:
+        return Decision(Action.NONE, "target policy: reading the pool's history",
+                        needs_history=True, rule=target.RULE)
+    within = settings.min_size <= have and pool.count <= settings.max_size
+    replacement = plan_replacement(pool, settings) if within else None
+    if replacement is not None:
+        return _deploy(replacement, history, now)
+    plan = target.plan(aggregate_load(measurement, 1, settings),
+                       aggregate_load(measurement, 5, settings), pool, settings, now, history)
+    if plan.action is Action.SCALE_OUT:
+        return _deploy(Decision(Action.SCALE_OUT, plan.reason, count=plan.count,
+                                rule=target.RULE), history, now)
+    if plan.action is Action.SCALE_IN:
+        return _scale_in(pool, settings, target.RULE, plan.reason)
+    refresh = None if booting else plan_refresh(
+        pool, settings, aggregate_load(measurement, settings.period_out, settings))
+    if refresh is not None:
+        return _deploy(refresh, history, now)
+    return repair or Decision(Action.NONE, plan.reason, rule=target.RULE)
 
 
 def _plan_repair(pool: Pool, settings: Settings) -> Optional[Decision]:

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from idcf_api import Account
 
 __all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "Action", "Backoff", "Bounds", "Check",
-           "Decision", "History", "HostLoad", "Lease", "Measurement", "Notify", "Observation",
-           "Pool", "Report", "Schedule", "Settings", "Vm", "Window"]
+           "Decision", "Deploy", "History", "HostLoad", "Lease", "Measurement", "Notify",
+           "Observation", "Pending", "Pool", "Report", "Schedule", "Settings", "Vm", "Window"]
 
 PERIODS = (1, 5, 15)
 IN_SERVICE = ("Running", "Starting", "Migrating")
@@ -84,6 +84,11 @@ class Settings:
     schedules: tuple[Schedule, ...] = ()
     notify: Optional[Notify] = None
     metrics_textfile: Optional[str] = None
+    policy: str = "threshold"
+    target_out: Optional[float] = None  # None: target.targets() derives it from the thresholds
+    target_in: Optional[float] = None
+    forecast: float = 240.0
+    stabilization: float = 600.0
 
     @property
     def group(self) -> str:
@@ -234,6 +239,23 @@ class Decision:
     held_until: Optional[datetime] = None
 
 
+@dataclass(frozen=True)
+class Deploy:
+    """A deployVirtualMachine call the cloud accepted: the new VM and its job."""
+
+    vm_id: str
+    jobid: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Deploys a run started and waits for after giving back the lock and the lease (policy
+    = target), and the cloud's clock (its offset from this machine's, in seconds)."""
+
+    deploys: tuple[Deploy, ...]
+    skew: float = 0.0
+
+
 @dataclass
 class Report:
     """What one run saw, decided and did, filled as the run goes (so that a failing run still
@@ -253,6 +275,7 @@ class Report:
     bounds: Optional[Bounds] = None
     vm_ids: tuple[str, ...] = ()  # the VMs the action touched (deployed, removed, repaired)
     pool_after: Optional[int] = None  # the pool's size after the action, once known
+    pending: Optional[Pending] = None  # a target scale-out's deploys, finished after the lock
 
 
 @dataclass(frozen=True)

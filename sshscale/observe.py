@@ -144,9 +144,11 @@ def read_rule_tags(client: Client, settings: Settings) -> dict[str, str]:
 
 def read_history(client: Client, settings: Settings, pool: Pool, now: datetime) -> History:
     """The pool's history from the load-balancer rule's tags; a time no tag holds yet comes
-    from the event log (since the longest cooldown, a day more as the filter takes a date)."""
+    from the event log (since the longest cooldown, a day more as the filter takes a date),
+    except for policy = target, which has no cooldowns and whose estimate only looks at the
+    last minutes: the tags alone, which every scale of this version writes."""
     history = history_from_tags(read_rule_tags(client, settings))
-    if history.last_scale_out and history.last_scale_in:
+    if (history.last_scale_out and history.last_scale_in) or settings.policy == "target":
         return history
     horizon = max(settings.cooldown_in, settings.cooldown_out, settings.job_timeout)
     since = (now - timedelta(seconds=horizon) - timedelta(days=1)).strftime("%Y-%m-%d")

@@ -1,6 +1,8 @@
 """One live run: take the config's lock, observe (SSH and the cloud), decide (reading the
 pool's history only when the first answer says it depends on it), and when there is something
-to do, take the pool's lease, look again and act, filling a Report."""
+to do, take the pool's lease, look again and act, filling a Report. A scale-out of policy =
+target only starts its deploys under the lock and the lease; finish_pending() waits for them
+and assigns their VMs after both are given back, so that the next runs see them booting."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
 
 from idcf_api import Client
@@ -22,13 +24,13 @@ from sshscale.errors import LockBusy, SshError
 from sshscale.health import keep_counts
 from sshscale.lease import change_deadline, pool_lease
 from sshscale.logs import note
-from sshscale.model import Action, Decision, History, Observation, Report, Settings
+from sshscale.model import Action, Decision, History, Observation, Pending, Report, Settings
 from sshscale.observe import observe, read_history, reread_pool
 from sshscale.schedule import effective_bounds, with_bounds
 from sshscale.views import decision_verb, log_checks
 
-__all__ = ["decide_with_history", "lock_path", "other_run_on_this_monitor", "run_lock",
-           "run_once"]
+__all__ = ["decide_with_history", "finish_pending", "lock_path", "other_run_on_this_monitor",
+           "run_lock", "run_once"]
 
 
 def lock_path(config: str) -> str:
@@ -98,9 +100,8 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     elif decision.action is Action.NONE:
         _nothing_to_do(report, decision)
     else:
-        skew = observation.now - local_now
         _act(observation, settings, client, report, ssh_config, sleep,
-             lambda: clock() + skew)
+             (observation.now - local_now).total_seconds(), clock)
     measured = observation.measurement.hosts
     if measured and not observation.measurement.answered:
         raise SshError("; ".join(h.error or "" for h in measured))
@@ -135,10 +136,11 @@ def _look(observation: Observation, settings: Settings, client: Client, report: 
 
 
 def _act(observation: Observation, settings: Settings, client: Client, report: Report,
-         ssh_config: Optional[Any], sleep: Callable[[float], None],
-         cloud_clock: Callable[[], datetime]) -> None:
+         ssh_config: Optional[Any], sleep: Callable[[float], None], skew: float,
+         clock: Callable[[], datetime]) -> None:
     """Take the pool's lease, read the pool and its history again (another monitor may have
-    acted since), decide again and act."""
+    acted since), decide again and act (a target scale-out: start its deploys). Times are on
+    the cloud's clock: this machine's plus `skew` seconds."""
     with pool_lease(client, settings, observation.now) as lease:
         observation = reread_pool(observation, settings, client, ssh_config)
         report.pool = observation.pool
@@ -148,9 +150,35 @@ def _act(observation: Observation, settings: Settings, client: Client, report: R
             return
         report.decision = decision
         note("decision", f"{decision.action.value}: {decision.reason}", logging.WARNING)
-        actor = Actor(client, settings, report.history or History(), cloud_clock,
-                      change_deadline(lease, settings), sleep)
+        actor = Actor(client, settings, report.history or History(),
+                      lambda: clock() + timedelta(seconds=skew), change_deadline(lease, settings),
+                      sleep)
         try:
+            if decision.action is Action.SCALE_OUT and settings.policy == "target":
+                report.pending = Pending(actor.start_scale_out(decision.count), skew)
+                report.result = f"{decision.count} deploy(s) started"
+                return
             report.result = actor.run(decision, observation.pool)
         finally:
             report.vm_ids, report.pool_after = tuple(actor.vm_ids), actor.count_after
+
+
+def finish_pending(settings: Settings, client: Client, report: Report, *,
+                   sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+                   ) -> Report:
+    """The end of a target scale-out, once the run gave back the lock and the lease: wait for
+    its deploys and add their VMs to the load balancer (a VM another run adopted meanwhile
+    counts as added). Meanwhile the next runs count the VMs as booting, and may add more."""
+    pending = report.pending
+    if pending is None:
+        return report
+    note("scale out", f"waiting for {len(pending.deploys)} deploy(s) without the lock and the "
+                      "pool's lease")
+    actor = Actor(client, settings, report.history or History(),
+                  lambda: clock() + timedelta(seconds=pending.skew), None, sleep)
+    try:
+        report.result = actor.finish_deploys(pending.deploys, None)
+    finally:
+        report.pool_after = actor.count_after
+    return report

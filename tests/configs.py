@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +25,16 @@ def base_sections(sim: Any, key: Optional[Path], host: str = "127.0.0.1",
     sections["scalling_policy_out"] = {"threshold": "3.0", "cooldown": "0"}
     sections["scalling_policy_in"] = {"threshold": "1.0", "cooldown": "0"}
     return sections
+
+
+def example_config(home: Path, name: str) -> Path:
+    """A config of examples/ copied into a throwaway HOME that holds the (never read) key it
+    names, readable by its owner only: for replays, which never connect."""
+    (home / ".ssh" / "id_rsa").write_text("not a key: replays never connect\n")
+    config = home / name
+    shutil.copy(Path(__file__).resolve().parent.parent / "examples" / name, config)
+    config.chmod(0o600)
+    return config
 
 
 def render(sections: Sections) -> str:

@@ -547,6 +547,10 @@ def test_fault_job_hang_never_completes(sim: Simulator) -> None:
     assert job(sim, jobid)["jobstatus"] == 0
     assert sim.pending_jobs() == 1
     assert sim.lb_members() == []
+    assert sim.release_hung() == 1  # the test lets it finish when it wants
+    assert job(sim, jobid)["jobstatus"] == 1 and sim.pending_jobs() == 0
+    assert [vm["name"] for vm in sim.lb_members()] == ["web2"]
+    assert sim.release_hung() == 0
 
 
 def test_fault_http_error(sim: Simulator) -> None:
@@ -884,8 +888,9 @@ def test_events_scheduled_started_completed_name_internal_ids(
         versioned: Simulator, command: str, params: dict[str, str], resource: str,
         scheduled: str, action: str) -> None:
     sim = versioned
-    names = {"WEB1": sim.add_vm("web1")["id"], "WEB2": sim.add_vm("web2", in_lb=False)["id"],
-             "LB": sim.lb_id}
+    assigning = command == "assignToLoadBalancerRule"  # of VMs the rule does not have yet
+    names = {"WEB1": sim.add_vm("web1", in_lb=not assigning)["id"],
+             "WEB2": sim.add_vm("web2", in_lb=False)["id"], "LB": sim.lb_id}
     if command == "deployVirtualMachine":
         done = run_job(sim, command, zoneid=sim.zone_id, serviceofferingid=sim.offering_id,
                        templateid=sim.template_id)
@@ -902,6 +907,22 @@ def test_events_scheduled_started_completed_name_internal_ids(
     kind = "LoadBalancerRule" if resource == "LB" else "VirtualMachine"
     fields = [(e.get("resourceid"), e.get("resourcetype")) for e in sim.events]
     assert fields == [(None, None) if sim.cloudstack == "4.15" else (names[resource], kind)] * 3
+
+
+def test_assigning_a_vm_already_mapped_fails_the_job_and_maps_none(versioned: Simulator) -> None:
+    # LoadBalancingRulesManagerImpl.assignToLoadBalancer checks every VM before it maps any;
+    # AssignToLoadBalancerRuleCmd answers its "VM <id> with <ip> is already mapped to load
+    # balancer." (a CloudRuntimeException) with a plain 530
+    sim = versioned
+    mapped, new = sim.add_vm("web1"), sim.add_vm("web2", in_lb=False)
+    failed = run_job(sim, "assignToLoadBalancerRule", id=sim.lb_id,
+                     virtualmachineids=f"{new['id']},{mapped['id']}")
+    assert (failed["jobstatus"], failed["jobresultcode"]) == (2, 530)
+    assert failed["jobresult"] == {"errorcode": 530,
+                                   "errortext": "Failed to assign load balancer rule"}
+    assert [vm["name"] for vm in sim.lb_members()] == ["web1"]
+    assert rows(sim, level="ERROR") == [("Completed", "ERROR", "Error while assigning to load "
+                                         "balancer. Load balancer Id: 42 VmIds: 2,1")]
 
 
 def test_failed_action_writes_an_error_row_and_filters_keep_working(versioned: Simulator) -> None:

@@ -13,6 +13,7 @@ import pytest
 from sshscale.cli import main
 from sshscale.config import load_settings
 from sshscale.measure import make_target, read_ssh_config
+from sshscale.target import targets
 from tests.conftest import assert_no_secrets, base_sections, render, write_config
 
 Sections = dict[str, dict[str, str]]
@@ -42,6 +43,17 @@ def renaming(old: str, new: str) -> Callable[[Sections], None]:
 def duplicating(old: str, new: str) -> Callable[[Sections], None]:
     def change(sections: Sections) -> None:
         sections[new] = dict(sections[old])
+    return change
+
+
+def targeting(*settings: tuple[str, str, str]) -> Callable[[Sections], None]:
+    """policy = target (without the threshold policy's cooldowns), then (section, key, value)s."""
+    def change(sections: Sections) -> None:
+        sections["scalling"]["policy"] = "target"
+        for name in ("scalling_policy_out", "scalling_policy_in"):
+            sections[name].pop("cooldown", None)
+        for section, key, value in settings:
+            sections[section][key] = value
     return change
 
 
@@ -119,6 +131,38 @@ BROKEN = [
      "[scalling_policy_out] cooldown"),
     ("policy-both", duplicating("scalling_policy_in", "scaling_policy_in"),
      "both [scalling_policy_in] and [scaling_policy_in]"),
+    # [scalling] policy and the target policy's keys
+    ("bad-scaling-policy", setting("scalling", "policy", "tracking"),
+     "[scalling] policy: expected one of threshold, target, got 'tracking'"),
+    ("target-with-cooldown", setting("scalling", "policy", "target"),
+     "[scalling_policy_out] cooldown: only used with [scalling] policy = threshold "
+     "(this config has policy = target)"),
+    ("target-with-period", targeting(("scalling_policy_in", "period", "5")),
+     "[scalling_policy_in] period: only used with [scalling] policy = threshold"),
+    ("target-with-step", targeting(("scalling_policy_out", "step", "proportional")),
+     "[scalling_policy_out] step: only used with [scalling] policy = threshold"),
+    ("threshold-with-target", setting("scalling_policy_out", "target", "2.5"),
+     "[scalling_policy_out] target: only used with [scalling] policy = target "
+     "(this config has policy = threshold)"),
+    ("threshold-with-stabilization", setting("scalling_policy_in", "stabilization", "60"),
+     "[scalling_policy_in] stabilization: only used with [scalling] policy = target"),
+    ("target-zero", targeting(("scalling_policy_out", "target", "0")),
+     "[scalling_policy_out] target: expected a number greater than 0, got '0'"),
+    ("target-text", targeting(("scalling_policy_out", "target", "high")),
+     "[scalling_policy_out] target: expected a number, got 'high'"),
+    ("target-in-zero", targeting(("scalling_policy_in", "target", "0")),
+     "[scalling_policy_in] target: expected a number greater than 0"),
+    ("target-in-ge-threshold", targeting(("scalling_policy_in", "target", "3")),
+     "[scalling_policy_in] target: 3 must be below [scalling_policy_out] threshold 3"),
+    ("target-in-ge-target", targeting(("scalling_policy_out", "target", "2"),
+                                      ("scalling_policy_in", "target", "2.5")),
+     "[scalling_policy_in] target: 2.5 must be below [scalling_policy_out] target 2"),
+    ("forecast-negative", targeting(("scalling_policy_out", "forecast", "-1")),
+     "[scalling_policy_out] forecast: expected a number at least 0, got '-1'"),
+    ("stabilization-nan", targeting(("scalling_policy_in", "stabilization", "nan")),
+     "[scalling_policy_in] stabilization: expected a number at least 0, got 'nan'"),
+    ("target-typo", targeting(("scalling_policy_in", "stabilisation", "60")),
+     "[scalling_policy_in] stabilisation: unknown key (did you mean stabilization?)"),
 ]
 
 
@@ -185,6 +229,28 @@ def test_valid_config_defaults_and_both_spellings(sim, key, tmp_path):
     assert "secret" not in repr(settings) or "sim-secret-key" not in repr(settings)
 
 
+def test_target_policy_defaults_derive_from_the_thresholds(sim, key, tmp_path):
+    sections = base_sections(sim, key)
+    targeting()(sections)
+    settings = load_settings(str(write_config(tmp_path / "rc", sections)))
+    assert (settings.policy, settings.target_out, settings.target_in) == ("target", None, None)
+    assert targets(settings) == (3.0, 2.5)
+    assert (settings.forecast, settings.stabilization) == (240.0, 600.0)
+    default = load_settings(str(write_config(tmp_path / "rc0", base_sections(sim, key))))
+    assert default.policy == "threshold"
+
+
+def test_target_policy_keys_override_the_defaults(sim, key, tmp_path):
+    sections = base_sections(sim, key)
+    targeting(("scalling_policy_out", "target", "2.4"), ("scalling_policy_out", "forecast", "0"),
+              ("scalling_policy_in", "target", "1.5"),
+              ("scalling_policy_in", "stabilization", "120"))(sections)
+    sections["scaling"] = sections.pop("scalling")  # the other spelling works alike
+    settings = load_settings(str(write_config(tmp_path / "rc", sections)))
+    assert targets(settings) == (2.4, 1.5)
+    assert (settings.forecast, settings.stabilization) == (0.0, 120.0)
+
+
 def test_config_path_from_environment(sim, key, tmp_path, monkeypatch):
     path = write_config(tmp_path / "via-env", base_sections(sim, key))
     monkeypatch.setenv("IDCFRC", str(path))
@@ -233,3 +299,4 @@ def test_sample_config_is_valid(sim, key, tmp_path):
     path.write_text(text)
     settings = load_settings(str(path))
     assert settings.min_size >= 1 and settings.threshold_in < settings.threshold_out
+    assert settings.policy == "target"  # the recommended setting

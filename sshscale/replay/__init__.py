@@ -2,6 +2,7 @@
 virtual clock instead of SSH and the cloud (`ssh_scale.py --replay TRACE.csv`).
 
   trace     the input: minute,demand lines -> Trace
+  sources   real load history -> Trace: sar -q reports, ssh_scale.py --json logs
   simulate  the virtual clock, the kernel's load averages, cron runs calling decide(), scoring
   report    the results as tables and JSON
   plot      the optional PNG (matplotlib, imported only when asked for)
@@ -30,9 +31,11 @@ from sshscale.replay.simulate import (
     count_flips,
     kernel_step,
     replay,
+    replay_settings,
     summarize,
     warmed_loads,
 )
+from sshscale.replay.sources import FORMATS, detect_format, read_inputs
 from sshscale.replay.trace import (
     MAX_MINUTES,
     ReplayError,
@@ -42,8 +45,10 @@ from sshscale.replay.trace import (
     read_trace,
 )
 
-__all__ = ["DEFAULT_BOOT_SECONDS", "MAX_MINUTES", "POLICIES", "SUMMARY_COLUMNS", "Change",
-           "ReplayError", "ReplayResult", "Run", "Sample", "Summary", "Trace", "TracePoint",
-           "billed_minutes", "changes_table", "checked_boot_seconds", "classic_settings",
-           "count_flips", "kernel_step", "parse_trace", "policy_label", "read_trace", "replay",
-           "result_json", "run_replay", "summarize", "summary_row", "text_report", "warmed_loads"]
+__all__ = ["DEFAULT_BOOT_SECONDS", "FORMATS", "MAX_MINUTES", "POLICIES", "SUMMARY_COLUMNS",
+           "Change", "ReplayError", "ReplayResult", "Run", "Sample", "Summary", "Trace",
+           "TracePoint", "billed_minutes", "changes_table", "checked_boot_seconds",
+           "classic_settings", "count_flips", "detect_format", "kernel_step", "parse_trace",
+           "policy_label", "read_inputs", "read_trace", "replay", "replay_settings",
+           "result_json", "run_replay", "summarize", "summary_row", "text_report",
+           "warmed_loads"]

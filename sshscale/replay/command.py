@@ -1,19 +1,22 @@
-"""`ssh_scale.py --replay`: read the trace, replay it, print the report, draw the plot."""
+"""`ssh_scale.py --replay`: read the inputs (a trace, sar -q reports, --json logs), replay
+them, print the report, draw the plot."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Sequence
 from datetime import datetime, tzinfo
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from sshscale.fleet_config import local_zone
 from sshscale.model import Settings
 from sshscale.replay.plot import plot_replay, require_matplotlib
 from sshscale.replay.report import result_json, text_report
 from sshscale.replay.simulate import DEFAULT_BOOT_SECONDS, VIRTUAL_EPOCH, replay
-from sshscale.replay.trace import ReplayError, read_trace
+from sshscale.replay.sources import read_inputs
+from sshscale.replay.trace import ReplayError
 
 __all__ = ["checked_boot_seconds", "checked_start", "run_replay"]
 
@@ -42,18 +45,25 @@ def checked_start(value: str, zone: tzinfo) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=zone)
 
 
-def run_replay(settings: Settings, trace: str, *, policy: Optional[str] = None,
-               plot: Optional[str] = None, boot_seconds: Optional[float] = None,
-               as_json: bool = False, start: Optional[str] = None) -> int:
+def run_replay(settings: Settings, trace: Union[str, Sequence[str]], *,
+               policy: Optional[str] = None, plot: Optional[str] = None,
+               boot_seconds: Optional[float] = None, as_json: bool = False,
+               start: Optional[str] = None, fmt: Optional[str] = None,
+               members: Optional[int] = None) -> int:
     """`ssh_scale.py --replay`: replay, print the table (or JSON), draw the plot; returns 0.
-    `start` is the time of the trace's minute 0 (schedules are evaluated at it).
+    `trace` is one input file or several (sources.read_inputs: `fmt`, `members`); `start` is
+    the time of the trace's minute 0 (schedules are evaluated at it).
 
-    Raises ReplayError (a ConfigError: exit 2) for a bad trace, option or plot path."""
+    Raises ReplayError (a ConfigError: exit 2) for a bad input, option or plot path."""
     boot = checked_boot_seconds(DEFAULT_BOOT_SECONDS if boot_seconds is None else boot_seconds)
     first = VIRTUAL_EPOCH if start is None else checked_start(start, local_zone(os.environ))
+    if members is not None and members < 1:
+        raise ReplayError(f"--members: expected a number of VMs of at least 1, got {members}")
     if plot:
         require_matplotlib()
-    result = replay(read_trace(trace), settings, policy or "current", boot, first)
+    paths = [trace] if isinstance(trace, str) else list(trace)
+    result = replay(read_inputs(paths, fmt, members), settings, policy or "current", boot,
+                    start=first)
     if plot:
         plot_replay(result, plot)
     if as_json:

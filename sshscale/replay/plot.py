@@ -11,6 +11,7 @@ from sshscale.model import Action, Settings
 from sshscale.replay.report import policy_label
 from sshscale.replay.simulate import ReplayResult
 from sshscale.replay.trace import ReplayError
+from sshscale.target import targets
 
 __all__ = ["PLOT_HINT", "plot_replay", "require_matplotlib"]
 
@@ -78,6 +79,10 @@ def _plot_loads(axes: Any, hours: Sequence[float], result: ReplayResult) -> None
                  label=f"threshold_out {settings.threshold_out:g}")
     axes.axhline(settings.threshold_in, color="tab:blue", linestyle="--",
                  label=f"threshold_in {settings.threshold_in:g}")
+    if settings.policy == "target":
+        target, target_in = targets(settings)
+        axes.axhline(target, color="tab:red", linestyle=":", label=f"target {target:g}")
+        axes.axhline(target_in, color="tab:blue", linestyle=":", label=f"target_in {target_in:g}")
     overloaded = [s.share > settings.threshold_out for s in result.samples]
     axes.fill_between(hours, 0, 1, where=overloaded, step="post", color="tab:red", alpha=0.1,
                       transform=axes.get_xaxis_transform(), label="overloaded")

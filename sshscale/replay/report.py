@@ -29,9 +29,13 @@ def summary_row(result: ReplayResult) -> dict[str, Any]:
 
 
 def policy_label(result: ReplayResult) -> str:
-    """'classic', or 'current' with the step when it is not 1."""
-    if result.policy == "current" and result.settings.step_out != "1":
-        return f"current (step {result.settings.step_out})"
+    """The --policy name; for "current", the config's policy when it is target, or the step
+    when it is not 1."""
+    settings = result.settings
+    if result.policy == "current" and settings.policy == "target":
+        return "current (target)"
+    if result.policy in ("current", "threshold") and settings.step_out != "1":
+        return f"{result.policy} (step {settings.step_out})"
     return result.policy
 
 
@@ -66,6 +70,7 @@ def result_json(result: ReplayResult) -> dict[str, Any]:
     summary = result.summary
     return {
         "trace": result.source, "policy": result.policy,
+        "scaling_policy": result.settings.policy,
         "step": result.settings.step_out, "boot_seconds": result.boot_seconds,
         "minutes": summary.minutes, "vm_minutes": summary.vm_minutes,
         "overload_minutes": summary.overload_minutes, "scale_outs": summary.scale_outs,

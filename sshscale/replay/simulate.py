@@ -12,9 +12,15 @@ The model, in 5-second steps (the kernel's LOAD_FREQ):
     calls decide() at the trace minute's time (from `start`: schedules apply); a scale-out's
     VMs serve after the boot time, a scale-in's VM leaves service at once and is destroyed
     after [scaling] drain_seconds;
-  * policy "current" holds the per-config lock while it waits for the deploy (or the drain), so
-    cron runs inside that window are skipped; policy "classic" replays the 2013 tool: 1-minute
-    load of one VM, no cooldown, no lock, one VM per run, booting VMs counted against max_size.
+  * policy "current" replays the config's [scalling] policy ("threshold" or "target" force
+    one). With policy = threshold a run holds the per-config lock while it waits for the
+    deploy (or the drain), so cron runs inside that window are skipped. With policy = target
+    a scale-out run gives the lock back once its deploy calls are accepted and waits for the
+    jobs (then assigns the VMs) without it, as the live run does: later runs see the booting
+    VMs as the cloud lists them (managed, Starting, a pending job, outside the load
+    balancer); a scale-in still holds the lock through the drain. Policy "classic" replays the
+    2013 tool: 1-minute load of one VM, no cooldown, no lock, one VM per run, booting VMs
+    counted against max_size.
 """
 
 from __future__ import annotations
@@ -33,13 +39,14 @@ from sshscale.schedule import effective_bounds
 
 __all__ = ["DEFAULT_BOOT_SECONDS", "POLICIES", "RUN_SECONDS", "VIRTUAL_EPOCH", "Change",
            "ReplayResult", "Run", "Sample", "Summary", "billed_minutes", "classic_settings",
-           "count_flips", "kernel_step", "replay", "summarize", "warmed_loads"]
+           "count_flips", "kernel_step", "replay", "replay_settings", "summarize",
+           "warmed_loads"]
 
 TICK_SECONDS = 5
 RUN_SECONDS = 60
 DECAY = tuple(math.exp(-TICK_SECONDS / (60.0 * p)) for p in PERIODS)
 FLIP_SECONDS = 600
-POLICIES = ("current", "classic")
+POLICIES = ("current", "classic", "threshold", "target")
 VIRTUAL_EPOCH = datetime(2013, 5, 10, tzinfo=timezone.utc)  # minute 0 without --start
 PREHISTORY_SECONDS = -86400.0  # the starting VMs were created a day before the replay
 BOOTING, SERVING, DRAINING, GONE = "booting", "serving", "draining", "gone"
@@ -67,9 +74,17 @@ def classic_settings(settings: Settings) -> Settings:
     """The 2013 tool's rules expressed as Settings: 1-min load of the monitored VM, no
     cooldowns, one VM per run, no schedules; thresholds and min/max stay as configured.  It
     destroyed a VM right after taking it out of the load balancer, so there is no drain either."""
-    return replace(settings, cooldown_out=0.0, cooldown_in=0.0, period_out=1, period_in=1,
-                   step_out="1", monitor_members=False, aggregate="mean", min_reporting=1,
-                   drain_seconds=0.0, schedules=())
+    return replace(settings, policy="threshold", cooldown_out=0.0, cooldown_in=0.0,
+                   period_out=1, period_in=1, step_out="1", monitor_members=False,
+                   aggregate="mean", min_reporting=1, drain_seconds=0.0, schedules=())
+
+
+def replay_settings(settings: Settings, policy: str) -> Settings:
+    """The Settings a replay decides with: the 2013 rules for "classic", the config's for
+    "current", the config with its [scalling] policy replaced for "threshold" or "target"."""
+    if policy == "classic":
+        return classic_settings(settings)
+    return settings if policy == "current" else replace(settings, policy=policy)
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -174,6 +189,7 @@ class _Simulation:
     policy: str
     boot_seconds: float
     start: datetime = VIRTUAL_EPOCH
+    boot_lock: bool = False  # a target scale-out holds the lock through the boot (threshold's)
     vms: list[_SimVm] = field(default_factory=list)
     gone: list[_SimVm] = field(default_factory=list)  # destroyed: kept only for the bill
     lock_until: float = -math.inf
@@ -244,8 +260,19 @@ class _Simulation:
 
     # one cron run
 
+    @property
+    def locks(self) -> bool:
+        """Whether runs take the per-config lock (the 2013 tool had none)."""
+        return self.policy != "classic"
+
+    @property
+    def unlocked_boots(self) -> bool:
+        """policy = target: a scale-out gives the lock back once its deploys are accepted
+        (unless boot_lock asks for the threshold policy's way)."""
+        return self.locks and self.settings.policy == "target" and not self.boot_lock
+
     def cron_run(self, second: int) -> None:
-        if self.policy == "current" and second < self.lock_until:
+        if self.locks and second < self.lock_until:
             self.runs.append(Run(second, skipped=True))
             return
         now = self.start + timedelta(seconds=second)
@@ -282,16 +309,20 @@ class _Simulation:
         return vm.id
 
     def pool(self) -> Pool:
-        """Members as the cloud would list them; booting VMs as Starting members, which only
-        the classic policy ever sees (the current one waits for the boot under the lock)."""
+        """Members as the cloud would list them. Booting VMs: for policy = target, managed VMs
+        outside the load balancer, Starting, with their deploy job pending (their run assigns
+        them when it ends); for classic, Starting members (the threshold policy never sees
+        them: it waits for the boot under the lock)."""
         vms = []
         for vm in self.vms:
             if vm.state not in (SERVING, BOOTING):
                 continue
+            outside = self.unlocked_boots and vm.state == BOOTING
             vms.append(Vm(id=vm.id, name=self.host_name(vm),
                           state="Running" if vm.state == SERVING else "Starting",
                           created=self.virtual_time(vm.created) if vm.managed else None,
-                          in_lb=True, managed=vm.managed, monitored=not vm.managed))
+                          in_lb=not outside, managed=vm.managed, monitored=not vm.managed,
+                          jobid=f"deploy-{vm.id}" if outside else None))
         return Pool(tuple(vms))
 
     def scale_out(self, second: int, decision: Decision) -> None:
@@ -299,7 +330,7 @@ class _Simulation:
         for _ in range(decision.count):
             number = len(self.vms) + len(self.gone)
             self.vms.append(_SimVm(id=f"vm-{number}", created=second, joins=joins))
-        if self.policy == "current":
+        if self.locks and not self.unlocked_boots:
             self.lock_until = joins
         self.record(second, decision)
 
@@ -308,7 +339,7 @@ class _Simulation:
         victim.state = DRAINING  # out of the load balancer (a booting victim never joins)
         victim.destroyed = second + self.settings.drain_seconds
         self.last_in = second
-        if self.policy == "current":
+        if self.locks:
             self.lock_until = victim.destroyed
         self.record(second, decision)
 
@@ -319,18 +350,21 @@ class _Simulation:
 
 
 def replay(trace: Trace, settings: Settings, policy: str = "current",
-           boot_seconds: float = DEFAULT_BOOT_SECONDS,
-           start: datetime = VIRTUAL_EPOCH) -> ReplayResult:
+           boot_seconds: float = DEFAULT_BOOT_SECONDS, start: datetime = VIRTUAL_EPOCH, *,
+           overload_threshold: Optional[float] = None, boot_lock: bool = False) -> ReplayResult:
     """Replay a trace through decide() on a virtual clock whose minute 0 is `start` (aware)
-    (pure: no I/O, no real clock)."""
+    (pure: no I/O, no real clock). Overload is demand per VM above threshold_out, or above
+    overload_threshold when given (to score variants of the thresholds against one line).
+    boot_lock=True makes a target scale-out hold the lock through the boot, as a threshold
+    one does (for comparison)."""
     if policy not in POLICIES:
         raise ReplayError(f"--policy: expected one of {', '.join(POLICIES)}, got {policy!r}")
-    decision_settings = classic_settings(settings) if policy == "classic" else settings
-    simulation = _Simulation(trace, decision_settings, policy, boot_seconds, start)
+    decision_settings = replay_settings(settings, policy)
+    simulation = _Simulation(trace, decision_settings, policy, boot_seconds, start, boot_lock)
     samples = simulation.run()
     lifetimes = [(vm.created, vm.destroyed) for vm in simulation.vms + simulation.gone]
-    summary = summarize(trace.minutes, samples, simulation.changes, lifetimes,
-                        settings.threshold_out)
+    line = settings.threshold_out if overload_threshold is None else overload_threshold
+    summary = summarize(trace.minutes, samples, simulation.changes, lifetimes, line)
     return ReplayResult(trace.source, policy, boot_seconds, decision_settings, tuple(samples),
                         tuple(simulation.runs), tuple(simulation.changes), summary, start)
 

@@ -17,7 +17,8 @@ from typing import Optional
 import idcf_api
 from sshscale.errors import ConfigError
 
-__all__ = ["MAX_MINUTES", "ReplayError", "Trace", "TracePoint", "parse_trace", "read_trace"]
+__all__ = ["MAX_MINUTES", "ReplayError", "Trace", "TracePoint", "parse_trace", "read_input_text",
+           "read_trace"]
 
 MAX_MINUTES = 31 * 24 * 60
 HEADER = ("minute", "demand")
@@ -107,10 +108,15 @@ def _parse_demand(text: str, where: str) -> float:
     return demand
 
 
-def read_trace(path: str) -> Trace:
-    """Read and parse a trace file; raises ReplayError naming the file (and line)."""
+def read_input_text(path: str) -> str:
+    """A replay input's text (UTF-8, a byte order mark dropped); raises ReplayError naming
+    the file when it cannot be read."""
     try:
-        text = idcf_api.read_text(path, "UTF-8 minute,demand lines", encoding="utf-8-sig")
+        return idcf_api.read_text(path, "UTF-8 text", encoding="utf-8-sig")
     except idcf_api.ConfigError as exc:
         raise ReplayError(str(exc)) from None
-    return parse_trace(text.splitlines(), path)
+
+
+def read_trace(path: str) -> Trace:
+    """Read and parse a trace file; raises ReplayError naming the file (and line)."""
+    return parse_trace(read_input_text(path).splitlines(), path)

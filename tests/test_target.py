@@ -1,0 +1,326 @@
+"""Table-driven tests of the target policy: sshscale.target (pure) and its dispatch in decide().
+
+The demand estimate is also checked against the replay's kernel load-average model: loads
+computed by kernel_step for a known demand must give that demand back."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Optional
+
+import pytest
+
+from idcf_api import Account
+from sshscale import target as tg
+from sshscale.decide import decide
+from sshscale.facts import PROTECT, UNHEALTHY
+from sshscale.model import (
+    Action,
+    Backoff,
+    Check,
+    History,
+    HostLoad,
+    Measurement,
+    Pool,
+    Settings,
+    Vm,
+)
+from sshscale.replay import kernel_step, warmed_loads
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+BASE = Settings(
+    source="test", account=Account("http://127.0.0.1:1/client/api", "k", "s"),
+    hosts=("web1",), user="u", private_key_path="/k", pass_phrase="", launch={"zoneid": "z"},
+    min_size=2, max_size=5, load_balancer="lb-1", threshold_out=3.0, threshold_in=1.0,
+    policy="target",
+)
+A = Action
+OUT, IN, NONE = A.SCALE_OUT, A.SCALE_IN, A.NONE
+
+
+def vm(name: str, *, age_min: float = 100, managed: bool = True, in_lb: bool = True,
+       state: str = "Running", monitored: bool = False, jobid: Optional[str] = None) -> Vm:
+    return Vm(id=f"id-{name}", name=name, state=state, created=NOW - timedelta(minutes=age_min),
+              ip="127.0.1.1", in_lb=in_lb, managed=managed, monitored=monitored, jobid=jobid)
+
+
+def booting(name: str, age_min: float = 1) -> Vm:
+    """A VM whose deploy is under way, as listVirtualMachines shows it to a target run."""
+    return vm(name, age_min=age_min, in_lb=False, state="Starting", jobid=f"job-{name}")
+
+
+def pool(serving: int, *extra: Vm, newest_age_min: float = 100) -> Pool:
+    """The monitored unmanaged VM plus serving-1 managed members, plus extras."""
+    members = [vm("web1", managed=False, monitored=True)]
+    members += [vm(f"m{i}", age_min=newest_age_min + serving - i) for i in range(1, serving)]
+    return Pool(tuple(members) + extra)
+
+
+def load(one: float, five: Optional[float] = None, cpus: Optional[int] = None) -> Measurement:
+    five = one if five is None else five
+    return Measurement((HostLoad("web1", loads=(one, five, five), cpus=cpus),))
+
+
+UNKNOWN = Measurement((HostLoad("web1", error="refused"),))
+
+
+def plan(measurement: Measurement, machines: Pool, settings: Settings = BASE,
+         history: Optional[History] = None) -> tg.Plan:
+    """target.plan() with the loads decide() would give it."""
+    values = [h.value(1, settings.per_cpu) for h in measurement.hosts] + [None]
+    fives = [h.value(5, settings.per_cpu) for h in measurement.hosts] + [None]
+    return tg.plan(values[0], fives[0], machines, settings, NOW, history or History())
+
+
+# --- targets and booting VMs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("out, inn, target_out, target_in, expected", [
+    (3.0, 1.0, None, None, (3.0, 2.5)),   # the example's 2013 thresholds
+    (3.0, 0.0, None, None, (3.0, 2.25)),
+    (0.8, 0.3, None, None, (0.8, 0.675)),  # per-CPU style thresholds
+    (3.0, 1.0, 2.0, None, (2.0, 2.0 * 10 / 12)),  # derived in proportion to the target
+    (3.0, 1.0, None, 2.0, (3.0, 2.0)),
+    (3.0, 1.0, 2.4, 1.5, (2.4, 1.5)),
+])
+def test_targets_derive_from_the_thresholds_unless_set(out, inn, target_out, target_in,
+                                                       expected):
+    settings = replace(BASE, threshold_out=out, threshold_in=inn, target_out=target_out,
+                       target_in=target_in)
+    assert tg.targets(settings) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("machine, expected", [
+    (booting("b"), True),
+    (vm("b", age_min=1, state="Stopped", in_lb=False, jobid="j"), True),  # deploy: Stopped first
+    (vm("b", age_min=1, state="Starting", in_lb=False), False),  # no pending job: the repairs'
+    (vm("b", age_min=1, state="Stopped", in_lb=False), False),  # broken, not booting
+    (vm("b", age_min=1, state="Running", in_lb=False, jobid="j"), False),  # deployed
+    (vm("b", age_min=1, state="Starting", jobid="j"), False),  # a member already
+    (vm("b", age_min=1, state="Starting", managed=False, in_lb=False, jobid="j"), False),
+    (vm("b", age_min=1, state="Starting", monitored=True, in_lb=False, jobid="j"), False),
+    (booting("b", age_min=14.9), True),  # job_timeout 900 s
+    (booting("b", age_min=15), False),  # older than any deploy of ours may take
+])
+def test_booting_vms(machine, expected):
+    assert tg.booting_vms(Pool((machine,)), BASE, NOW) == ((machine,) if expected else ())
+
+
+# --- the demand estimate -------------------------------------------------------------------------
+
+
+E1, E5 = math.exp(-1), math.exp(-60 / 300)
+
+
+@pytest.mark.parametrize("count, changes, tau, expected", [
+    (4, [], 60, 1 / 4),
+    (4, [(0, 1)], 60, 1 / 3),  # joined just now: the average still shows the old pool
+    (4, [(60, 1)], 60, (1 - E1) / 4 + E1 / 3),
+    (4, [(60, 1)], 300, (1 - E5) / 4 + E5 / 3),
+    (4, [(60, -1)], 60, (1 - E1) / 4 + E1 / 5),  # a VM left a minute ago
+    (4, [(60, 1), (60, 1)], 60, (1 - E1) / 4 + E1 / 2),
+    (4, [(240, 1)], 60, 1 / 4),  # 4 time constants ago: no longer shows
+    (1, [(0, 1)], 60, 1.0),  # never divides by fewer than one VM
+])
+def test_inverse_average(count, changes, tau, expected):
+    assert tg.inverse_average(count, changes, tau) == pytest.approx(expected)
+
+
+def kernel_loads(shares: list[float]) -> tuple[float, float, float]:
+    """The replay's kernel model fed one per-VM share per 5-s tick."""
+    loads = warmed_loads(shares[0])
+    for share in shares[1:]:
+        loads = kernel_step(loads, share)
+    return loads
+
+
+def test_estimate_of_a_steady_ramp_recovers_the_demand_now_and_ahead():
+    # demand rising 0.5 load units a minute for 30 minutes, shared by 4 VMs
+    demands = [4 + 0.5 * tick * 5 / 60 for tick in range(361)]
+    one, five, _ = kernel_loads([d / 4 for d in demands])
+    estimate = tg.estimate(one, five, 4, [], forecast=240)
+    assert one * 4 == pytest.approx(demands[-1] - 0.5, abs=0.05)  # the 1-min trails by 60 s
+    assert estimate.now == pytest.approx(demands[-1], abs=0.05)
+    assert estimate.ahead == pytest.approx(demands[-1] + 0.5 * 4, abs=0.1)
+
+
+def test_estimate_after_vms_joined_corrects_for_the_old_per_vm_load():
+    # demand 12 on 2 VMs for an hour, then 2 more VMs joined 30 s ago
+    one, five, _ = kernel_loads([6.0] * 720 + [3.0] * 6)
+    estimate = tg.estimate(one, five, 4, [(30, 1), (30, 1)], forecast=0)
+    assert one * 4 > 18  # the old per-VM load times the new pool: 50 % too high
+    assert estimate.now == pytest.approx(12.0, rel=0.01)
+
+
+def test_estimate_after_a_vm_left_corrects_for_the_old_per_vm_load():
+    # demand 6 on 4 VMs for an hour, then one left 90 s ago
+    one, five, _ = kernel_loads([1.5] * 720 + [2.0] * 18)
+    estimate = tg.estimate(one, five, 3, [(90, -1)], forecast=240)
+    assert one * 3 < 5.7  # the old per-VM load times the new pool: too low
+    assert estimate.one == pytest.approx(6.0, rel=0.01)
+    assert estimate.ahead == pytest.approx(6.0, rel=0.01)  # no false trend either
+
+
+def test_estimate_without_forecast_is_the_corrected_one_minute_load():
+    estimate = tg.estimate(2.0, 1.0, 4, [], forecast=0)
+    assert (estimate.one, estimate.five, estimate.now, estimate.ahead) == (8.0, 4.0, 8.0, 8.0)
+    assert estimate.high == 8.0
+
+
+@pytest.mark.parametrize("history, expected", [
+    (History(), [(100 * 60, 1)]),
+    # the newest joined 150 s after its creation: that deploy time applies to every member
+    (History(last_scale_out=NOW - timedelta(minutes=100) + timedelta(seconds=150)),
+     [(100 * 60 - 150, 1)]),
+    # a scale-in after the last join may have removed the VM that joined: no deploy time
+    (History(last_scale_out=NOW - timedelta(minutes=90),
+             last_scale_in=NOW - timedelta(minutes=5)), [(300, -1), (100 * 60, 1)]),
+])
+def test_pool_changes(history, expected):
+    serving = [vm("web1", managed=False), vm("m1", age_min=100)]
+    assert tg.pool_changes(serving, history, NOW) == expected
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+PLANS = [
+    # (id, pool, measurement, action, count, reason part); min 2, max 5, target 3, in 2.5
+    ("idle-at-min", pool(2), load(1.0), NONE, 0, "2 in service, 0 booting"),
+    ("at-target", pool(2), load(3.0), NONE, 0, "demand 6.00 now"),
+    ("above-target", pool(2), load(3.01), OUT, 1, "3 VMs at target 3"),
+    ("several-at-once", pool(2), load(6.0), OUT, 2, "demand 12.00 now"),
+    ("capped-by-max", pool(2), load(9.0), OUT, 3, "5 VMs at target 3"),
+    ("booting-count", pool(2, booting("b1"), booting("b2")), load(6.0), NONE, 0,
+     "2 in service, 2 booting"),
+    ("booting-short", pool(2, booting("b1")), load(6.0), OUT, 1, "1 booting"),
+    ("rising-trend", pool(4), load(2.0, 1.0), OUT, 1, "demand 9.00 now, 13.00 in 240 s"),
+    ("fits-one-fewer", pool(4), load(1.875), IN, 1, "demand 7.50 (highest estimate) fits 3"),
+    ("just-too-much", pool(4), load(1.9), NONE, 0, "demand 7.60 now"),
+    ("five-minute-holds", pool(4), load(1.0, 2.0), NONE, 0, "4 in service"),
+    ("no-in-while-booting", pool(4, booting("b1")), load(0.5), NONE, 0, "1 booting"),
+    ("stabilization", pool(4, newest_age_min=5), load(0.5), NONE, 0,
+     "no scale-in within 600 s of the last scale-out"),
+    ("after-stabilization", pool(4, newest_age_min=10.1), load(0.5), IN, 1, "fits 3 VMs"),
+    ("at-min-no-in", pool(2), load(0.1), NONE, 0, "2 in service"),
+    ("above-max", pool(6), load(9.0), IN, 1, "pool has 6 VMs, above max_size 5"),
+    ("below-min", pool(1), UNKNOWN, OUT, 1, "pool has 1 VMs (1 in service, 0 booting), "
+     "below min_size 2"),
+    ("below-min-booting", pool(1, booting("b1")), UNKNOWN, NONE, 0, "load unknown"),
+    ("unknown", pool(3), UNKNOWN, NONE, 0, "load unknown (fewer than 1 host(s) answered)"),
+    ("broken-counts-against-max", pool(4, vm("x1", state="Error", in_lb=False)), load(6.0),
+     NONE, 0, "but 1 other managed VM(s) outside the pool count against max_size 5"),
+    ("broken-room-left", pool(2, vm("x1", state="Error", in_lb=False)), load(6.0), OUT, 2,
+     "4 VMs at target 3"),
+    ("starting-member-counts", pool(2, vm("s1", state="Starting")), load(4.0), NONE, 0,
+     "2 in service"),
+]
+
+
+@pytest.mark.parametrize("machines, measurement, action, count, reason_part",
+                         [p[1:] for p in PLANS], ids=[p[0] for p in PLANS])
+def test_plan(machines, measurement, action, count, reason_part):
+    result = plan(measurement, machines)
+    assert (result.action, result.count) == (action, count)
+    assert reason_part in result.reason
+
+
+@pytest.mark.parametrize("overrides, measurement, action, count", [
+    ({"per_cpu": True}, load(8.0, cpus=4), NONE, 0),  # 2 per CPU on 2 VMs: 4 < 2 x 3
+    ({"per_cpu": False}, load(8.0, cpus=4), OUT, 3),  # 16 load units: 6 VMs, max 5
+    ({"target_out": 2.0}, load(2.5), OUT, 1),  # demand 5 at target 2: 3 VMs
+    ({"forecast": 0.0}, load(2.0, 1.0), NONE, 0),  # no trend: demand 4 fits 2 VMs
+    ({"forecast": 600.0}, load(2.0, 1.0), OUT, 2),  # 4.5 now, 9.5 ahead: 4 VMs
+    ({"min_size": 3}, load(0.1), OUT, 1),  # min_size before any load rule
+])
+def test_plan_keys(overrides, measurement, action, count):
+    result = plan(measurement, pool(2), replace(BASE, **overrides))
+    assert (result.action, result.count) == (action, count)
+
+
+def test_plan_scale_in_respects_the_target_in_and_stabilization_keys():
+    settings = replace(BASE, target_in=2.0)
+    assert plan(load(1.875), pool(4), settings).action is NONE  # 7.5 > 3 x 2
+    assert plan(load(1.5), pool(4), settings).action is IN  # 6 <= 3 x 2
+    young = pool(4, newest_age_min=2)
+    assert "within 600 s" in plan(load(0.5), young).reason
+    assert plan(load(0.5), young, replace(BASE, stabilization=60.0)).action is IN
+
+
+def test_plan_a_recent_scale_in_raises_the_estimate():
+    # loads 2.0 on 3 VMs; a VM left 60 s ago: the averages still weigh the old pool of 4
+    left = History(last_scale_in=NOW - timedelta(seconds=60))
+    assert "demand 6.00 now" in plan(load(2.0), pool(3)).reason
+    assert "demand 6.37 now" in plan(load(2.0), pool(3), history=left).reason
+
+
+# --- the dispatch in decide() --------------------------------------------------------------------
+
+
+def test_decide_target_reads_the_history_first():
+    decision = decide(load(1.0), pool(2), BASE, NOW)
+    assert decision.action is A.NONE and decision.needs_history and decision.rule == "target"
+
+
+def test_decide_target_maps_the_plan():
+    out = decide(load(6.0), pool(2), BASE, NOW, History())
+    assert (out.action, out.count, out.rule) == (A.SCALE_OUT, 2, "target")
+    scale_in = decide(load(0.5), pool(4), BASE, NOW, History())
+    assert (scale_in.action, scale_in.count, scale_in.rule) == (A.SCALE_IN, 1, "target")
+    assert scale_in.vms[0].name == "m3"  # the newest managed member, as for threshold
+    steady = decide(load(2.0), pool(2), BASE, NOW, History())
+    assert (steady.action, steady.rule) == (A.NONE, "target")
+
+
+def test_decide_target_deploys_respect_the_failed_deploy_backoff():
+    held = History(backoff=Backoff(2, NOW + timedelta(minutes=1)))
+    decision = decide(load(6.0), pool(2), BASE, NOW, held)
+    assert (decision.action, decision.rule) == (A.NONE, "backoff")
+    assert decide(load(6.0), pool(2), BASE, NOW + timedelta(minutes=2), held).count == 2
+
+
+def test_decide_target_counts_a_booting_vm_instead_of_adopting_it():
+    decision = decide(load(4.0), pool(2, booting("b1")), BASE, NOW, History())
+    assert decision.action is A.NONE and "1 booting" in decision.reason
+
+
+def test_decide_target_still_adopts_a_deployed_vm_outside_the_load_balancer():
+    orphan = vm("o1", age_min=1, in_lb=False)
+    decision = decide(load(1.0), pool(2, orphan), BASE, NOW, History())
+    assert decision.action is A.ADOPT and decision.vms == (orphan,)
+
+
+def test_decide_target_adopts_a_deploy_older_than_job_timeout():
+    stale = booting("b1", age_min=20)
+    decision = decide(load(1.0), pool(2, stale), BASE, NOW, History())
+    assert decision.action is A.ADOPT and decision.vms == (stale,)
+
+
+def test_decide_target_fills_min_size_before_destroying_a_broken_vm():
+    broken = vm("x1", state="Error", in_lb=False)
+    assert decide(UNKNOWN, pool(1, broken), BASE, NOW, History()).action is A.SCALE_OUT
+    # ... but a VM on its way counts: then the broken one is destroyed
+    decision = decide(UNKNOWN, pool(1, broken, booting("b1")), BASE, NOW, History())
+    assert decision.action is A.DESTROY and decision.vms == (broken,)
+
+
+def test_decide_threshold_policy_ignores_the_target_keys():
+    settings = replace(BASE, policy="threshold", cooldown_out=0, cooldown_in=0)
+    decision = decide(load(6.0), pool(2), settings, NOW, History())
+    assert (decision.action, decision.count, decision.rule) == (A.SCALE_OUT, 1, "threshold_out")
+
+
+def test_decide_target_keeps_the_fleet_rules():
+    spared = replace(vm("m9", age_min=50), tags=((PROTECT, "true"),))
+    scale_in = decide(load(0.5), pool(4, spared), BASE, NOW, History())
+    assert (scale_in.action, scale_in.vms[0].name) == (A.SCALE_IN, "m3")  # not the protected
+    oldest = decide(load(0.5), pool(4, spared), replace(BASE, termination_policy="oldest"), NOW,
+                    History())
+    assert oldest.vms[0].name == "m1"
+    failing = replace(vm("m1", age_min=103), check=Check(False, "refused"),
+                      tags=((UNHEALTHY, "3"),))
+    machines = Pool(tuple(failing if v.name == "m1" else v for v in pool(3).vms))
+    replacing = decide(load(1.0), machines, BASE, NOW, History())
+    assert (replacing.action, replacing.rule, replacing.vms) == (A.REPLACE, "health", (failing,))

@@ -127,7 +127,7 @@ def test_host_list_and_periods(tmp_path, cloud, key, servers):
     done = run_cli("-c", str(write_config(tmp_path / "rc", sections)))
     assert done.returncode == 0, done.stderr
     # scale-out looks at the 1-min mean (0.50), scale-in at the 5-min mean (2.50): no action
-    assert "now_la           : 0.50" in done.stdout and "now_la           : 2.50" in done.stdout
+    assert "now_la (1-min)   : 0.50" in done.stdout and "now_la (5-min)   : 2.50" in done.stdout
     assert "decision         : none" in done.stdout
 
 

@@ -238,7 +238,9 @@ def read_load(target: Target, settings: Settings, pkey: Any, known: Any) -> Host
                   time.monotonic() - started)
         return HostLoad(target.label, address, loads, cpus)
     except Exception as exc:  # every failure of one host is data, not a crash
-        return HostLoad(target.label, error=_ssh_error_text(exc, target, settings))
+        transport = client.get_transport()
+        banner = transport.remote_version if transport else ""
+        return HostLoad(target.label, error=_ssh_error_text(exc, target, settings, banner))
     finally:
         client.close()
 
@@ -264,13 +266,26 @@ def run_remote(client: Any, command: str, timeout: float) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _ssh_error_text(exc: BaseException, target: Target, settings: Settings) -> str:
+def _ssh_error_text(exc: BaseException, target: Target, settings: Settings,
+                    banner: str = "") -> str:
+    """The one line for a host that gave no load; `banner` is the SSH version string the
+    server sent, if any (a host that sent none is no SSH server, or a hung one)."""
     where = f"{target.hostname}:{target.port}"
     if isinstance(exc, CommandFailed):
         return f"{where}: {exc}"
     if isinstance(exc, paramiko.BadHostKeyException):
         return (f"{where}: host key changed ({exc.key.get_name()}); refusing to connect "
                 f"(check {display_path(target.known_hosts)})")
+    # paramiko gives up on a silent server with "Error reading SSH protocol banner", or,
+    # when its connect timeout strikes first, with "No existing session" from the auth step.
+    if isinstance(exc, paramiko.SSHException) and not banner:
+        return (f"{where}: no SSH banner within {settings.connect_timeout:g} s: the port "
+                "accepts TCP connections but no SSH server answers (check [monitoring] "
+                "host/port, and that sshd runs there)")
+    if str(exc).strip() in ("No existing session", "Authentication timeout."):
+        return (f"{where}: {banner} answered but did not finish the key exchange and "
+                f"authentication within {settings.connect_timeout:g} s (a stuck or overloaded "
+                "host? check it, or raise [monitoring] connect_timeout)")
     if isinstance(exc, paramiko.AuthenticationException):
         return f"{where}: authentication failed as {target.user} (check [monitoring] user/key)"
     if isinstance(exc, (socket.timeout, TimeoutError)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -314,16 +315,34 @@ def test_never_finishing_job_is_bounded_and_repaired(tmp_path, cloud, key, sshd)
 # --- SSH faults -----------------------------------------------------------------------------
 
 class SilentServer:
-    """Accepts TCP connections and never says a word (an SSH server that hangs)."""
+    """Accepts TCP connections and, after an optional greeting (an SSH banner), never says a
+    word: a hung sshd, or a port that is not SSH at all."""
 
-    def __init__(self) -> None:
+    def __init__(self, greeting: bytes = b"") -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
+        self.greeting = greeting
+        self.clients: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._greet, daemon=True)
+        self.thread.start()
+
+    def _greet(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.clients.append(client)
+            client.sendall(self.greeting)
 
     def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join(5)
+        for client in self.clients:
+            client.close()
 
 
 def ssh_case(tmp_path: Path, cloud: Any, key: Path, port: int, **mon: str) -> tuple[
@@ -346,13 +365,21 @@ def test_ssh_connection_refused(tmp_path, cloud, key):
     assert_no_load_action(done, cloud, "connection refused")
 
 
-def test_ssh_timeout(tmp_path, cloud, key):
-    silent = SilentServer()
+@pytest.mark.parametrize("greeting, text", [
+    # It said "127.0.1.9:2222: No existing session".
+    (b"", ": no SSH banner within 1 s: the port accepts TCP connections but no SSH server "
+          "answers (check [monitoring] host/port"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n", ": SSH-2.0-OpenSSH_9.6 answered but did not finish the key "
+                                 "exchange and authentication within 1 s (a stuck or overloaded "
+                                 "host? check it, or raise [monitoring] connect_timeout)"),
+])
+def test_ssh_timeout(tmp_path, cloud, key, greeting, text):
+    silent = SilentServer(greeting)
     try:
         done, _ = ssh_case(tmp_path, cloud, key, silent.port, connect_timeout="1")
     finally:
         silent.close()
-    assert_no_load_action(done, cloud, "127.0.0.1")
+    assert_no_load_action(done, cloud, f"127.0.0.1:{silent.port}{text}")
 
 
 def test_ssh_auth_failure(tmp_path, cloud, key, sshd, home):

@@ -188,19 +188,19 @@ def cloud_time(local: datetime, client: Client) -> datetime:
 
 
 def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
-            now: datetime) -> Observation:
+            now: datetime, dry_run: bool = False) -> Observation:
     """Measure and read the pool; in parallel when the hosts are known up front. With
     monitor_members the members are measured instead of [monitoring] host, which then only
     identifies the monitored VM. `now` is this machine's time; the Observation carries the
-    cloud's."""
+    cloud's. A dry run records no new host key."""
     names = monitored_names(settings, ssh_config)
     if settings.monitor_members:
         pool = read_pool(client, settings, names)
         now = cloud_time(now, client)
-        measurement = measure(member_hosts(pool, settings, now), settings, ssh_config)
+        measurement = measure(member_hosts(pool, settings, now), settings, ssh_config, dry_run)
     else:
         with ThreadPoolExecutor(max_workers=1) as executor:
-            measuring = executor.submit(measure, settings.hosts, settings, ssh_config)
+            measuring = executor.submit(measure, settings.hosts, settings, ssh_config, dry_run)
             pool = read_pool(client, settings, names)
             now = cloud_time(now, client)
             measurement = measuring.result()

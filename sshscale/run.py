@@ -81,7 +81,7 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     run is told `other_run` when another run of this config holds the lock here."""
     local_now = clock()
     report.time = local_now.isoformat(timespec="seconds")
-    observation = observe(settings, client, ssh_config, local_now)
+    observation = observe(settings, client, ssh_config, local_now, report.dry_run)
     report.measurement, report.pool, report.pool_read = (observation.measurement,
                                                          observation.pool, True)
     report.load_out = aggregate_load(observation.measurement, settings.period_out, settings)

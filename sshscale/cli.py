@@ -157,7 +157,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point: one run or one replay; returns the exit status."""
     args = build_parser().parse_args(argv)
     redactor = logs.configure(args.verbose, args.quiet,
-                              sys.stderr if args.json or args.status else sys.stdout)
+                              sys.stderr if args.json or args.status else sys.stdout,
+                              silent=args.status)
     try:
         terminate_on_sigterm()
         check_options(args)

@@ -204,9 +204,12 @@ def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
             pool = read_pool(client, settings, names)
             now = cloud_time(now, client)
             measurement = measuring.result()
+    # When no host answered, the run ends with these errors as its one error line: logged
+    # here too, they would show twice in a cron log (>> log 2>&1).
+    level = logging.WARNING if measurement.answered else logging.DEBUG
     for host in measurement.hosts:
         if host.error:
-            note("ssh", host.error, logging.WARNING)
+            note("ssh", host.error, level)
     return Observation(measurement, _mark_reached(pool, measurement, settings), now)
 
 

@@ -356,6 +356,8 @@ def assert_no_load_action(done: subprocess.CompletedProcess, cloud: Any, text: s
     assert done.returncode == 1, done.stdout
     assert text in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    # once in a cron log (>> log 2>&1): not also as an "ssh" line on stdout
+    assert done.stderr.split(": error: ", 1)[1].strip() not in done.stdout, done.stdout
     assert not [c for c in cloud.calls if not c.command.startswith(("list", "query"))]
     assert_no_secrets(done.stdout, done.stderr)
 

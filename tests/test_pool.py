@@ -141,7 +141,13 @@ def test_status_shows_pool_and_decision_without_acting(tmp_path, cloud, key, ser
     assert "9.00 9.00 9.00" in table
     assert "decision now: scale out" in table
     assert not cloud.calls_of("deployVirtualMachine")
-    assert "*** scale out check ***" in done.stderr
+    # the table and the decision only: it printed the whole log and "dry run : would ..."
+    assert done.stderr == "" and "dry run" not in table and "***" not in table
+    verbose = run_cli("--status", "-v", "-c", str(members_config(tmp_path, cloud, key,
+                                                                 servers.port)))
+    assert verbose.returncode == 0 and verbose.stdout == table
+    assert "*** scale out check ***" in verbose.stderr
+    assert "dry run          : would scale out" in verbose.stderr
 
 
 def test_json_one_object_on_stdout(tmp_path, cloud, key, servers):

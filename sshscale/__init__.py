@@ -14,8 +14,9 @@ The modules follow one run's data path:
   cli       argv -> a live run or a replay -> exit status (the only module that knows both)
 
 Below them: model (the data types), errors (the error hierarchy and exit statuses), logs
-(the 2013 line format). Beside them: replay/ (what-if replays on a virtual clock, using decide
-unchanged) and demo (`make demo`). idcf_api.py is the signed CloudStack client (layer 0) and
+(the 2013 line format), interrupts (what a Ctrl-C or SIGTERM stopped, in one line). Beside
+them: replay/ (what-if replays on a virtual clock, using decide unchanged) and demo (`make
+demo`). idcf_api.py is the signed CloudStack client (layer 0) and
 cloudstack_sim/ the simulator the tests compare against; neither imports this package.
 """
 

@@ -22,6 +22,7 @@ from sshscale.facts import (
     backoff_value,
     time_value,
 )
+from sshscale.interrupts import step
 from sshscale.logs import note
 from sshscale.model import Action, Decision, History, Pool, Settings, Vm
 from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
@@ -78,20 +79,21 @@ class Actor:
         note("scale out", f"+{count}")
         params = dict(self.settings.launch)
         params.setdefault("group", self.settings.group)
-        started = [self._change("deployVirtualMachine", **params) for _ in range(count)]
-        new_ids = []
-        try:
-            for answer in started:
-                vm_id = str(answer.get("id", ""))
-                try:
-                    self.wait(str(answer["jobid"]), f"deploy {vm_id}")
-                except JobFailed as exc:
-                    self._destroy_failed(exc.instance_id or vm_id)
-                    raise
-                new_ids.append(vm_id)
-        except (JobFailed, JobTimeout):
-            self._back_off()
-            raise
+        with step(f"during the deploy of {count} VM{'s' if count > 1 else ''}"):
+            started = [self._change("deployVirtualMachine", **params) for _ in range(count)]
+            new_ids = []
+            try:
+                for answer in started:
+                    vm_id = str(answer.get("id", ""))
+                    try:
+                        self.wait(str(answer["jobid"]), f"deploy {vm_id}")
+                    except JobFailed as exc:
+                        self._destroy_failed(exc.instance_id or vm_id)
+                        raise
+                    new_ids.append(vm_id)
+            except (JobFailed, JobTimeout):
+                self._back_off()
+                raise
         self._assign(new_ids)
         self._joined(deployed=True)
         return self._new_count(pool.count + len(new_ids))
@@ -131,9 +133,10 @@ class Actor:
 
     def _assign(self, vm_ids: Sequence[str]) -> None:
         note("assign to lb", f"{','.join(vm_ids)} -> {self.settings.load_balancer}")
-        answer = self._change("assignToLoadBalancerRule", id=self.settings.load_balancer,
-                              virtualmachineids=",".join(vm_ids))
-        self.wait(str(answer["jobid"]), "assign")
+        with step(f"while adding {', '.join(vm_ids)} to the load balancer"):
+            answer = self._change("assignToLoadBalancerRule", id=self.settings.load_balancer,
+                                  virtualmachineids=",".join(vm_ids))
+            self.wait(str(answer["jobid"]), "assign")
 
     def _state_after_pending_job(self, vm: Vm) -> str:
         """Wait for a job a dead run left on the VM; its state afterwards ("gone" if none).
@@ -162,16 +165,18 @@ class Actor:
         """Mark the VM drained, take it out of the load balancer, drain, destroy: a run that
         dies after the mark leaves a VM the next run destroys, never one it adopts back."""
         note("scale in", f"-1 ({vm.name}, {vm.ip or 'no ip'})")
-        if vm.tag(DRAIN) is None:
-            self._check_lease()
-            self.tags.create(USER_VM, vm.id, {DRAIN: time_value(self.clock())})
-        answer = self._change("removeFromLoadBalancerRule", id=self.settings.load_balancer,
-                              virtualmachineids=vm.id)
-        self.wait(str(answer["jobid"]), "remove from lb")
-        self._record({SCALE_IN: time_value(self.clock())}, "the scale-in time")
+        with step(f"while taking {vm.name} out of the load balancer"):
+            if vm.tag(DRAIN) is None:
+                self._check_lease()
+                self.tags.create(USER_VM, vm.id, {DRAIN: time_value(self.clock())})
+            answer = self._change("removeFromLoadBalancerRule", id=self.settings.load_balancer,
+                                  virtualmachineids=vm.id)
+            self.wait(str(answer["jobid"]), "remove from lb")
+            self._record({SCALE_IN: time_value(self.clock())}, "the scale-in time")
         if self.settings.drain_seconds > 0:
-            note("drain", f"{self.settings.drain_seconds:g} s")
-            self.sleep(self.settings.drain_seconds)
+            with step(f"during the drain of {vm.name}"):
+                note("drain", f"{self.settings.drain_seconds:g} s")
+                self.sleep(self.settings.drain_seconds)
         self.destroy(vm)
         return self._new_count(pool.count - 1)
 
@@ -183,7 +188,8 @@ class Actor:
             note("repair", f"{vm.name} was destroyed by its pending job")
             return f"{vm.name} already destroyed"
         note("destroy", f"{vm.name} ({vm.id})")
-        self._destroy_and_wait(vm.id, vm.name)
+        with step(f"during the destroy of {vm.name}"):
+            self._destroy_and_wait(vm.id, vm.name)
         return f"destroyed {vm.name}"
 
     def _destroy_and_wait(self, vm_id: str, label: str) -> None:

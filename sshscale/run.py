@@ -19,6 +19,7 @@ from sshscale.act import Actor
 from sshscale.config import display_path
 from sshscale.decide import aggregate_load, decide
 from sshscale.errors import LockBusy, SshError
+from sshscale.interrupts import step
 from sshscale.lease import change_deadline, pool_lease
 from sshscale.logs import note
 from sshscale.model import Action, Decision, History, Observation, Report, Settings
@@ -71,6 +72,7 @@ def decide_with_history(observation: Observation, settings: Settings,
                   history), history
 
 
+@step("while measuring the load and reading the pool", changing=False)
 def run_once(settings: Settings, client: Client, report: Report, *,
              ssh_config: Optional[Any] = None, sleep: Callable[[float], None] = time.sleep,
              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
@@ -130,6 +132,7 @@ def _look(observation: Observation, settings: Settings, client: Client, report: 
         report.result = "dry run: no change made"
 
 
+@step("while holding the pool's lease")
 def _act(observation: Observation, settings: Settings, client: Client, report: Report,
          ssh_config: Optional[Any], sleep: Callable[[float], None],
          cloud_clock: Callable[[], datetime]) -> None:

@@ -11,6 +11,7 @@ demand through the simulator's LOAD_PATH.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -86,13 +87,11 @@ def _address(vm: Mapping[str, Any]) -> str:
 
 def parse_demand(text: str) -> float:
     """A demand in load units: a finite number >= 0; ValueError otherwise."""
-    try:
+    with contextlib.suppress(ValueError):
         demand = float(text)
-    except ValueError:
-        raise ValueError(f"expected a number of load units, got {text!r}") from None
-    if not math.isfinite(demand) or demand < 0:
-        raise ValueError(f"expected a number of load units of at least 0, got {text!r}")
-    return demand
+        if math.isfinite(demand) and demand >= 0:
+            return demand
+    raise ValueError(f"expected a number of load units (at least 0), got {text!r}")
 
 
 def load_report(state: Mapping[str, Any]) -> str:

@@ -149,8 +149,9 @@ def test_load_without_a_simulator_or_without_its_trial_is_one_line(sim):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["load", "-1"], "expected a number of load units of at least 0, got '-1'"),
-    (["load", "lots"], "expected a number of load units, got 'lots'"),
+    (["load", "-1"], "expected a number of load units (at least 0), got '-1'"),
+    (["load", "lots"], "expected a number of load units (at least 0), got 'lots'"),
+    (["--load", "nan", "--write-config", "x"], "got 'nan'"),
     (["--ssh"], "--ssh needs --write-config PATH"),
     (["--ssh-port", "70000", "--write-config", "x"], "--ssh-port 70000: expected 0..65535"),
 ])
@@ -211,3 +212,27 @@ def test_stale_known_hosts_entries_are_named(tmp_path):
     assert stale_known_hosts(addresses, 2222, key, known) == ["[127.0.1.1]:2222"]
     assert stale_known_hosts(addresses, 2222, key, tmp_path / "none") == []
 
+
+
+def test_the_load_path_sets_the_demand_and_refuses_a_bad_one(tmp_path, sim):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from cloudstack_sim.trial import LOAD_PATH, Trial
+
+    sim.add_vm("web1")
+    base = f"http://127.0.0.1:{sim.port}{LOAD_PATH}"
+    trial = Trial(sim, tmp_path / "trial.idcfrc", ssh_port=0).start("127.0.1.1")
+    try:
+        with urllib.request.urlopen(f"{base}?demand=2", timeout=10) as answer:
+            assert json.load(answer) == {"demand": 2.0, "members": 1, "load": 2.0}
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}?demand=-3", timeout=10)
+        assert refused.value.code == 400
+        assert json.load(refused.value) == {
+            "error": "demand: expected a number of load units (at least 0), got '-3'"}
+        assert trial.state()["demand"] == 2.0
+        assert sim.calls == []  # beside the API: not recorded, no signature
+    finally:
+        trial.stop()

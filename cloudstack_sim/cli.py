@@ -32,6 +32,15 @@ PROG = "cloudstack-sim"
 DEFAULT_PORT = 8080
 
 
+class _Terminated(Exception):
+    """SIGTERM: stop serving (raised by the handler; an Event set from a signal handler can
+    deadlock when the signal lands inside that Event's own wait)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def _ini_snippet(sim: Simulator) -> str:
     lines = [f"# cloudstack-sim serving {sim.url} (Ctrl-C stops); paste into ~/.idcfrc"]
     for section, values in sim.config_sections().items():
@@ -175,9 +184,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: cannot listen on 127.0.0.1:{args.port}: "
               f"{exc.strerror or exc} (choose another --port)", file=sys.stderr)
         return 1
-    stop = threading.Event()
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if in_main_thread else None
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     trial = None
     try:
         for n in range(1, max(args.vms, 1 if args.ssh else 0) + 1):
@@ -186,8 +194,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             trial = _start_trial(sim, args)
         else:
             print(_ini_snippet(sim), flush=True)
-        while not stop.wait(0.5):
-            pass
+        while True:  # until Ctrl-C or SIGTERM
+            time.sleep(3600)
+    except _Terminated:
         return 0
     except OSError as exc:
         print(f"{PROG}: error: {_trial_error(exc, args)}", file=sys.stderr)
@@ -195,6 +204,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already
         if trial is not None:
             trial.stop()
         sim.stop()

@@ -263,6 +263,8 @@ class Trial:
                                  authorized_keys=[client_key], host_key=self.host_key).start()
         try:
             owned = self.sim.config_sections()
+            # the account's own template, as listTemplates --templatefilter=self shows it
+            owned["launch_config"]["templateid"] = self.sim.own_template_id
             owned["monitoring"] = {"host": monitored, "port": str(self.server.port),
                                    "private_key_path": str(self.key_path)}
             write_config(self.config, owned)

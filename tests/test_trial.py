@@ -90,6 +90,11 @@ def test_the_readme_trial_scales_out_and_in_and_keeps_edits_across_restarts(tmp_
     config = tmp_path / "trial.idcfrc"
     assert "wrote " + str(config) in "".join(sim.lines)
     assert config.stat().st_mode & 0o777 == 0o600
+    templates = subprocess.run([shutil.which("idcf-compute-api", path=os.path.dirname(
+        sys.executable)) or "idcf-compute-api", "--config", str(config), "listTemplates",
+        "--templatefilter=self", "-t", "id"], capture_output=True, text=True, timeout=60)
+    own = re.search(r"(?m)^templateid = (\S+)$", config.read_text())
+    assert own and own.group(1) in templates.stdout, templates.stdout + templates.stderr
     status = run(config, "--status")
     assert "| web1 " in status.stdout and "1.50 1.50 1.50" in status.stdout
     assert "decision now: none: load between thresholds" in status.stdout

@@ -97,7 +97,7 @@ def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> Exit
 
 def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
     """One run against the cloud; the report is printed (--status, --json) even when the
-    run fails, then the failure is raised for main() to map."""
+    run fails, then the failure is raised for run_command() to map."""
     with step("while starting", changing=False):
         import contextlib
         import logging

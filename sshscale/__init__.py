@@ -4,12 +4,16 @@ The modules follow one run's data path:
 
   config    ~/.idcfrc (+ ~/.ssh/config for key files) -> validated Settings
   measure   hosts -> Measurement, one SSH exec per host (paramiko)
-  observe   the cloud -> Pool, History and the cloud's time (the API client, idcf_api)
-  decide    Measurement + Pool + History + Settings + now -> Decision (pure)
+  observe   the cloud -> Pool, History and the cloud's time (the API client, idcf_api);
+            with [health] check = http, probe's GETs of the members
+  health    the members' health checks -> their failure counts in VM tags, and the log
+  decide    Measurement + Pool + History + Settings + now -> Decision (pure; fleet's rules
+            for protection, termination policy, replacement and refresh)
   act       one Decision -> cloud calls, the pool's facts kept in tags (facts: keys and
             values, pure; tags: the createTags/deleteTags jobs)
   lease     the pool's lease: one acting run across monitors
-  run       one run: lock, observe, decide (reading History only when needed), lease, act
+  run       one run: lock, observe, count health, decide (reading History only when
+            needed), lease, act
   views     Report -> log lines, the --status table, the --json object
   cli       argv -> a live run or a replay -> exit status (the only module that knows both)
 

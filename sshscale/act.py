@@ -1,6 +1,7 @@
-"""One Decision -> cloud calls: deploy and assign, mark, remove, drain and destroy, adopt, and
-the repairs of crash leftovers; every step is logged, every job awaited within job_timeout,
-and the pool's facts (scale times, the failed-deploy backoff, drained VMs) kept in tags."""
+"""One Decision -> cloud calls: deploy and assign, mark, remove, drain and destroy, adopt,
+replace (the first half of a scale-out, then the second half of a scale-in), and the repairs
+of crash leftovers; every step is logged, every job awaited within job_timeout, and the pool's
+facts (scale times, the failed-deploy backoff, drained VMs, replacements) kept in tags."""
 
 from __future__ import annotations
 
@@ -12,23 +13,24 @@ from typing import Any, Callable, Optional
 
 import idcf_api
 from idcf_api import Client, JobFailed, JobTimeout
-from sshscale.errors import LeaseExpired
+from sshscale.errors import LeaseExpired, ScaleError
 from sshscale.facts import (
     BACKOFF,
     DRAIN,
+    REPLACE,
     SCALE_IN,
     SCALE_OUT,
     backoff_after_failure,
     backoff_value,
     time_value,
 )
+from sshscale.fleet import LAUNCH_IDS, outdated, replacement_of
 from sshscale.interrupts import step
 from sshscale.logs import note
 from sshscale.model import Action, Decision, History, Pool, Settings, Vm
 from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
 
 __all__ = ["Actor"]
-
 
 
 class Actor:
@@ -51,6 +53,7 @@ class Actor:
             Action.ADOPT: lambda: self.adopt(decision.vms[0], pool),
             Action.READD: lambda: self.adopt(decision.vms[0], pool),
             Action.DESTROY: lambda: self.destroy(decision.vms[0]),
+            Action.REPLACE: lambda: self.replace(decision.vms[0], pool),
         }
         return handlers[decision.action]()
 
@@ -77,31 +80,53 @@ class Actor:
 
     def scale_out(self, count: int, pool: Pool) -> str:
         note("scale out", f"+{count}")
-        params = dict(self.settings.launch)
-        params.setdefault("group", self.settings.group)
         with step(f"during the deploy of {count} VM{'s' if count > 1 else ''}"):
-            started = [self._change("deployVirtualMachine", **params) for _ in range(count)]
-            new_ids = []
-            try:
-                for answer in started:
-                    vm_id = str(answer.get("id", ""))
-                    try:
-                        self.wait(str(answer["jobid"]), f"deploy {vm_id}")
-                    except JobFailed as exc:
-                        self._destroy_failed(exc.instance_id or vm_id)
-                        raise
-                    new_ids.append(vm_id)
-            except (JobFailed, JobTimeout):
-                self._back_off()
-                raise
+            new_ids = self._deploy(count)
         self._assign(new_ids)
         self._joined(deployed=True)
         return self._new_count(pool.count + len(new_ids))
 
+    def _deploy(self, count: int, replacing: Optional[Vm] = None) -> list[str]:
+        """Deploy VMs with [launch_config] and wait for them; their ids. A failed deploy
+        destroys the VM it left in Error, grows the backoff and raises. A replacement's id is
+        marked on the VM it replaces as soon as the cloud names it."""
+        params = dict(self.settings.launch)
+        params.setdefault("group", self.settings.group)
+        started = [self._change("deployVirtualMachine", **params) for _ in range(count)]
+        if replacing is not None:
+            self._mark_replaced(replacing, str(started[0].get("id", "")))
+        new_ids = []
+        try:
+            for answer in started:
+                vm_id = str(answer.get("id", ""))
+                try:
+                    result = self.wait(str(answer["jobid"]), f"deploy {vm_id}")
+                except JobFailed as exc:
+                    self._destroy_failed(exc.instance_id or vm_id)
+                    raise
+                self._check_current(vm_id, result.get("virtualmachine") or {})
+                new_ids.append(vm_id)
+        except (JobFailed, JobTimeout, ScaleError):
+            self._back_off()
+            raise
+        return new_ids
+
+    def _check_current(self, vm_id: str, data: dict) -> None:
+        """With refresh = yes, a new VM must match [launch_config] as the cloud names it, or
+        each refresh would replace it again: such a VM is destroyed, and the deploy fails."""
+        if not self.settings.refresh or not outdated(data, self.settings.launch):
+            return
+        self._destroy_failed(vm_id)
+        found = ", ".join(f"{key} {data.get(key)}" for key in LAUNCH_IDS)
+        raise ScaleError(f"the new VM {vm_id} has {found}, not [launch_config]'s: with refresh "
+                         "= yes it would be replaced again and again (give [launch_config] the "
+                         "IDs the cloud lists: idcf-compute-api listTemplates / "
+                         "listServiceOfferings)")
+
     def _destroy_failed(self, vm_id: str) -> None:
         if not vm_id:
             return
-        note("destroy", f"{vm_id} (left in Error by the failed deploy)")
+        note("destroy", f"{vm_id} (left by the failed deploy)")
         try:
             self._destroy_and_wait(vm_id, vm_id)
         except idcf_api.CloudStackError as exc:
@@ -162,9 +187,14 @@ class Actor:
         return self._new_count(pool.count + 1)
 
     def scale_in(self, vm: Vm, pool: Pool) -> str:
-        """Mark the VM drained, take it out of the load balancer, drain, destroy: a run that
-        dies after the mark leaves a VM the next run destroys, never one it adopts back."""
         note("scale in", f"-1 ({vm.name}, {vm.ip or 'no ip'})")
+        self._retire(vm, scale_time=True)
+        return self._new_count(pool.count - 1)
+
+    def _retire(self, vm: Vm, scale_time: bool) -> None:
+        """Mark the VM drained, take it out of the load balancer, (record the scale-in time,)
+        drain, destroy: a run that dies after the mark leaves a VM the next run destroys,
+        never one it adopts back."""
         with step(f"while taking {vm.name} out of the load balancer"):
             if vm.tag(DRAIN) is None:
                 self._check_lease()
@@ -172,13 +202,52 @@ class Actor:
             answer = self._change("removeFromLoadBalancerRule", id=self.settings.load_balancer,
                                   virtualmachineids=vm.id)
             self.wait(str(answer["jobid"]), "remove from lb")
-            self._record({SCALE_IN: time_value(self.clock())}, "the scale-in time")
+            if scale_time:
+                self._record({SCALE_IN: time_value(self.clock())}, "the scale-in time")
         if self.settings.drain_seconds > 0:
             with step(f"during the drain of {vm.name}"):
                 note("drain", f"{self.settings.drain_seconds:g} s")
                 self.sleep(self.settings.drain_seconds)
         self.destroy(vm)
-        return self._new_count(pool.count - 1)
+
+    def replace(self, vm: Vm, pool: Pool) -> str:
+        """Deploy and assign a VM in vm's place, then take vm away as a scale-in does; the pool
+        keeps its size, so no scale time is recorded. When vm's mark names a replacement that
+        serves already (a run died halfway), only the second half is left to do. A failed
+        deploy leaves vm in place."""
+        new = replacement_of(vm, pool)
+        if new is not None:
+            note("replace", f"{vm.name} ({vm.ip or 'no ip'}): {new.name} serves in its place")
+        else:
+            note("replace", f"{vm.name} ({vm.ip or 'no ip'}): deploying its replacement")
+            try:
+                with step(f"during the deploy of {vm.name}'s replacement"):
+                    new_ids = self._deploy(1, replacing=vm)
+            except (JobFailed, ScaleError):  # the new VM is gone; on a timeout it may come
+                self._mark_replaced(vm, None)
+                raise
+            self._assign(new_ids)
+            if self.history.backoff is not None:
+                self._record({}, "the end of the backoff", also_delete=(BACKOFF,))
+        self._retire(vm, scale_time=False)
+        return self._new_count(pool.count - 1 if new is not None else pool.count)
+
+    def _mark_replaced(self, vm: Vm, new_id: Optional[str]) -> None:
+        """Name the replacement on the VM it replaces, so that a later run finishes the
+        replacement from there (None: remove the mark, the replacement failed); a failure is
+        a warning: this run goes on."""
+        try:
+            if new_id is None:
+                self.tags.delete(USER_VM, vm.id, {REPLACE: None})
+                return
+            self._check_lease()
+            if vm.tag(REPLACE) is None:
+                self.tags.create(USER_VM, vm.id, {REPLACE: new_id})
+            else:
+                self.tags.replace(USER_VM, vm.id, {REPLACE: new_id})
+        except idcf_api.CloudStackError as exc:
+            note("tags", f"could not {'un' if new_id is None else ''}mark {vm.name} as being "
+                         f"replaced: {exc}", logging.WARNING)
 
     def destroy(self, vm: Vm) -> str:
         # A Stopped VM with a job may be half destroyed already (by a run that died): wait

@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 import idcf_api
 from sshscale.errors import ConfigError
+from sshscale.fleet import HEALTH_CHECKS, TERMINATION_POLICIES, parse_limit
 from sshscale.model import PERIODS, Settings
 
 __all__ = ["display_path", "insecure_permissions", "key_path_for", "load_settings",
@@ -42,9 +43,11 @@ KNOWN_KEYS = {
                    "command_timeout", "command", "host_key_policy", "monitor_members",
                    "boot_grace", "min_reporting", "aggregate", "per_cpu", "max_parallel"),
     "scaling": ("min_size", "max_size", "load_balancer", "job_timeout", "expunge",
-                "drain_seconds", "protect_unmanaged", "max_backoff"),
+                "drain_seconds", "protect_unmanaged", "max_backoff", "termination_policy",
+                "refresh"),
     "policy_out": ("threshold", "cooldown", "period", "step"),
     "policy_in": ("threshold", "cooldown", "period"),
+    "health": ("check", "url", "timeout", "unhealthy_runs", "grace", "max_unhealthy"),
 }
 REQUIRED_LAUNCH_KEYS = ("serviceofferingid", "templateid", "zoneid")
 HOST_KEY_POLICIES = ("accept-new", "strict", "off")
@@ -192,6 +195,8 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         period_out=_period(out, default["period_out"]),
         period_in=_period(inn, default["period_in"]),
         step_out=out.choice("step", default["step_out"], ("1", "proportional")),
+        **_fleet_settings(_section(parser, source, "health", required=False), scaling,
+                          monitor_members),
     )
     if check_key:
         _check_key_file(settings, mon, ssh_config)
@@ -216,6 +221,39 @@ def _check_launch(launch: _Section) -> None:
         raise launch.error("name", "host names are unique in a network, so every deploy after "
                                    "the first would fail; use displayname (the cloud then "
                                    "names each VM itself)")
+
+
+def _fleet_settings(health: _Section, scaling: _Section,
+                    monitor_members: bool) -> dict[str, Any]:
+    """[health] and the fleet keys of [scalling]: health checks, termination policy, refresh."""
+    default = DEFAULTS
+    check = health.choice("check", default["health_check"], HEALTH_CHECKS)
+    if check == "ssh" and not monitor_members:
+        raise health.error("check", "ssh needs [monitoring] monitor_members = yes (only a "
+                                    "member measured over SSH can fail its measurement)")
+    url = health.text("url", default["health_url"])
+    try:
+        probe = url.format(ip="127.0.0.1")
+    except (KeyError, IndexError, ValueError):
+        probe = ""
+    if "{ip}" not in url or not probe.startswith(("http://", "https://")):
+        raise health.error("url", "expected an http:// or https:// URL with {ip} where the "
+                                  f"member's address goes, got {url!r}")
+    limit = health.text("max_unhealthy", default["max_unhealthy"])
+    try:
+        parse_limit(limit)
+    except ValueError as exc:
+        raise health.error("max_unhealthy", str(exc)) from None
+    return dict(
+        health_check=check, health_url=url,
+        health_timeout=health.number("timeout", default["health_timeout"], above=True),
+        unhealthy_runs=health.integer("unhealthy_runs", default["unhealthy_runs"], minimum=1),
+        health_grace=health.number("grace", default["health_grace"]),
+        max_unhealthy=limit,
+        termination_policy=scaling.choice("termination_policy", default["termination_policy"],
+                                          TERMINATION_POLICIES),
+        refresh=scaling.boolean("refresh", default["refresh"]),
+    )
 
 
 def _period(section: _Section, default: int) -> int:

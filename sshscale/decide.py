@@ -9,6 +9,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from sshscale.facts import DRAIN
+from sshscale.fleet import (
+    finish_replacement,
+    is_replacement,
+    pick_victim,
+    plan_refresh,
+    plan_replacement,
+    protected,
+)
 from sshscale.model import (
     BROKEN,
     IN_SERVICE,
@@ -23,6 +31,7 @@ from sshscale.model import (
 __all__ = ["aggregate_load", "decide"]
 
 UNTIL_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+GIVES_BACK = (Action.ADOPT, Action.READD)
 
 
 def aggregate_load(measurement: Measurement, period: int, settings: Settings) -> Optional[float]:
@@ -40,14 +49,14 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
 
     Repairs of crash leftovers come first (those that give the pool a VM back before min_size,
     so that a destroy the cloud keeps refusing never blocks filling the pool), then
-    min/max, then the load rules, which respect the cooldowns. Every deploy respects the
-    failed-deploy backoff. ``history=None`` means the pool's history (the load balancer's
-    tags, the event log) was not read: when an answer depends on it, the Decision says
-    ``needs_history`` and the caller asks again with it."""
-    repair = _plan_repair(pool, settings)
+    min/max, then the replacement of an unhealthy member, then the load rules, which respect
+    the cooldowns, and last the rolling refresh of an outdated member. Every deploy (a
+    replacement's too) respects the failed-deploy backoff. ``history=None`` means the pool's
+    history (the load balancer's tags, the event log) was not read: when an answer depends on
+    it, the Decision says ``needs_history`` and the caller asks again with it."""
+    repair = _plan_repair(pool, settings) or finish_replacement(pool)
     count = pool.count
-    if repair is not None and (repair.action is not Action.DESTROY
-                               or count >= settings.min_size):
+    if repair is not None and (repair.action in GIVES_BACK or count >= settings.min_size):
         return repair
     if count < settings.min_size and pool.committed < settings.max_size:
         return _deploy(Decision(Action.SCALE_OUT, f"pool has {count} VMs, below min_size "
@@ -57,6 +66,9 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
     if count > settings.max_size:
         return _scale_in(pool, settings, "max_size",
                          f"pool has {count} VMs, above max_size {settings.max_size}")
+    replacement = plan_replacement(pool, settings)
+    if replacement is not None:
+        return _deploy(replacement, history, now)
     load_out = aggregate_load(measurement, settings.period_out, settings)
     load_in = aggregate_load(measurement, settings.period_in, settings)
     if load_out is None or load_in is None:
@@ -78,11 +90,14 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
         return _scale_in(pool, settings, "threshold_in",
                          f"load {load_in:.2f} < threshold_in {settings.threshold_in:g} "
                          f"({_load_label(measurement, settings.period_in, settings)})")
+    refresh = plan_refresh(pool, settings, load_out)
+    if refresh is not None:
+        return _deploy(refresh, history, now)
     return Decision(Action.NONE, _steady_reason(load_out, load_in, pool, settings))
 
 
 def _plan_repair(pool: Pool, settings: Settings) -> Optional[Decision]:
-    ours = [v for v in pool.vms if v.managed and not v.monitored]
+    ours = [v for v in pool.vms if v.managed and not v.monitored and not protected(v)]
     # A VM listed Stopped with a pending job is a deploy still under way (Stopped, Starting,
     # Running): it is adopted after its job, like a Starting one.
     building = [v for v in ours if v.state == "Stopped" and v.jobid]
@@ -103,10 +118,12 @@ def _plan_repair(pool: Pool, settings: Settings) -> Optional[Decision]:
                             vms=(vm,), count=1, rule="repair")
         return Decision(Action.DESTROY, f"repair: VM {vm.name} was taken out of the load "
                         "balancer but not destroyed", vms=(vm,), count=1, rule="repair")
-    if count < settings.max_size:
+    replacing = is_replacement(vm, pool)  # a replacement may take the pool to max_size + 1
+    if count < settings.max_size or (replacing and count == settings.max_size):
+        why = "it replaces a member" if replacing else \
+            f"pool {count} < max_size {settings.max_size}"
         return Decision(Action.ADOPT, f"repair: managed VM {vm.name} ({vm.state}) is not in the "
-                        f"load balancer; adopting it (pool {count} < max_size "
-                        f"{settings.max_size})", vms=(vm,), count=1, rule="repair")
+                        f"load balancer; adopting it ({why})", vms=(vm,), count=1, rule="repair")
     return Decision(Action.DESTROY, f"repair: managed VM {vm.name} is not in the load "
                     f"balancer and the pool is full ({count} = max_size)",
                     vms=(vm,), count=1, rule="repair")
@@ -126,7 +143,7 @@ def _deploy(decision: Decision, history: Optional[History], now: datetime) -> De
 
 
 def _scale_in(pool: Pool, settings: Settings, rule: str, reason: str) -> Decision:
-    candidates = [v for v in pool.in_service if not v.monitored
+    candidates = [v for v in pool.in_service if not v.monitored and not protected(v)
                   and (v.managed or not settings.protect_unmanaged)]
     if not settings.protect_unmanaged and settings.hosts and not any(
             v.monitored for v in pool.members):
@@ -134,10 +151,10 @@ def _scale_in(pool: Pool, settings: Settings, rule: str, reason: str) -> Decisio
                         "VM and protect_unmanaged = no: not scaling in", rule=rule)
     if not candidates:
         kind = "managed " if settings.protect_unmanaged else ""
+        spared = " (the others are protected)" if any(map(protected, pool.in_service)) else ""
         return Decision(Action.NONE, f"{reason}, but no {kind}VM other than the monitored one "
-                        "may be removed", rule=rule)
-    victim = max(candidates, key=lambda v: (v.created or datetime.min.replace(
-        tzinfo=timezone.utc), v.name))
+                        f"may be removed{spared}", rule=rule)
+    victim = pick_victim(candidates, settings.termination_policy)
     return Decision(Action.SCALE_IN, reason, vms=(victim,), count=1, rule=rule)
 
 

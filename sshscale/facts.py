@@ -10,6 +10,11 @@ On the load-balancer rule:
 On a VM:
   ssh-scale:drain       unix time it was taken out of the load balancer on purpose (a later run
                         finishes the scale-in)
+  ssh-scale:unhealthy   how many runs in a row its health check failed (written only when
+                        that changes; it stops at [health] unhealthy_runs)
+  ssh-scale:replace     the id of the VM deployed to replace it (a later run finishes the
+                        replacement once that VM serves)
+  ssh-scale:protect     "true", set by the user: never scaled in, replaced or repaired away
 """
 
 from __future__ import annotations
@@ -20,15 +25,19 @@ from typing import Optional
 
 from sshscale.model import Backoff, History, Lease
 
-__all__ = ["BACKOFF", "DRAIN", "FIRST_BACKOFF_SECONDS", "LEASE", "SCALE_IN", "SCALE_OUT",
-           "backoff_after_failure", "backoff_value", "history_from_tags", "lease_value",
-           "parse_lease", "parse_time_value", "time_value"]
+__all__ = ["BACKOFF", "DRAIN", "FIRST_BACKOFF_SECONDS", "LEASE", "PROTECT", "REPLACE",
+           "SCALE_IN", "SCALE_OUT", "UNHEALTHY", "backoff_after_failure", "backoff_value",
+           "history_from_tags", "lease_value", "parse_count", "parse_lease", "parse_time_value",
+           "time_value"]
 
 SCALE_OUT = "ssh-scale:scale-out"
 SCALE_IN = "ssh-scale:scale-in"
 BACKOFF = "ssh-scale:backoff"
 LEASE = "ssh-scale:lease"
 DRAIN = "ssh-scale:drain"
+UNHEALTHY = "ssh-scale:unhealthy"
+REPLACE = "ssh-scale:replace"
+PROTECT = "ssh-scale:protect"
 FIRST_BACKOFF_SECONDS = 60.0
 
 
@@ -43,6 +52,12 @@ def parse_time_value(value: Optional[str]) -> Optional[datetime]:
         return datetime.fromtimestamp(int((value or "").strip()), timezone.utc)
     except (ValueError, OverflowError, OSError):
         return None
+
+
+def parse_count(value: Optional[str]) -> int:
+    """A tag's count (0 when absent or not a count: someone else's value)."""
+    text = (value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else 0
 
 
 def _pair(value: Optional[str]) -> Optional[tuple[str, datetime]]:

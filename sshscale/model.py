@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     from idcf_api import Account
 
-__all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "Action", "Backoff", "Decision", "History",
-           "HostLoad", "Lease", "Measurement", "Observation", "Pool", "Report", "Settings", "Vm"]
+__all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "Action", "Backoff", "Check", "Decision",
+           "History", "HostLoad", "Lease", "Measurement", "Observation", "Pool", "Report",
+           "Settings", "Vm"]
 
 PERIODS = (1, 5, 15)
 IN_SERVICE = ("Running", "Starting", "Migrating")
@@ -31,6 +32,7 @@ class Action(enum.Enum):
     ADOPT = "adopt"
     READD = "re-add"
     DESTROY = "destroy"
+    REPLACE = "replace"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,14 @@ class Settings:
     period_out: int = 1
     period_in: int = 1
     step_out: str = "1"
+    health_check: str = "none"
+    health_url: str = "http://{ip}:80/healthz"
+    health_timeout: float = 5.0
+    unhealthy_runs: int = 3
+    health_grace: float = 300.0
+    max_unhealthy: str = "50%"
+    termination_policy: str = "newest"
+    refresh: bool = False
 
     @property
     def group(self) -> str:
@@ -109,8 +119,17 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One member's health check this run: passed or not, and what failed."""
+
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Vm:
-    """A VM as far as scaling cares."""
+    """A VM as far as scaling cares; `outdated`: managed, and its template or service offering
+    is not [launch_config]'s; `check`: this run's health check (None: not checked)."""
 
     id: str
     name: str
@@ -125,6 +144,8 @@ class Vm:
     monitored: bool = False
     jobid: Optional[str] = None
     tags: tuple[tuple[str, str], ...] = ()
+    outdated: bool = False
+    check: Optional[Check] = None
 
     def tag(self, key: str) -> Optional[str]:
         """The value of a resource tag (keys compare case-insensitively, as CloudStack's do)."""

@@ -17,9 +17,11 @@ from typing import Any, Optional
 from idcf_api import Client
 from sshscale.config import lookup_ssh_config
 from sshscale.facts import history_from_tags
+from sshscale.fleet import checked_members, outdated, ssh_checks, with_checks
 from sshscale.logs import note
 from sshscale.measure import measure
-from sshscale.model import History, Measurement, Observation, Pool, Settings, Vm
+from sshscale.model import Check, History, Measurement, Observation, Pool, Settings, Vm
+from sshscale.probe import probe
 
 __all__ = ["build_pool", "cloud_time", "history_from_events", "member_hosts",
            "monitored_names", "observe", "parse_time", "read_history", "read_pool",
@@ -51,14 +53,16 @@ def vm_from_api(data: Mapping[str, Any], settings: Settings, *, in_lb: bool,
     nic_ips = [n.get("ipaddress") for n in data.get("nic") or [] if n.get("ipaddress")]
     all_ips = list(ips) + [ip for ip in nic_ips if ip not in ips]
     names = {data.get("name"), data.get("displayname"), data.get("instancename"), *all_ips}
+    managed = data.get("group") == settings.group
     return Vm(
         id=str(data.get("id")), name=str(data.get("name", "")), state=str(data.get("state", "")),
         created=parse_time(data.get("created")), ip=all_ips[0] if all_ips else None,
         displayname=str(data.get("displayname", "")),
         instancename=str(data.get("instancename", "")),
-        group=data.get("group"), in_lb=in_lb, managed=data.get("group") == settings.group,
+        group=data.get("group"), in_lb=in_lb, managed=managed,
         monitored=any(n in names for n in monitored_names if n),
-        jobid=data.get("jobid"), tags=tuple(tag_pairs(data)))
+        jobid=data.get("jobid"), tags=tuple(tag_pairs(data)),
+        outdated=managed and outdated(data, settings.launch))
 
 
 def tag_pairs(data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -191,34 +195,49 @@ def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
             now: datetime, dry_run: bool = False) -> Observation:
     """Measure and read the pool; in parallel when the hosts are known up front. With
     monitor_members the members are measured instead of [monitoring] host, which then only
-    identifies the monitored VM. `now` is this machine's time; the Observation carries the
-    cloud's. A dry run records no new host key."""
+    identifies the monitored VM. [health] check = http probes the members while SSH measures.
+    `now` is this machine's time; the Observation carries the cloud's, and its pool each
+    member's health check. A dry run records no new host key."""
     names = monitored_names(settings, ssh_config)
-    if settings.monitor_members:
-        pool = read_pool(client, settings, names)
-        now = cloud_time(now, client)
-        measurement = measure(member_hosts(pool, settings, now), settings, ssh_config, dry_run)
-    else:
-        with ThreadPoolExecutor(max_workers=1) as executor:
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        if settings.monitor_members:
+            pool = read_pool(client, settings, names)
+            now = cloud_time(now, client)
+            measuring = executor.submit(measure, member_hosts(pool, settings, now), settings,
+                                        ssh_config, dry_run)
+        else:
             measuring = executor.submit(measure, settings.hosts, settings, ssh_config, dry_run)
             pool = read_pool(client, settings, names)
             now = cloud_time(now, client)
-            measurement = measuring.result()
+        checks = _probe_members(pool, settings, now)
+        measurement = measuring.result()
     # When no host answered, the run ends with these errors as its one error line: logged
     # here too, they would show twice in a cron log (>> log 2>&1).
     level = logging.WARNING if measurement.answered else logging.DEBUG
     for host in measurement.hosts:
         if host.error:
             note("ssh", host.error, level)
-    return Observation(measurement, _mark_reached(pool, measurement, settings), now)
+    if settings.health_check == "ssh":
+        checks = ssh_checks(pool, measurement, settings, now)
+    pool = with_checks(_mark_reached(pool, measurement, settings), checks)
+    return Observation(measurement, pool, now)
+
+
+def _probe_members(pool: Pool, settings: Settings, now: datetime) -> dict[str, Check]:
+    """check = http: the members past [health] grace, probed (nothing otherwise)."""
+    if settings.health_check != "http":
+        return {}
+    return probe(checked_members(pool, settings, now), settings)
 
 
 def reread_pool(observation: Observation, settings: Settings, client: Client,
                 ssh_config: Optional[Any]) -> Observation:
-    """The observation with the pool read again (same measurement, same time): what a run
-    acts on once it holds the pool's lease."""
+    """The observation with the pool read again (same measurement, same time, the members'
+    health checks kept): what a run acts on once it holds the pool's lease."""
     pool = read_pool(client, settings, monitored_names(settings, ssh_config))
-    return replace(observation, pool=_mark_reached(pool, observation.measurement, settings))
+    checks = {vm.id: vm.check for vm in observation.pool.vms if vm.check is not None}
+    return replace(observation, pool=with_checks(
+        _mark_reached(pool, observation.measurement, settings), checks))
 
 
 def _mark_reached(pool: Pool, measurement: Measurement, settings: Settings) -> Pool:

@@ -19,6 +19,7 @@ from sshscale.act import Actor
 from sshscale.config import display_path
 from sshscale.decide import aggregate_load, decide
 from sshscale.errors import LockBusy, SshError
+from sshscale.health import keep_counts
 from sshscale.interrupts import step
 from sshscale.lease import change_deadline, pool_lease
 from sshscale.logs import note
@@ -83,7 +84,8 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     run is told `other_run` when another run of this config holds the lock here."""
     local_now = clock()
     report.time = local_now.isoformat(timespec="seconds")
-    observation = observe(settings, client, ssh_config, local_now, report.dry_run)
+    observation = keep_counts(observe(settings, client, ssh_config, local_now, report.dry_run),
+                              settings, client, write=not report.dry_run)
     report.measurement, report.pool, report.pool_read = (observation.measurement,
                                                          observation.pool, True)
     report.load_out = aggregate_load(observation.measurement, settings.period_out, settings)

@@ -55,7 +55,8 @@ class TagWriter:
                 also_delete: tuple[str, ...] = ()) -> None:
         """Set the tags to these values (and drop the also_delete keys): delete, then create."""
         self.delete(kind, resource_id, {**dict.fromkeys(tags), **dict.fromkeys(also_delete)})
-        self.create(kind, resource_id, tags)
+        if tags:
+            self.create(kind, resource_id, tags)
 
     def _run(self, command: str, kind: str, resource_id: str,
              tags: Mapping[str, Optional[str]]) -> None:

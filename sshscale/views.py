@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 import idcf_api
+from sshscale.fleet import failures, protected, vm_notes
 from sshscale.logs import LABEL_WIDTH, TIME_FORMAT, log
 from sshscale.model import Action, Decision, History, Report, Settings
 
@@ -67,9 +68,12 @@ def status_table(report: Report) -> str:
             "created": _local(vm.created) if vm.created else "",
             "load (1/5/15)": " ".join(f"{x:.2f}" for x in host.loads)
             if host and host.loads else "",
+            "notes": vm_notes(vm),
         })
+    # The notes column (protected, outdated, health, replacement) only when there are some.
+    columns = STATUS_COLUMNS + (("notes",) if any(row["notes"] for row in rows) else ())
     if rows:
-        table = idcf_api.format_table(rows, STATUS_COLUMNS)
+        table = idcf_api.format_table(rows, columns)
     elif report.pool_read:
         table = "(the pool is empty)"
     else:
@@ -127,7 +131,10 @@ def report_json(report: Report) -> dict[str, Any]:
         "aggregate": {"out": report.load_out, "in": report.load_in},
         "pool": [{"id": v.id, "name": v.name, "ip": v.ip, "state": v.state,
                   "in_lb": v.in_lb, "managed": v.managed, "monitored": v.monitored,
-                  "created": _iso(v.created), "tags": dict(v.tags)}
+                  "created": _iso(v.created), "tags": dict(v.tags),
+                  "protected": protected(v), "outdated": v.outdated,
+                  "health": None if v.check is None else {
+                      "ok": v.check.ok, "detail": v.check.detail, "failures": failures(v)}}
                  for v in report.pool.vms],
         "history": _history_json(report.history),
         "decision": {"action": decision.action.value, "count": decision.count,

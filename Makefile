@@ -1,5 +1,6 @@
-# Two commands on a fresh machine:  make demo   and   make test
-# Both create .venv and install what they need; make test also installs openssh-server (the
+# On a fresh machine:  make demo,  make trial  (an offline trial of your own config: see
+# README "Try it offline")  and  make test.
+# Each creates .venv and installs what it needs; make test also installs openssh-server (the
 # end-to-end tests' real sshd) and rpm (rpmbuild, to check the rpm) when they are missing and
 # this user can install them.
 
@@ -11,7 +12,7 @@ APT_ENV  = DEBIAN_FRONTEND=noninteractive
 DIST    ?= dist
 SUDO     = $(shell [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n")
 
-.PHONY: demo test lint tools bench clean deb rpm
+.PHONY: demo trial test lint tools bench clean deb rpm
 
 $(STAMP): setup.py sshscale/__init__.py
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -24,6 +25,10 @@ $(STAMP): setup.py sshscale/__init__.py
 
 demo: $(STAMP)
 	$(BIN)/python -m sshscale.demo
+
+# The simulator, its VMs answering SSH, and trial.idcfrc for them; Ctrl-C stops it.
+trial: $(STAMP)
+	$(BIN)/cloudstack-sim --ssh --write-config trial.idcfrc
 
 tools:
 	@missing=""; \

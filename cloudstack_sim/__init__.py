@@ -13,6 +13,7 @@ Modules, in the order a request flows through them:
   tags       resource tags: types, the unique index, createTags/deleteTags, filters
   views      the JSON of each object, in the server's field order
   cli        the cloudstack-sim command (also `python -m cloudstack_sim`)
+  trial      --ssh: the VMs answer SSH with a shared demand (load_sshd), the trial's config
 """
 
 from .cli import main

@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import tags, views
 from .commands import COMMANDS
@@ -29,7 +29,7 @@ from .state import (
     check_loopback,
 )
 
-__all__ = ["API_PATH", "Call", "Simulator"]
+__all__ = ["API_PATH", "Call", "Route", "Simulator"]
 
 API_PATH = "/client/api"
 _BAD_SIGNATURE = "unable to verify user credentials and/or request signature"
@@ -39,6 +39,9 @@ _NOT_FOUND_BODY = b"<html><body><h1>404 Not Found</h1></body></html>"
 _XML_BODY = b'<?xml version="1.0"?><error>json only in simulator</error>'
 _JSON_TYPE = "application/json; charset=UTF-8"
 _HTML_TYPE = "text/html; charset=UTF-8"
+
+#: A path served beside the API: the request's parameters -> (HTTP status, JSON body).
+Route = Callable[[dict[str, str]], tuple[int, Any]]
 
 
 @dataclass
@@ -113,6 +116,7 @@ class Simulator:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)    # a request was acted on
         self._faults = FaultBook()
+        self._routes: dict[str, Route] = {}
         self._in_flight: dict[int, float] = {}             # token -> when it will act
         self._tokens = itertools.count()
         self._tz = timezone(timedelta(hours=timezone_offset_hours))
@@ -237,6 +241,12 @@ class Simulator:
             if in_lb:
                 self._cloud.rules[self.lb_id].members.append(vm.id)
             return views.vm_json(self._cloud, vm)
+
+    def add_route(self, path: str, route: Route) -> None:
+        """Serve `path` beside the API with route(params) -> (status, JSON body): unsigned and
+        not recorded in calls (the trial's /sim/load, which sets the load its VMs report)."""
+        with self._lock:
+            self._routes[path] = route
 
     def add_lb_rule(self, name: str) -> str:
         """Add another load-balancer rule; returns its id."""
@@ -409,6 +419,11 @@ class Simulator:
         received = time.time()
         parts = urllib.parse.urlsplit(target)
         params = _parse_params(parts.query, body)
+        with self._lock:
+            route = self._routes.get(parts.path)
+        if route is not None:
+            status, reply = route(params)
+            return Answer(status, _JSON_TYPE, _to_json(reply))
         call = Call(command=params.get("command", ""),
                     params={k: v for k, v in params.items()
                             if k.lower() not in ("signature", "apikey")},

@@ -23,8 +23,9 @@ The modules follow one run's data path:
 
 Below them: model (the data types), errors (the error hierarchy and exit statuses), logs
 (the 2013 line format), fleet_config (the optional [schedule NAME], [notify] and [metrics]
-sections, for config). Beside them: replay/ (what-if replays on a virtual clock, using decide
-unchanged) and demo (`make demo`). idcf_api.py is the signed CloudStack client (layer 0) and
+sections, for config), interrupts (what a Ctrl-C or SIGTERM stopped, in one line). Beside
+them: replay/ (what-if replays on a virtual clock, using decide unchanged) and demo (`make
+demo`). idcf_api.py is the signed CloudStack client (layer 0) and
 cloudstack_sim/ the simulator the tests compare against; neither imports this package.
 """
 

@@ -25,6 +25,7 @@ from sshscale.facts import (
     time_value,
 )
 from sshscale.fleet import LAUNCH_IDS, outdated, replacement_of
+from sshscale.interrupts import step
 from sshscale.logs import note
 from sshscale.model import IN_SERVICE, Action, Decision, Deploy, History, Pool, Settings, Vm
 from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
@@ -88,13 +89,16 @@ class Actor:
     def start_scale_out(self, count: int) -> tuple[Deploy, ...]:
         """The deploy calls of a scale-out (each accepted with its VM's ID and its job)."""
         note("scale out", f"+{count}")
-        return self._start_deploys(count)
+        with step(f"while starting the deploy of {count} VM{'s' if count > 1 else ''}"):
+            return self._start_deploys(count)
 
     def finish_deploys(self, deploys: Sequence[Deploy], pool_count: Optional[int]) -> str:
         """Wait for a scale-out's deploys, then add their VMs to the load balancer. The new
         count is pool_count plus the new VMs, or, when other runs may have changed the pool
         meanwhile (None), the members in service read again."""
-        new_ids = self._await_deploys(deploys)
+        count = len(deploys)
+        with step(f"during the deploy of {count} VM{'s' if count > 1 else ''}"):
+            new_ids = self._await_deploys(deploys)
         self._assign(new_ids)
         self._joined(deployed=True)
         if pool_count is None:
@@ -186,18 +190,19 @@ class Actor:
         is mapped already (530 "Failed to assign load balancer rule"), as a VM another run
         adopted is: then the members are read, and only the missing ones assigned again."""
         note("assign to lb", f"{','.join(vm_ids)} -> {self.settings.load_balancer}")
-        try:
-            self._assign_job(vm_ids)
-        except JobFailed:
-            members = {str(m.get("id")) for m in self.client.list(
-                "listLoadBalancerRuleInstances", id=self.settings.load_balancer)}
-            missing = [v for v in vm_ids if v not in members]
-            if len(missing) == len(vm_ids):
-                raise
-            note("assign to lb", f"{len(vm_ids) - len(missing)} of them already in the load "
-                                 "balancer (another run adopted them)")
-            if missing:
-                self._assign_job(missing)
+        with step(f"while adding {', '.join(vm_ids)} to the load balancer"):
+            try:
+                self._assign_job(vm_ids)
+            except JobFailed:
+                members = {str(m.get("id")) for m in self.client.list(
+                    "listLoadBalancerRuleInstances", id=self.settings.load_balancer)}
+                missing = [v for v in vm_ids if v not in members]
+                if len(missing) == len(vm_ids):
+                    raise
+                note("assign to lb", f"{len(vm_ids) - len(missing)} of them already in the "
+                                     "load balancer (another run adopted them)")
+                if missing:
+                    self._assign_job(missing)
 
     def _assign_job(self, vm_ids: Sequence[str]) -> None:
         answer = self._change("assignToLoadBalancerRule", id=self.settings.load_balancer,
@@ -236,17 +241,19 @@ class Actor:
         """Mark the VM drained, take it out of the load balancer, (record the scale-in time,)
         drain, destroy: a run that dies after the mark leaves a VM the next run destroys,
         never one it adopts back."""
-        if vm.tag(DRAIN) is None:
-            self._check_lease()
-            self.tags.create(USER_VM, vm.id, {DRAIN: time_value(self.clock())})
-        answer = self._change("removeFromLoadBalancerRule", id=self.settings.load_balancer,
-                              virtualmachineids=vm.id)
-        self.wait(str(answer["jobid"]), "remove from lb")
-        if scale_time:
-            self._record({SCALE_IN: time_value(self.clock())}, "the scale-in time")
+        with step(f"while taking {vm.name} out of the load balancer"):
+            if vm.tag(DRAIN) is None:
+                self._check_lease()
+                self.tags.create(USER_VM, vm.id, {DRAIN: time_value(self.clock())})
+            answer = self._change("removeFromLoadBalancerRule", id=self.settings.load_balancer,
+                                  virtualmachineids=vm.id)
+            self.wait(str(answer["jobid"]), "remove from lb")
+            if scale_time:
+                self._record({SCALE_IN: time_value(self.clock())}, "the scale-in time")
         if self.settings.drain_seconds > 0:
-            note("drain", f"{self.settings.drain_seconds:g} s")
-            self.sleep(self.settings.drain_seconds)
+            with step(f"during the drain of {vm.name}"):
+                note("drain", f"{self.settings.drain_seconds:g} s")
+                self.sleep(self.settings.drain_seconds)
         self.destroy(vm)
 
     def replace(self, vm: Vm, pool: Pool) -> str:
@@ -260,7 +267,8 @@ class Actor:
         else:
             note("replace", f"{vm.name} ({vm.ip or 'no ip'}): deploying its replacement")
             try:
-                new_ids = self._await_deploys(self._start_deploys(1, replacing=vm))
+                with step(f"during the deploy of {vm.name}'s replacement"):
+                    new_ids = self._await_deploys(self._start_deploys(1, replacing=vm))
             except (JobFailed, ScaleError):  # the new VM is gone; on a timeout it may come
                 self._mark_replaced(vm, None)
                 raise
@@ -295,7 +303,8 @@ class Actor:
             note("repair", f"{vm.name} was destroyed by its pending job")
             return f"{vm.name} already destroyed"
         note("destroy", f"{vm.name} ({vm.id})")
-        self._destroy_and_wait(vm.id, vm.name)
+        with step(f"during the destroy of {vm.name}"):
+            self._destroy_and_wait(vm.id, vm.name)
         return f"destroyed {vm.name}"
 
     def _destroy_and_wait(self, vm_id: str, label: str) -> None:

@@ -9,37 +9,25 @@ Crash leftovers of earlier runs are repaired from what the cloud knows.
   * * * * * ssh_scale.py >> /var/log/ssh_scale.log 2>&1
 """
 
+# The console script imports this module, and Ctrl-C or SIGTERM must end in one line from
+# then on: so the module imports only what main() needs to print it (sshscale.interrupts);
+# the API client, SSH and the rest are imported by the functions that use them.
+
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import logging
-import signal
 import sys
-import threading
-import time
-from collections.abc import Sequence
-from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
-import idcf_api
-from sshscale import __version__, logs
-from sshscale.config import display_path, insecure_permissions, load_settings
-from sshscale.errors import (
-    ConfigError,
-    ExitStatus,
-    LeaseBusy,
-    LockBusy,
-    SshError,
-    Terminated,
-    exit_status,
-    expected,
-    message_of,
-)
-from sshscale.logs import note
-from sshscale.model import Report, Settings
-from sshscale.views import report_json, status_table
+from sshscale import __version__
+from sshscale.interrupts import step, stopped_message, stopped_status, terminate_on_sigterm
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
+    import idcf_api
+    from sshscale.errors import ExitStatus
+    from sshscale.model import Report, Settings
 
 __all__ = ["build_parser", "main"]
 
@@ -49,6 +37,8 @@ REPLAY_ONLY = ("policy", "plot", "boot_seconds", "start", "format", "members")
 
 def build_parser() -> argparse.ArgumentParser:
     """The ssh_scale.py argument parser."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit codes: 0 acted, nothing to do, or another run busy; 1 SSH, API or job "
@@ -91,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_options(args: argparse.Namespace) -> None:
     """Options that only make sense together; raises ConfigError."""
+    from sshscale.errors import ConfigError
+
     if args.replay and (args.status or args.dry_run):
         raise ConfigError("--replay runs offline: it cannot be combined with --status or -n")
     if not args.replay and any(getattr(args, name) is not None for name in REPLAY_ONLY):
@@ -100,30 +92,47 @@ def check_options(args: argparse.Namespace) -> None:
 
 def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
     """--replay: offline; neither ~/.ssh/config nor SSH is touched."""
-    from sshscale.replay import run_replay
+    with step("while starting", changing=False):
+        from sshscale.config import load_settings
+        from sshscale.errors import ExitStatus
+        from sshscale.replay import run_replay
 
-    settings = load_settings(args.config, check_key=False)
-    redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
-    run_replay(settings, args.replay, policy=args.policy, plot=args.plot,
-               boot_seconds=args.boot_seconds, as_json=args.json, start=args.start,
-               fmt=args.format, members=args.members)
+        settings = load_settings(args.config, check_key=False)
+        redactor.add(settings.account.api_key, settings.account.secret_key,
+                     settings.pass_phrase)
+    with step("during the replay", changing=False):
+        run_replay(settings, args.replay, policy=args.policy, plot=args.plot,
+                   boot_seconds=args.boot_seconds, as_json=args.json, start=args.start,
+                   fmt=args.format, members=args.members)
     return ExitStatus.OK
 
 
 def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
     """One run against the cloud; the report is printed (--status, --json) even when the
-    run fails, then the failure is raised for main() to map."""
-    from sshscale.measure import read_ssh_config
-    from sshscale.run import finish_pending, other_run_on_this_monitor, run_lock, run_once
+    run fails, then the failure is raised for run_command() to map. After a live run (not a
+    read-only look, nor a run that found another busy), its outputs: notify and metrics."""
+    with step("while starting", changing=False):
+        import contextlib
+        import logging
+        import time
+        from datetime import datetime, timezone
 
-    from sshscale.notify import webhook_secrets
+        import idcf_api
+        from sshscale.config import load_settings
+        from sshscale.errors import ExitStatus, LeaseBusy, LockBusy, SshError, message_of
+        from sshscale.logs import note
+        from sshscale.measure import read_ssh_config
+        from sshscale.model import Report
+        from sshscale.notify import webhook_secrets
+        from sshscale.run import finish_pending, other_run_on_this_monitor, run_lock, run_once
 
-    ssh_config = read_ssh_config()
-    settings = load_settings(args.config, ssh_config=ssh_config)
-    redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
-    redactor.add(*webhook_secrets(settings))
-    path = idcf_api.config_path(args.config)
-    warn_insecure(path)
+        ssh_config = read_ssh_config()
+        settings = load_settings(args.config, ssh_config=ssh_config)
+        redactor.add(settings.account.api_key, settings.account.secret_key,
+                     settings.pass_phrase)
+        redactor.add(*webhook_secrets(settings))
+        path = idcf_api.config_path(args.config)
+        warn_insecure(path)
     read_only = args.dry_run or args.status
     report = Report(time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     dry_run=read_only)
@@ -161,6 +170,8 @@ def after_run(report: Report, settings: Settings, duration: float,
               secrets: Sequence[str]) -> None:
     """The live run's outputs besides the log, each off unless configured: [notify] and the
     [metrics] textfile. They run after the run, cannot change it and never raise."""
+    import time
+
     from sshscale import metrics, notify
     from sshscale.lease import monitor_name
 
@@ -170,6 +181,11 @@ def after_run(report: Report, settings: Settings, duration: float,
 
 def warn_insecure(path: str) -> None:
     """A warning line when the config (which holds secrets) is readable by others."""
+    import logging
+
+    from sshscale.config import display_path, insecure_permissions
+    from sshscale.logs import note
+
     if insecure_permissions(path):
         note("warning", f"{display_path(path)} is readable by group or others; it holds "
                         "secrets (chmod 600 it)", logging.WARNING)
@@ -177,36 +193,49 @@ def warn_insecure(path: str) -> None:
 
 def emit(report: Report, args: argparse.Namespace) -> None:
     """Print the --status table or the --json object, if asked."""
+    import json
+
+    from sshscale.views import report_json, status_table
+
     if args.status:
         print(status_table(report))
     if args.json:
         print(json.dumps(report_json(report)))
 
 
-def terminate_on_sigterm() -> None:
-    """SIGTERM (systemd stop or timeout) ends the run like Ctrl-C: one line, never a
-    traceback; the next run repairs what this one left."""
-    def raise_terminated(signum: int, frame: Any) -> None:
-        raise Terminated("terminated (SIGTERM); the next run repairs what this one left")
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_terminated)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point: one run or one replay; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    redactor = logs.configure(args.verbose, args.quiet,
-                              sys.stderr if args.json or args.status else sys.stdout)
+def run_command(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> int:
+    """A live run or a replay: the one place that maps every failure but an interruption to
+    its exit status and one line."""
+    with step("while starting", changing=False):
+        import idcf_api
+        from sshscale import logs
+        from sshscale.errors import exit_status, expected, message_of
     try:
-        terminate_on_sigterm()
         check_options(args)
         return replay(args, redactor) if args.replay else live(args, redactor)
     except BrokenPipeError:  # e.g. --json piped into head
         return idcf_api.closed_pipe()
-    except (Exception, KeyboardInterrupt) as exc:
+    except Exception as exc:
         if not expected(exc):
             logs.log.debug("unexpected error", exc_info=True)
         print(f"{PROG}: error: {idcf_api.redact(message_of(exc), redactor.secrets)}",
               file=sys.stderr)
         return exit_status(exc)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: one run or one replay; returns the exit status. Ctrl-C or SIGTERM at any
+    point, the imports included, ends in one line saying what it interrupted."""
+    try:
+        terminate_on_sigterm()
+        with step("while starting", changing=False):
+            args = build_parser().parse_args(argv)
+            from sshscale import logs
+
+            redactor = logs.configure(args.verbose, args.quiet,
+                                      sys.stderr if args.json or args.status else sys.stdout,
+                                      silent=args.status)
+        return run_command(args, redactor)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        print(f"{PROG}: error: {stopped_message(exc)}", file=sys.stderr)
+        return stopped_status(exc)

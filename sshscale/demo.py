@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import paramiko
 
 import idcf_api
 from cloudstack_sim import Simulator
+from cloudstack_sim.trial import ClosedLoop
 from load_sshd import LoadServer
 
 # (runs, total demand in load units): the scripted day.
@@ -44,25 +44,6 @@ class Step:
     before: int
     after: int
     exit_code: int
-
-
-class ClosedLoop:
-    """Demand shared among the pool's running members, as the SSH server reports it."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.demand = 0.0
-        self.last_load: Optional[float] = None
-        self._lock = threading.Lock()
-
-    def members(self) -> int:
-        return sum(1 for vm in self.sim.lb_members() if vm["state"] == "Running")
-
-    def respond(self, address: str, command: str) -> str:
-        with self._lock:
-            load = self.demand / max(1, self.members())
-            self.last_load = load
-        return f"{load:.2f} {load:.2f} {load:.2f} 1/123 4567\n"
 
 
 def write_config(directory: Path, sim: Simulator, port: int, key_path: Path) -> Path:

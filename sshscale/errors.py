@@ -6,6 +6,8 @@ from __future__ import annotations
 import enum
 
 import idcf_api
+from sshscale.interrupts import INTERRUPTED, TERMINATED, Terminated, stopped_message, \
+    stopped_status
 
 __all__ = ["ConfigError", "ExitStatus", "LeaseBusy", "LeaseExpired", "LockBusy", "ScaleError",
            "SshError", "Terminated", "exit_status", "expected", "message_of"]
@@ -35,18 +37,14 @@ class LeaseExpired(ScaleError):
     """This run's lease on the pool ran out during its action: it stopped changing things."""
 
 
-class Terminated(ScaleError):
-    """The run got SIGTERM (systemd stop or timeout)."""
-
-
 class ExitStatus(enum.IntEnum):
     """What ssh_scale.py exits with."""
 
     OK = 0
     FAILURE = 1
     USAGE = 2
-    INTERRUPTED = 130
-    TERMINATED = 143
+    INTERRUPTED = INTERRUPTED
+    TERMINATED = TERMINATED
 
 
 def exit_status(exc: BaseException) -> ExitStatus:
@@ -55,10 +53,8 @@ def exit_status(exc: BaseException) -> ExitStatus:
         return ExitStatus.OK
     if isinstance(exc, (ConfigError, idcf_api.ConfigError)):
         return ExitStatus.USAGE
-    if isinstance(exc, KeyboardInterrupt):
-        return ExitStatus.INTERRUPTED
-    if isinstance(exc, Terminated):
-        return ExitStatus.TERMINATED
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (Terminated)
+        return ExitStatus(stopped_status(exc))
     return ExitStatus.FAILURE
 
 
@@ -72,7 +68,7 @@ def message_of(exc: BaseException) -> str:
     if isinstance(exc, idcf_api.JobTimeout):
         return f"{exc}; the next run repairs what it left"
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+        return stopped_message(exc)
     if isinstance(exc, (ScaleError, idcf_api.CloudStackError)):
         return str(exc)
     if isinstance(exc, OSError):

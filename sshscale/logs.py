@@ -21,12 +21,15 @@ def note(label: str, text: str, level: int = logging.INFO) -> None:
     log.log(level, "%-*s: %s", LABEL_WIDTH, label, text)
 
 
-def configure(verbose: bool, quiet: bool, stream: Any) -> idcf_api.RedactingFilter:
+def configure(verbose: bool, quiet: bool, stream: Any,
+              silent: bool = False) -> idcf_api.RedactingFilter:
     """The 2013 line format on the given stream, secrets redacted; returns the filter so that
-    secrets read later (from the config) can be added to it."""
+    secrets read later (from the config) can be added to it. `silent` (a view such as
+    --status that prints its own lines) logs nothing unless `verbose`."""
     redactor = idcf_api.install_redacting_handler(
         stream, logging.Formatter("%(asctime)s %(message)s", TIME_FORMAT), verbose)
-    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    log.setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1 if silent
+                 else logging.WARNING if quiet else logging.INFO)
     for noisy in ("paramiko", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     return redactor

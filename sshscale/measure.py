@@ -3,8 +3,10 @@ its own timeouts; every failure of one host becomes data (HostLoad.error), never
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import getpass
+import hashlib
 import math
 import os
 import re
@@ -24,8 +26,9 @@ from sshscale.errors import ConfigError, SshError
 from sshscale.logs import log, note
 from sshscale.model import HostLoad, Measurement, Settings
 
-__all__ = ["Target", "load_known_hosts", "load_private_key", "make_target", "measure",
-           "parse_load", "read_load", "read_ssh_config", "remote_command", "run_remote"]
+__all__ = ["Target", "fingerprint", "load_known_hosts", "load_private_key", "make_target",
+           "measure", "parse_load", "read_load", "read_ssh_config", "remote_command",
+           "run_remote"]
 
 CPU_COMMAND = "getconf _NPROCESSORS_ONLN"
 
@@ -152,19 +155,30 @@ def load_private_key(path: str, pass_phrase: str) -> Any:
 _known_hosts_lock = threading.Lock()
 
 
-def _accept_new_policy(known_hosts: str) -> Any:
+def fingerprint(key: Any) -> str:
+    """The key's SHA256 fingerprint as OpenSSH shows it ("SHA256:" and unpadded base64)."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode()
+    return f"SHA256:{digest.rstrip('=')}"
+
+
+def _accept_new_policy(known_hosts: str, record: bool) -> Any:
     class AcceptNew(paramiko.MissingHostKeyPolicy):
-        """OpenSSH's StrictHostKeyChecking=accept-new: record unknown keys, refuse changed."""
+        """OpenSSH's StrictHostKeyChecking=accept-new: record unknown keys, refuse changed;
+        a dry run (record=False) uses an unknown key and only says it would record it."""
 
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            new_key = f"{hostname}: new host key {key.get_name()} {fingerprint(key)}"
+            if not record:
+                note("ssh", f"{new_key} would be recorded in {display_path(known_hosts)} (not "
+                            "by a dry run)")
+                return
             line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
             with _known_hosts_lock:
                 os.makedirs(os.path.dirname(known_hosts) or ".", mode=0o700, exist_ok=True)
                 with open(known_hosts, "a", encoding="utf-8") as handle:
                     fcntl.flock(handle, fcntl.LOCK_EX)
                     handle.write(line)
-            note("ssh", f"{hostname}: new host key {key.get_name()} recorded in "
-                        f"{display_path(known_hosts)}")
+            note("ssh", f"{new_key} recorded in {display_path(known_hosts)}")
 
     return AcceptNew()
 
@@ -203,11 +217,12 @@ def load_known_hosts(path: str) -> Any:
     return keys
 
 
-def read_load(target: Target, settings: Settings, pkey: Any, known: Any) -> HostLoad:
+def read_load(target: Target, settings: Settings, pkey: Any, known: Any,
+              dry_run: bool = False) -> HostLoad:
     """One SSH connection, one exec; never raises (the error goes into the HostLoad).
 
     ``known`` is the parsed known_hosts (paramiko.HostKeys); only this host's entries are
-    handed to the client."""
+    handed to the client. A dry run records no new host key (it says it would)."""
     client = paramiko.SSHClient()
     started = time.monotonic()
     try:
@@ -216,7 +231,8 @@ def read_load(target: Target, settings: Settings, pkey: Any, known: Any) -> Host
             for keytype, key in (known.lookup(name) or {}).items():
                 client.get_host_keys().add(name, keytype, key)
         if settings.host_key_policy == "accept-new":
-            client.set_missing_host_key_policy(_accept_new_policy(target.known_hosts))
+            client.set_missing_host_key_policy(_accept_new_policy(target.known_hosts,
+                                                                  record=not dry_run))
         elif settings.host_key_policy == "off":
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         else:
@@ -238,7 +254,9 @@ def read_load(target: Target, settings: Settings, pkey: Any, known: Any) -> Host
                   time.monotonic() - started)
         return HostLoad(target.label, address, loads, cpus)
     except Exception as exc:  # every failure of one host is data, not a crash
-        return HostLoad(target.label, error=_ssh_error_text(exc, target, settings))
+        transport = client.get_transport()
+        banner = transport.remote_version if transport else ""
+        return HostLoad(target.label, error=_ssh_error_text(exc, target, settings, banner))
     finally:
         client.close()
 
@@ -264,13 +282,26 @@ def run_remote(client: Any, command: str, timeout: float) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _ssh_error_text(exc: BaseException, target: Target, settings: Settings) -> str:
+def _ssh_error_text(exc: BaseException, target: Target, settings: Settings,
+                    banner: str = "") -> str:
+    """The one line for a host that gave no load; `banner` is the SSH version string the
+    server sent, if any (a host that sent none is no SSH server, or a hung one)."""
     where = f"{target.hostname}:{target.port}"
     if isinstance(exc, CommandFailed):
         return f"{where}: {exc}"
     if isinstance(exc, paramiko.BadHostKeyException):
         return (f"{where}: host key changed ({exc.key.get_name()}); refusing to connect "
                 f"(check {display_path(target.known_hosts)})")
+    # paramiko gives up on a silent server with "Error reading SSH protocol banner", or,
+    # when its connect timeout strikes first, with "No existing session" from the auth step.
+    if isinstance(exc, paramiko.SSHException) and not banner:
+        return (f"{where}: no SSH banner within {settings.connect_timeout:g} s: the port "
+                "accepts TCP connections but no SSH server answers (check [monitoring] "
+                "host/port, and that sshd runs there)")
+    if str(exc).strip() in ("No existing session", "Authentication timeout."):
+        return (f"{where}: {banner} answered but did not finish the key exchange and "
+                f"authentication within {settings.connect_timeout:g} s (a stuck or overloaded "
+                "host? check it, or raise [monitoring] connect_timeout)")
     if isinstance(exc, paramiko.AuthenticationException):
         return f"{where}: authentication failed as {target.user} (check [monitoring] user/key)"
     if isinstance(exc, (socket.timeout, TimeoutError)):
@@ -293,11 +324,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def measure(hosts: Sequence[str], settings: Settings,
-            ssh_config: Optional[Any]) -> Measurement:
+def measure(hosts: Sequence[str], settings: Settings, ssh_config: Optional[Any],
+            dry_run: bool = False) -> Measurement:
     """Measure every host in parallel (bounded workers, per-host timeouts); each host with
     its own key (~/.ssh/config IdentityFile), each key loaded once; a key that cannot be
-    loaded fails the hosts that use it."""
+    loaded fails the hosts that use it. A dry run writes no known_hosts."""
     if not hosts:
         return Measurement()
     configured = settings.hosts[0] if settings.hosts else "*"
@@ -312,7 +343,7 @@ def measure(hosts: Sequence[str], settings: Settings,
         key = keys[target.key_path]
         if isinstance(key, SshError):
             return HostLoad(target.label, error=str(key))
-        return read_load(target, settings, key, known[target.known_hosts])
+        return read_load(target, settings, key, known[target.known_hosts], dry_run)
 
     workers = min(settings.max_parallel, len(targets))
     with ThreadPoolExecutor(max_workers=workers) as pool:

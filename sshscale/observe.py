@@ -194,28 +194,31 @@ def cloud_time(local: datetime, client: Client) -> datetime:
 
 
 def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
-            now: datetime) -> Observation:
+            now: datetime, dry_run: bool = False) -> Observation:
     """Measure and read the pool; in parallel when the hosts are known up front. With
     monitor_members the members are measured instead of [monitoring] host, which then only
     identifies the monitored VM. [health] check = http probes the members while SSH measures.
     `now` is this machine's time; the Observation carries the cloud's, and its pool each
-    member's health check."""
+    member's health check. A dry run records no new host key."""
     names = monitored_names(settings, ssh_config)
     with ThreadPoolExecutor(max_workers=1) as executor:
         if settings.monitor_members:
             pool = read_pool(client, settings, names)
             now = cloud_time(now, client)
             measuring = executor.submit(measure, member_hosts(pool, settings, now), settings,
-                                        ssh_config)
+                                        ssh_config, dry_run)
         else:
-            measuring = executor.submit(measure, settings.hosts, settings, ssh_config)
+            measuring = executor.submit(measure, settings.hosts, settings, ssh_config, dry_run)
             pool = read_pool(client, settings, names)
             now = cloud_time(now, client)
         checks = _probe_members(pool, settings, now)
         measurement = measuring.result()
+    # When no host answered, the run ends with these errors as its one error line: logged
+    # here too, they would show twice in a cron log (>> log 2>&1).
+    level = logging.WARNING if measurement.answered else logging.DEBUG
     for host in measurement.hosts:
         if host.error:
-            note("ssh", host.error, logging.WARNING)
+            note("ssh", host.error, level)
     if settings.health_check == "ssh":
         checks = ssh_checks(pool, measurement, settings, now)
     pool = with_checks(_mark_reached(pool, measurement, settings), checks)

@@ -22,6 +22,7 @@ from sshscale.config import display_path
 from sshscale.decide import aggregate_load, decide
 from sshscale.errors import LockBusy, SshError
 from sshscale.health import keep_counts
+from sshscale.interrupts import step
 from sshscale.lease import change_deadline, pool_lease
 from sshscale.logs import note
 from sshscale.model import Action, Decision, History, Observation, Pending, Report, Settings
@@ -75,6 +76,7 @@ def decide_with_history(observation: Observation, settings: Settings,
                   history), history
 
 
+@step("while measuring the load and reading the pool", changing=False)
 def run_once(settings: Settings, client: Client, report: Report, *,
              ssh_config: Optional[Any] = None, sleep: Callable[[float], None] = time.sleep,
              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
@@ -85,8 +87,8 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     run is told `other_run` when another run of this config holds the lock here."""
     local_now = clock()
     report.time = local_now.isoformat(timespec="seconds")
-    observation = keep_counts(observe(settings, client, ssh_config, local_now), settings,
-                              client, write=not report.dry_run)
+    observation = keep_counts(observe(settings, client, ssh_config, local_now, report.dry_run),
+                              settings, client, write=not report.dry_run)
     report.measurement, report.pool, report.pool_read = (observation.measurement,
                                                          observation.pool, True)
     report.load_out = aggregate_load(observation.measurement, settings.period_out, settings)
@@ -135,6 +137,7 @@ def _look(observation: Observation, settings: Settings, client: Client, report: 
         report.result = "dry run: no change made"
 
 
+@step("while holding the pool's lease")
 def _act(observation: Observation, settings: Settings, client: Client, report: Report,
          ssh_config: Optional[Any], sleep: Callable[[float], None], skew: float,
          clock: Callable[[], datetime]) -> None:

@@ -23,19 +23,21 @@ def decision_verb(decision: Decision) -> str:
 
 
 def log_checks(report: Report, settings: Settings) -> None:
-    """The 2013 tool's check lines, with real decimals."""
+    """The 2013 tool's check lines, with real decimals; each now_la says its period ("now_la
+    (5-min)") unless both are the 1-minute average, as in the 2013 lines."""
     count = report.pool.count
     load_out = _load_text(report.load_out)
     load_in = _load_text(report.load_in)
+    labelled = (settings.period_out, settings.period_in) != (1, 1)
     lines = [
         "*** scale out check ***",
         _labelled("la_threshold_out", repr(settings.threshold_out)),
-        _labelled("now_la", load_out),
+        _labelled(_now_la(settings.period_out, labelled), load_out),
         _labelled("now_vm_count", str(count)),
         _labelled("vm count", f"now {count}, max {settings.max_size}"),
         "*** scale in check ***",
         _labelled("la_threshold_in", repr(settings.threshold_in)),
-        _labelled("now_la", load_in),
+        _labelled(_now_la(settings.period_in, labelled), load_in),
         _labelled("vm count", f"now {count}, min {settings.min_size}"),
     ]
     for line in lines:
@@ -74,6 +76,10 @@ def _source(name: Optional[str]) -> str:
     return f" (schedule {name})" if name else ""
 
 
+def _now_la(period: int, labelled: bool) -> str:
+    return f"now_la ({period}-min)" if labelled else "now_la"
+
+
 def _labelled(label: str, value: str) -> str:
     return f"{label:<{LABEL_WIDTH}}: {value}"
 
@@ -105,10 +111,13 @@ def status_table(report: Report) -> str:
         table = "(the pool is empty)"
     else:
         table = "(the pool was not read)"
-    decision = report.decision or Decision(Action.NONE, "")
+    if report.decision is None:
+        decided = "unknown: the run stopped before deciding (the error line says why)"
+    else:
+        decided = f"{decision_verb(report.decision)}: {report.decision.reason}"
     lines = [table, *_fact_lines(report.history),
              *(f"schedule: {line}" for line in schedule_lines(report.bounds)),
-             f"decision now: {decision_verb(decision)}: {decision.reason}"]
+             f"decision now: {decided}"]
     return "\n".join(lines)
 
 

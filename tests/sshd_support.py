@@ -121,6 +121,13 @@ def public_key_path(key: Path) -> Path:
     return key if key.suffix == ".pub" else key.with_name(key.name + ".pub")
 
 
+def fingerprint(key: Path) -> str:
+    """Return the key's SHA256 fingerprint as OpenSSH prints it ("SHA256:..."), by ssh-keygen."""
+    result = subprocess.run([SSH_KEYGEN, "-l", "-E", "sha256", "-f", str(public_key_path(key))],
+                            check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    return result.stdout.decode().split()[1]
+
+
 def free_port(address: str) -> int:
     """Return a TCP port that was free on `address` a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

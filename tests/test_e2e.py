@@ -295,3 +295,24 @@ def test_lock_holds_across_a_replaced_or_symlinked_config(tmp_path, cloud, key, 
     assert "another run holds the lock" in done.stdout
     assert "another run holds the lock" in via_link.stdout
     assert cloud.calls == []
+
+
+def test_dry_run_and_status_record_no_host_key_but_say_what_they_would(tmp_path, cloud, key,
+                                                                      sshd, home):
+    # A dry run wrote ~/.ssh/known_hosts: it changes nothing, accept-new included.
+    sshd.set_output(HIGH)
+    path = config(tmp_path, cloud, key, sshd)
+    known = home / ".ssh" / "known_hosts"
+    dry = run_cli("-n", "-c", str(path))
+    status = run_cli("--status", "-v", "-c", str(path))
+    assert dry.returncode == 0 and status.returncode == 0, dry.stderr + status.stderr
+    assert not known.exists()
+    fingerprint = sshd_support.fingerprint(sshd.host_key_path)
+    would = (f"ssh              : [127.0.0.1]:{sshd.port}: new host key ssh-ed25519 "
+             f"{fingerprint} would be recorded in ~/.ssh/known_hosts (not by a dry run)")
+    assert would in dry.stdout and would in status.stderr
+    assert "would scale out" in dry.stdout and mutations(cloud) == []
+    done = run_cli("-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert f"{fingerprint} recorded in ~/.ssh/known_hosts" in done.stdout
+    assert known.read_text().strip() == sshd.known_hosts_line("127.0.0.1")

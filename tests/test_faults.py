@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -139,22 +140,27 @@ def test_crash_during_scale_in_is_repaired(tmp_path, cloud, key, sshd, step):
     assert_consistent(cloud)
 
 
-def test_sigterm_during_the_drain_is_one_line_exit_143_then_repaired(tmp_path, cloud, key,
-                                                                    sshd):
+@pytest.mark.parametrize("signum, status, head", [
+    (signal.SIGTERM, 143, "terminated (SIGTERM)"),  # systemctl stop, a systemd timeout
+    (signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+])
+def test_a_signal_during_the_drain_names_it_in_one_line_then_repaired(tmp_path, cloud, key,
+                                                                     sshd, signum, status, head):
     add_managed(cloud, "m1", hours_ago=3)
     add_managed(cloud, "m2", hours_ago=2)
     sshd.set_output(LOW)
     path = make_config(tmp_path, cloud, key, sshd.port, scalling={"drain_seconds": "30"})
     process = subprocess.Popen([SSH_SCALE, "-c", str(path)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while "m2" in {vm["name"] for vm in cloud.lb_members()}:
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
+    assert process.stdout is not None
+    for line in process.stdout:  # the log is flushed line by line; EOF if it never drains
+        if "drain            : 30 s" in line:
+            break
+    assert "m2" not in {vm["name"] for vm in cloud.lb_members()}
+    process.send_signal(signum)
     out, err = process.communicate(timeout=20)
-    assert process.returncode == 143
-    assert err.count("\n") == 1 and "terminated (SIGTERM)" in err and "Traceback" not in err
+    assert process.returncode == status
+    assert err == f"ssh_scale.py: error: {head} during the drain of m2; the next run finishes it\n"
     sshd.set_output(MID)
     repair(path, cloud)
     assert "m2" not in {vm["name"] for vm in cloud.vms()}
@@ -314,16 +320,34 @@ def test_never_finishing_job_is_bounded_and_repaired(tmp_path, cloud, key, sshd)
 # --- SSH faults -----------------------------------------------------------------------------
 
 class SilentServer:
-    """Accepts TCP connections and never says a word (an SSH server that hangs)."""
+    """Accepts TCP connections and, after an optional greeting (an SSH banner), never says a
+    word: a hung sshd, or a port that is not SSH at all."""
 
-    def __init__(self) -> None:
+    def __init__(self, greeting: bytes = b"") -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
+        self.greeting = greeting
+        self.clients: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._greet, daemon=True)
+        self.thread.start()
+
+    def _greet(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.clients.append(client)
+            client.sendall(self.greeting)
 
     def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join(5)
+        for client in self.clients:
+            client.close()
 
 
 def ssh_case(tmp_path: Path, cloud: Any, key: Path, port: int, **mon: str) -> tuple[
@@ -337,6 +361,8 @@ def assert_no_load_action(done: subprocess.CompletedProcess, cloud: Any, text: s
     assert done.returncode == 1, done.stdout
     assert text in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    # once in a cron log (>> log 2>&1): not also as an "ssh" line on stdout
+    assert done.stderr.split(": error: ", 1)[1].strip() not in done.stdout, done.stdout
     assert not [c for c in cloud.calls if not c.command.startswith(("list", "query"))]
     assert_no_secrets(done.stdout, done.stderr)
 
@@ -346,13 +372,21 @@ def test_ssh_connection_refused(tmp_path, cloud, key):
     assert_no_load_action(done, cloud, "connection refused")
 
 
-def test_ssh_timeout(tmp_path, cloud, key):
-    silent = SilentServer()
+@pytest.mark.parametrize("greeting, text", [
+    # It said "127.0.1.9:2222: No existing session".
+    (b"", ": no SSH banner within 1 s: the port accepts TCP connections but no SSH server "
+          "answers (check [monitoring] host/port"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n", ": SSH-2.0-OpenSSH_9.6 answered but did not finish the key "
+                                 "exchange and authentication within 1 s (a stuck or overloaded "
+                                 "host? check it, or raise [monitoring] connect_timeout)"),
+])
+def test_ssh_timeout(tmp_path, cloud, key, greeting, text):
+    silent = SilentServer(greeting)
     try:
         done, _ = ssh_case(tmp_path, cloud, key, silent.port, connect_timeout="1")
     finally:
         silent.close()
-    assert_no_load_action(done, cloud, "127.0.0.1")
+    assert_no_load_action(done, cloud, f"127.0.0.1:{silent.port}{text}")
 
 
 def test_ssh_auth_failure(tmp_path, cloud, key, sshd, home):

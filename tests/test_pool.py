@@ -127,7 +127,7 @@ def test_host_list_and_periods(tmp_path, cloud, key, servers):
     done = run_cli("-c", str(write_config(tmp_path / "rc", sections)))
     assert done.returncode == 0, done.stderr
     # scale-out looks at the 1-min mean (0.50), scale-in at the 5-min mean (2.50): no action
-    assert "now_la           : 0.50" in done.stdout and "now_la           : 2.50" in done.stdout
+    assert "now_la (1-min)   : 0.50" in done.stdout and "now_la (5-min)   : 2.50" in done.stdout
     assert "decision         : none" in done.stdout
 
 
@@ -141,7 +141,13 @@ def test_status_shows_pool_and_decision_without_acting(tmp_path, cloud, key, ser
     assert "9.00 9.00 9.00" in table
     assert "decision now: scale out" in table
     assert not cloud.calls_of("deployVirtualMachine")
-    assert "*** scale out check ***" in done.stderr
+    # the table and the decision only: it printed the whole log and "dry run : would ..."
+    assert done.stderr == "" and "dry run" not in table and "***" not in table
+    verbose = run_cli("--status", "-v", "-c", str(members_config(tmp_path, cloud, key,
+                                                                 servers.port)))
+    assert verbose.returncode == 0 and verbose.stdout == table
+    assert "*** scale out check ***" in verbose.stderr
+    assert "dry run          : would scale out" in verbose.stderr
 
 
 def test_json_one_object_on_stdout(tmp_path, cloud, key, servers):

@@ -24,6 +24,7 @@ from sshscale.config import load_settings, settings_from_config
 from sshscale.errors import ConfigError
 from sshscale.model import Action, Settings
 from sshscale.replay import Change, ReplayError
+from sshscale.replay.plot import install_hint
 from tests.configs import example_config
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -532,8 +533,24 @@ def test_main_replay_plot_without_matplotlib_exits_2_with_a_hint(
                            "--plot", str(png)])
     out, err = capsys.readouterr()
     assert (code, out) == (2, "")
-    assert err == "ssh_scale.py: error: --plot needs matplotlib: pip install 'ssh-scale[plot]'\n"
+    # It said "pip install 'ssh-scale[plot]'", which works neither in a checkout nor in pipx.
+    hint = install_hint(sys.prefix, sys.base_prefix, sys.executable)
+    assert err == f"ssh_scale.py: error: {hint}\n"
+    assert f"{sys.executable} -m pip install 'matplotlib>=3.3'" in err  # the tests' .venv
     assert not png.exists()
+
+
+@pytest.mark.parametrize("prefix, base, command", [
+    ("/home/u/.local/share/pipx/venvs/ssh-scale", "/usr", "pipx inject ssh-scale matplotlib"),
+    ("/home/u/.local/pipx/venvs/ssh-scale", "/usr", "pipx inject ssh-scale matplotlib"),
+    ("/src/ssh-scale/.venv", "/usr", "/x/bin/python3 -m pip install 'matplotlib>=3.3'"),
+    ("/home/u/ssh-scale", "/usr", "/x/bin/python3 -m pip install 'matplotlib>=3.3'"),
+    ("/usr", "/usr", "sudo apt-get install python3-matplotlib (Debian, Ubuntu) or sudo dnf "
+                     "install python3-matplotlib (EL9, Fedora)"),
+])
+def test_install_hint_names_the_command_for_this_python(prefix, base, command):
+    assert install_hint(prefix, base, "/x/bin/python3") == \
+        f"--plot needs matplotlib, which /x/bin/python3 cannot import: {command}"
 
 
 @pytest.mark.parametrize("flag", [["--policy", "classic"], ["--plot", "x.png"],

@@ -4,6 +4,7 @@ matplotlib is an optional extra, imported only when a plot is asked for."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,9 +14,21 @@ from sshscale.replay.simulate import ReplayResult
 from sshscale.replay.trace import ReplayError
 from sshscale.target import targets
 
-__all__ = ["PLOT_HINT", "plot_replay", "require_matplotlib"]
+__all__ = ["install_hint", "plot_replay", "require_matplotlib"]
 
-PLOT_HINT = "--plot needs matplotlib: pip install 'ssh-scale[plot]'"
+
+def install_hint(prefix: str, base_prefix: str, executable: str) -> str:
+    """How to add matplotlib to the Python that runs ssh_scale.py (sys.prefix, base_prefix,
+    executable): pipx's venv wants `pipx inject`, any other venv (a source checkout's, a
+    pip install) its own pip, the packages' system Python the distribution's package."""
+    if f"{os.sep}pipx{os.sep}venvs{os.sep}" in prefix + os.sep:
+        command = "pipx inject ssh-scale matplotlib"
+    elif prefix != base_prefix:
+        command = f"{executable} -m pip install 'matplotlib>=3.3'"
+    else:
+        command = ("sudo apt-get install python3-matplotlib (Debian, Ubuntu) or sudo dnf "
+                   "install python3-matplotlib (EL9, Fedora)")
+    return f"--plot needs matplotlib, which {executable} cannot import: {command}"
 
 
 def require_matplotlib() -> Any:
@@ -25,7 +38,7 @@ def require_matplotlib() -> Any:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise ReplayError(PLOT_HINT) from None
+        raise ReplayError(install_hint(sys.prefix, sys.base_prefix, sys.executable)) from None
 
     def new_figure(**kwargs: Any) -> Any:
         figure = Figure(**kwargs)

@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 test: $(STAMP) tools lint
-	$(BIN)/pytest -q -n 4
+	$(BIN)/pytest -q -n 6
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

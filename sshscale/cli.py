@@ -157,13 +157,19 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
     except BaseException as exc:
         report.error = idcf_api.redact(message_of(exc), redactor.secrets)
         emit(report, args)
-        if not (read_only or isinstance(exc, KeyboardInterrupt)):
+        if not (read_only or _ctrl_c(exc)):  # SIGTERM (a systemd timeout) is a failure to tell
             after_run(report, settings, time.monotonic() - started, redactor.secrets)
         raise
     emit(report, args)
     if not read_only:
         after_run(report, settings, time.monotonic() - started, redactor.secrets)
     return ExitStatus.OK
+
+
+def _ctrl_c(exc: BaseException) -> bool:
+    from sshscale.interrupts import Terminated
+
+    return isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Terminated)
 
 
 def after_run(report: Report, settings: Settings, duration: float,

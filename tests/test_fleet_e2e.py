@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudstack_sim import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Fault
-from tests.conftest import assert_no_secrets, base_sections, run_cli, write_config
+from tests.conftest import SSH_SCALE, assert_no_secrets, base_sections, run_cli, write_config
 from tests.receivers import Receiver, env_command, read_env
 
 LOW = "0.10 0.20 0.30 1/99 9"
@@ -212,6 +214,30 @@ def test_read_only_looks_write_no_textfile(tmp_path, cloud, key, sshd):
     for option in ("--status", "--dry-run"):
         assert run_cli("-c", str(path), option).returncode == 0
     assert not prom.exists()
+
+
+def test_a_run_stopped_by_sigterm_writes_its_failure_and_ctrl_c_writes_nothing(tmp_path, cloud,
+                                                                              key, sshd):
+    cloud.add_vm("m1", group=f"ssh_scale-{cloud.lb_id}")
+    sshd.set_output(LOW)
+    for signum, written in ((signal.SIGINT, False), (signal.SIGTERM, True)):
+        prom = tmp_path / f"{signum}.prom"
+        path = config(tmp_path, cloud, key, sshd, scalling={"drain_seconds": "60"},
+                      metrics={"textfile": str(prom)})
+        process = subprocess.Popen([SSH_SCALE, "-c", str(path)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        while not cloud.tags(cloud.lb_id).get("ssh-scale:scale-in"):  # in the drain's sleep
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.02)
+        process.send_signal(signum)
+        process.communicate(timeout=120)
+        assert prom.exists() is written
+        if written:
+            assert read_metrics(prom)["ssh_scale_last_run_success"][()] == 0
+        cloud.delete_tag(cloud.lb_id, "ssh-scale:scale-in")
+        cloud.settle()
+        run_cli("-c", str(config(tmp_path, cloud, key, sshd)))  # the repair: destroys m1
+        cloud.add_vm("m1", group=f"ssh_scale-{cloud.lb_id}")
 
 
 # --- the quiet run with every feature on ------------------------------------------------------

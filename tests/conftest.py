@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,14 @@ SSH_SCALE = shutil.which("ssh_scale.py", path=os.path.dirname(sys.executable)) o
 SECRETS = (DEFAULT_API_KEY, DEFAULT_SECRET_KEY)
 __all__ = ["SSH_SCALE", "assert_no_secrets", "base_sections", "render", "run_cli",
            "write_config"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A test run started in the background (cron, nohup, `make test &`) inherits SIGINT
+    ignored, and so would every command the tests start: the Ctrl-C tests need it delivered.
+    A handler set here becomes the default action in the commands (exec resets it)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

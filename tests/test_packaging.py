@@ -103,7 +103,7 @@ def deb_tree(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_deb_has_the_commands_docs_and_units(deb_files):
     expected = {f"/usr/bin/{name}" for name in console_scripts()} | {
-        f"{DOC}/README.md", f"{DOC}/sample.idcfrc", f"{DOC}/copyright",
+        f"{DOC}/README.md", f"{DOC}/README.ja.md", f"{DOC}/sample.idcfrc", f"{DOC}/copyright",
         f"{DOC}/logrotate.d-ssh_scale", f"{DOC}/examples/replay.idcfrc",
         f"{DOC}/examples/spike.csv", f"{DOC}/examples/daily.csv", f"{DOC}/examples/sawtooth.csv",
         *(f"/lib/systemd/system/{unit}" for unit in UNITS), "/etc/ssh-scale/"}
@@ -201,7 +201,8 @@ def test_rpm_file_list(tmp_path):
     requires = subprocess.run(["rpm", "-qpR", str(package)], capture_output=True,
                               text=True, check=True).stdout
     expected = {f"/usr/bin/{name}" for name in console_scripts()} | {
-        f"{DOC}/README.md", f"{DOC}/sample.idcfrc", f"{DOC}/logrotate.d-ssh_scale",
+        f"{DOC}/README.md", f"{DOC}/README.ja.md", f"{DOC}/sample.idcfrc",
+        f"{DOC}/logrotate.d-ssh_scale",
         f"{DOC}/examples/replay.idcfrc", f"{DOC}/examples/spike.csv",
         *(f"/usr/lib/systemd/system/{unit}" for unit in UNITS), "/etc/ssh-scale"}
     assert expected <= files

@@ -33,6 +33,10 @@ from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
 __all__ = ["Actor"]
 
 
+def _vms(count: int) -> str:
+    return f"{count} VM{'s' if count > 1 else ''}"
+
+
 class Actor:
     """Carries out a Decision against the cloud, logging every step, keeping the pool's facts
     in tags, and stopping before any change once its lease on the pool has expired."""
@@ -89,15 +93,14 @@ class Actor:
     def start_scale_out(self, count: int) -> tuple[Deploy, ...]:
         """The deploy calls of a scale-out (each accepted with its VM's ID and its job)."""
         note("scale out", f"+{count}")
-        with step(f"while starting the deploy of {count} VM{'s' if count > 1 else ''}"):
+        with step(f"while starting the deploy of {_vms(count)}"):
             return self._start_deploys(count)
 
     def finish_deploys(self, deploys: Sequence[Deploy], pool_count: Optional[int]) -> str:
         """Wait for a scale-out's deploys, then add their VMs to the load balancer. The new
         count is pool_count plus the new VMs, or, when other runs may have changed the pool
         meanwhile (None), the members in service read again."""
-        count = len(deploys)
-        with step(f"during the deploy of {count} VM{'s' if count > 1 else ''}"):
+        with step(f"during the deploy of {_vms(len(deploys))}"):
             new_ids = self._await_deploys(deploys)
         self._assign(new_ids)
         self._joined(deployed=True)

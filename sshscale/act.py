@@ -27,7 +27,17 @@ from sshscale.facts import (
 from sshscale.fleet import LAUNCH_IDS, outdated, replacement_of
 from sshscale.interrupts import step
 from sshscale.logs import note
-from sshscale.model import IN_SERVICE, Action, Decision, Deploy, History, Pool, Settings, Vm
+from sshscale.model import (
+    GONE,
+    IN_SERVICE,
+    Action,
+    Decision,
+    Deploy,
+    History,
+    Pool,
+    Settings,
+    Vm,
+)
 from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
 
 __all__ = ["Actor"]
@@ -302,7 +312,7 @@ class Actor:
         # A Stopped VM with a job may be half destroyed already (by a run that died): wait
         # for that job rather than destroy twice. (An Error VM's job is moot.)
         if vm.jobid and vm.state == "Stopped" and \
-                self._state_after_pending_job(vm) in ("gone", "Destroyed", "Expunging"):
+                self._state_after_pending_job(vm) in ("gone", *GONE):
             note("repair", f"{vm.name} was destroyed by its pending job")
             return f"{vm.name} already destroyed"
         note("destroy", f"{vm.name} ({vm.id})")

@@ -18,6 +18,7 @@ from sshscale.fleet import (
     plan_refresh,
     plan_replacement,
     protected,
+    removable,
 )
 from sshscale.model import (
     BROKEN,
@@ -147,7 +148,7 @@ def _decide_target(measurement: Measurement, pool: Pool, settings: Settings, now
 
 
 def _plan_repair(pool: Pool, settings: Settings) -> Optional[Decision]:
-    ours = [v for v in pool.vms if v.managed and not v.monitored and not protected(v)]
+    ours = [v for v in pool.vms if removable(v)]
     # A VM listed Stopped with a pending job is a deploy still under way (Stopped, Starting,
     # Running): it is adopted after its job, like a Starting one.
     building = [v for v in ours if v.state == "Stopped" and v.jobid]

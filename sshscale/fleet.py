@@ -18,7 +18,7 @@ from sshscale.model import Action, Check, Decision, Measurement, Pool, Settings,
 __all__ = ["HEALTH_CHECKS", "TERMINATION_POLICIES", "Health", "assess", "checked_members",
            "count_changes", "failures", "finish_replacement", "health_lines", "is_replacement",
            "outdated", "parse_limit", "pick_victim", "plan_refresh", "plan_replacement",
-           "protected", "replacement_of", "ssh_checks", "vm_notes", "with_checks",
+           "protected", "removable", "replacement_of", "ssh_checks", "vm_notes", "with_checks",
            "with_counts"]
 
 HEALTH_CHECKS = ("none", "ssh", "http")
@@ -51,7 +51,7 @@ def failures(vm: Vm) -> int:
     return parse_count(vm.tag(UNHEALTHY))
 
 
-def _removable(vm: Vm) -> bool:
+def removable(vm: Vm) -> bool:
     """A member ssh-scale may take away: its own, neither the monitored VM nor protected."""
     return vm.managed and not vm.monitored and not protected(vm)
 
@@ -165,7 +165,7 @@ def assess(pool: Pool, settings: Settings) -> Health:
                       if v.managed and failures(v) >= settings.unhealthy_runs)
     amount, percent = parse_limit(settings.max_unhealthy)
     allowed = pool.count * amount / 100 if percent else amount
-    return Health(failing, unhealthy, tuple(v for v in unhealthy if _removable(v)),
+    return Health(failing, unhealthy, tuple(v for v in unhealthy if removable(v)),
                   len(failing) > allowed)
 
 
@@ -214,7 +214,7 @@ def plan_refresh(pool: Pool, settings: Settings, load_out: Optional[float]) -> O
     if not settings.refresh or load_out is None or load_out >= settings.threshold_out or \
             pool.committed > settings.max_size:
         return None
-    stale = [v for v in pool.in_service if v.outdated and _removable(v)]
+    stale = [v for v in pool.in_service if v.outdated and removable(v)]
     if not stale:
         return None
     vm = min(stale, key=_age)
@@ -239,7 +239,7 @@ def finish_replacement(pool: Pool) -> Optional[Decision]:
     replacement is finished (drain and destroy)."""
     for vm in pool.in_service:
         new = replacement_of(vm, pool)
-        if new is not None and _removable(vm):
+        if new is not None and removable(vm):
             return Decision(Action.REPLACE, f"repair: {new.name} replaced {vm.name}, which is "
                             "still in the load balancer", vms=(vm,), count=1, rule="repair")
     return None

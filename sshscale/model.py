@@ -144,9 +144,6 @@ class Vm:
     state: str
     created: Optional[datetime] = None
     ip: Optional[str] = None
-    displayname: str = ""
-    instancename: str = ""
-    group: Optional[str] = None
     in_lb: bool = False
     managed: bool = False
     monitored: bool = False

@@ -20,7 +20,7 @@ from sshscale.facts import history_from_tags
 from sshscale.fleet import checked_members, outdated, ssh_checks, with_checks
 from sshscale.logs import note
 from sshscale.measure import measure
-from sshscale.model import Check, History, Measurement, Observation, Pool, Settings, Vm
+from sshscale.model import GONE, Check, History, Measurement, Observation, Pool, Settings, Vm
 from sshscale.probe import probe
 
 __all__ = ["build_pool", "cloud_time", "history_from_events", "member_hosts",
@@ -57,9 +57,7 @@ def vm_from_api(data: Mapping[str, Any], settings: Settings, *, in_lb: bool,
     return Vm(
         id=str(data.get("id")), name=str(data.get("name", "")), state=str(data.get("state", "")),
         created=parse_time(data.get("created")), ip=all_ips[0] if all_ips else None,
-        displayname=str(data.get("displayname", "")),
-        instancename=str(data.get("instancename", "")),
-        group=data.get("group"), in_lb=in_lb, managed=managed,
+        in_lb=in_lb, managed=managed,
         monitored=any(n in names for n in monitored_names if n),
         jobid=data.get("jobid"), tags=tuple(tag_pairs(data)),
         outdated=managed and outdated(data, settings.launch))
@@ -83,7 +81,7 @@ def build_pool(members: Sequence[Mapping[str, Any]], managed: Sequence[Mapping[s
     for data in managed:
         if data.get("group") == settings.group and str(data.get("id")) not in vms:
             vm = vm_from_api(data, settings, in_lb=False, monitored_names=monitored_names)
-            if vm.state not in ("Destroyed", "Expunging"):
+            if vm.state not in GONE:
                 vms[vm.id] = vm
     return Pool(tuple(vms.values()))
 

@@ -87,18 +87,19 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     run is told `other_run` when another run of this config holds the lock here."""
     local_now = clock()
     report.time = local_now.isoformat(timespec="seconds")
-    observation = keep_counts(observe(settings, client, ssh_config, local_now, report.dry_run),
-                              settings, client, write=not report.dry_run)
+    observation = observe(settings, client, ssh_config, local_now, report.dry_run)
+    report.bounds = effective_bounds(settings, observation.now)
+    bounded = with_bounds(settings, report.bounds)  # what the log and health lines quote
+    observation = keep_counts(observation, bounded, client, write=not report.dry_run)
     report.measurement, report.pool, report.pool_read = (observation.measurement,
                                                          observation.pool, True)
     report.load_out = aggregate_load(observation.measurement, settings.period_out, settings)
     report.load_in = aggregate_load(observation.measurement, settings.period_in, settings)
-    report.bounds = effective_bounds(settings, observation.now)
-    log_checks(report, with_bounds(settings, report.bounds))
+    log_checks(report, bounded)
     decision, report.history = decide_with_history(observation, settings, client)
     report.decision = decision
     if report.dry_run:
-        _look(observation, settings, client, report, other_run)
+        _look(observation, settings, client, report, decision, other_run)
     elif decision.action is Action.NONE:
         _nothing_to_do(report, decision)
     else:
@@ -117,7 +118,7 @@ def _nothing_to_do(report: Report, decision: Decision) -> None:
 
 
 def _look(observation: Observation, settings: Settings, client: Client, report: Report,
-          other_run: Optional[str]) -> None:
+          decision: Decision, other_run: Optional[str]) -> None:
     """A read-only run: what would be done, or that another run is acting (then its VMs
     in flight are no leftovers to repair)."""
     history = report.history or read_history(client, settings, observation.pool,
@@ -126,7 +127,6 @@ def _look(observation: Observation, settings: Settings, client: Client, report: 
     lease = history.lease
     if lease is not None and lease.expires > observation.now:
         other_run = other_run or f"{lease.holder} holds the pool's lease"
-    decision = report.decision or Decision(Action.NONE, "")
     if decision.action is Action.NONE:
         _nothing_to_do(report, decision)
     elif other_run:

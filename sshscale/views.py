@@ -46,10 +46,15 @@ def log_checks(report: Report, settings: Settings) -> None:
         note("schedule", line)
 
 
+def _scheduled(bounds: Optional[Bounds]) -> bool:
+    """Whether the config has schedules (some window, open or closed)."""
+    return bounds is not None and bool(bounds.windows or bounds.closed)
+
+
 def schedule_lines(bounds: Optional[Bounds]) -> list[str]:
     """The schedule windows, open and closed, and the bounds in force (nothing when the
     config has no schedules)."""
-    if bounds is None or not (bounds.windows or bounds.closed):
+    if not _scheduled(bounds):
         return []
     lines = [f"{w.schedule.name} open since {_zoned(w.opened, w)}, until {_zoned(w.closes, w)}"
              f" ({_sets(w)})" for w in bounds.windows]
@@ -158,7 +163,7 @@ def _iso(when: Optional[datetime]) -> Optional[str]:
 
 def bounds_json(bounds: Optional[Bounds]) -> Optional[dict[str, Any]]:
     """The bounds in force and the schedule windows, or None without schedules."""
-    if bounds is None or not (bounds.windows or bounds.closed):
+    if not _scheduled(bounds):
         return None
     return {
         "min_size": bounds.min_size, "max_size": bounds.max_size,

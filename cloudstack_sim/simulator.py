@@ -23,7 +23,6 @@ from .signing import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, verify_request
 from .state import (
     CLOUDSTACK_VERSIONS,
     DEFAULT_IPS,
-    HIDDEN_STATES,
     VM_STATES,
     Cloud,
     check_loopback,
@@ -222,8 +221,7 @@ class Simulator:
                created: Optional[datetime] = None, displayname: Optional[str] = None) -> dict:
         """Seed an existing VM (no job, no event; a naive `created` is in the simulator's
         timezone); returns its JSON. Raises ValueError for a bad state or address."""
-        if state not in VM_STATES:
-            raise ValueError(f"state {state!r}: expected one of {', '.join(VM_STATES)}")
+        _check_state(state)
         if ip is not None:
             ip = check_loopback(ip, "VM address")
         if created is None:
@@ -257,8 +255,8 @@ class Simulator:
         """JSON of the VMs in creation order; Destroyed and expunged ones only with include_gone."""
         with self._lock:
             self._cloud.advance(time.time())
-            return [views.vm_json(self._cloud, vm) for vm in self._cloud.vms.values()
-                    if include_gone or (not vm.removed and vm.state not in HIDDEN_STATES)]
+            shown = self._cloud.vms.values() if include_gone else self._cloud.listed_vms()
+            return [views.vm_json(self._cloud, vm) for vm in shown]
 
     def lb_members(self, lb_id: Optional[str] = None) -> list[dict]:
         """JSON of the VMs an LB rule lists (default self.lb_id), in assignment order. KeyError."""
@@ -366,8 +364,7 @@ class Simulator:
 
     def set_state(self, vm_id: str, state: str) -> None:
         """Force a VM's state. Raises KeyError for an unknown VM, ValueError for a bad state."""
-        if state not in VM_STATES:
-            raise ValueError(f"state {state!r}: expected one of {', '.join(VM_STATES)}")
+        _check_state(state)
         with self._lock:
             if vm_id not in self._cloud.vms:
                 raise KeyError(f"no VM with id {vm_id}")
@@ -493,3 +490,8 @@ class Simulator:
             except Exception as exc:  # a simulator bug still gets a server-like answer
                 text = f"{_INTERNAL_ERROR} (simulator bug: {exc!r})"
                 return 530, ApiError(530, text).body(envelope), {}
+
+
+def _check_state(state: str) -> None:
+    if state not in VM_STATES:
+        raise ValueError(f"state {state!r}: expected one of {', '.join(VM_STATES)}")

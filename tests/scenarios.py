@@ -38,11 +38,15 @@ def add_managed(cloud: Any, name: str, hours_ago: float = 2) -> dict:
 
 
 def make_config(tmp_path: Path, cloud: Any, key: Path, port: int, **changes: dict) -> Path:
+    """The campaign's config with changes per section (a key set to None is left out)."""
     sections = base_sections(cloud, key, port=port)
     sections["scalling"].update(min_size=str(MIN), max_size=str(MAX + 1), job_timeout="20")
     sections["account"]["timeout"] = "2"
     for section, values in changes.items():
-        sections.setdefault(section, {}).update(values)
+        keys = sections.setdefault(section, {})
+        keys.update(values)
+        for name in [k for k, v in values.items() if v is None]:  # None: no such key
+            del keys[name]
     return write_config(tmp_path / "idcfrc", sections)
 
 
@@ -63,17 +67,29 @@ def outputs(done: subprocess.CompletedProcess) -> str:
     return done.stdout + done.stderr
 
 
+def start_run(path: Path, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+    """Start the installed command on a config (text output, both streams captured)."""
+    return subprocess.Popen([SSH_SCALE, "-c", str(path), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(predicate: Callable[[], bool], process: subprocess.Popen,
+             timeout: float = 120) -> None:
+    """Poll a condition (every 10 ms) while the run goes on; the bound only ends a run that
+    never gets there (a loaded machine may take long)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
 def kill_when(path: Path, predicate: Callable[[], bool], *args: str,
               timeout: float = 120, env: Optional[dict[str, str]] = None) -> None:
-    """Start a run and kill -9 it as soon as predicate() holds (polled every 10 ms)."""
-    process = subprocess.Popen([SSH_SCALE, "-c", str(path), *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + timeout
+    """Start a run and kill -9 it as soon as predicate() holds."""
+    process = start_run(path, *args, env=env)
     try:
-        while not predicate():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the step was never reached"
-            time.sleep(0.01)
+        wait_for(predicate, process, timeout)
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.communicate()

@@ -840,16 +840,6 @@ def test_instancename_only_for_admins() -> None:
 
 # ------------------------------------------------- server versions: ids and events
 
-VERSIONS = ["4.15", "4.19"]
-
-
-@pytest.fixture(params=VERSIONS)
-def versioned(request: pytest.FixtureRequest) -> Any:
-    """A started simulator answering like each server version in turn."""
-    with Simulator(job_seconds=0.05, cloudstack=request.param) as simulator:
-        yield simulator
-
-
 def run_job(sim: Simulator, command: str, **params: str) -> dict[str, Any]:
     """Start an async command, let the cloud settle, and return its finished job."""
     jobid = ok(sim, command, **params)["jobid"]
@@ -885,9 +875,9 @@ def test_internal_ids_are_sequences_apart_from_uuids(sim: Simulator) -> None:
      "removing from load balancer. Load balancer Id: 42 VmIds: 1"),
 ])
 def test_events_scheduled_started_completed_name_internal_ids(
-        versioned: Simulator, command: str, params: dict[str, str], resource: str,
+        any_sim: Simulator, command: str, params: dict[str, str], resource: str,
         scheduled: str, action: str) -> None:
-    sim = versioned
+    sim = any_sim
     assigning = command == "assignToLoadBalancerRule"  # of VMs the rule does not have yet
     names = {"WEB1": sim.add_vm("web1", in_lb=not assigning)["id"],
              "WEB2": sim.add_vm("web2", in_lb=False)["id"], "LB": sim.lb_id}
@@ -909,11 +899,11 @@ def test_events_scheduled_started_completed_name_internal_ids(
     assert fields == [(None, None) if sim.cloudstack == "4.15" else (names[resource], kind)] * 3
 
 
-def test_assigning_a_vm_already_mapped_fails_the_job_and_maps_none(versioned: Simulator) -> None:
+def test_assigning_a_vm_already_mapped_fails_the_job_and_maps_none(any_sim: Simulator) -> None:
     # LoadBalancingRulesManagerImpl.assignToLoadBalancer checks every VM before it maps any;
     # AssignToLoadBalancerRuleCmd answers its "VM <id> with <ip> is already mapped to load
     # balancer." (a CloudRuntimeException) with a plain 530
-    sim = versioned
+    sim = any_sim
     mapped, new = sim.add_vm("web1"), sim.add_vm("web2", in_lb=False)
     failed = run_job(sim, "assignToLoadBalancerRule", id=sim.lb_id,
                      virtualmachineids=f"{new['id']},{mapped['id']}")
@@ -925,8 +915,8 @@ def test_assigning_a_vm_already_mapped_fails_the_job_and_maps_none(versioned: Si
                                          "balancer. Load balancer Id: 42 VmIds: 2,1")]
 
 
-def test_failed_action_writes_an_error_row_and_filters_keep_working(versioned: Simulator) -> None:
-    sim = versioned
+def test_failed_action_writes_an_error_row_and_filters_keep_working(any_sim: Simulator) -> None:
+    sim = any_sim
     web1 = sim.add_vm("web1", in_lb=False)
     sim.inject(Fault("job_fail", "assignToLoadBalancerRule", errortext="LB device down"))
     failed = run_job(sim, "assignToLoadBalancerRule", id=sim.lb_id, virtualmachineids=web1["id"])

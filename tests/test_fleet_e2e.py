@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,8 +18,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudstack_sim import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Fault
-from tests.conftest import SSH_SCALE, assert_no_secrets, base_sections, run_cli, write_config
+from tests.conftest import assert_no_secrets, base_sections, run_cli, write_config
 from tests.receivers import Receiver, env_command, read_env
+from tests.scenarios import start_run, wait_for
 
 LOW = "0.10 0.20 0.30 1/99 9"
 MID = "2.00 2.00 2.00 1/200 999"
@@ -224,11 +224,8 @@ def test_a_run_stopped_by_sigterm_writes_its_failure_and_ctrl_c_writes_nothing(t
         prom = tmp_path / f"{signum}.prom"
         path = config(tmp_path, cloud, key, sshd, scalling={"drain_seconds": "60"},
                       metrics={"textfile": str(prom)})
-        process = subprocess.Popen([SSH_SCALE, "-c", str(path)], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-        while not cloud.tags(cloud.lb_id).get("ssh-scale:scale-in"):  # in the drain's sleep
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.02)
+        process = start_run(path)
+        wait_for(lambda: "ssh-scale:scale-in" in cloud.tags(cloud.lb_id), process)  # draining
         process.send_signal(signum)
         process.communicate(timeout=120)
         assert prom.exists() is written

@@ -6,12 +6,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from sshscale.interrupts import Terminated, step, stopped_message, stopped_status
 from tests.conftest import SSH_SCALE, base_sections, write_config
+from tests.scenarios import start_run, wait_for
 
 NOTHING = "nothing was changed"
 FINISHES = "the next run finishes it"
@@ -102,12 +102,8 @@ def test_ctrl_c_while_measuring_changes_nothing(tmp_path, sim, key, sshd):
     sections = base_sections(sim, key, port=sshd.port)
     sections["monitoring"]["command_timeout"] = "2"
     path = write_config(tmp_path / "idcfrc", sections)
-    process = subprocess.Popen([SSH_SCALE, "-c", str(path)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while sshd.exec_count() == 0:  # the command runs (and sleeps) on the host
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
+    process = start_run(path)
+    wait_for(lambda: sshd.exec_count() > 0, process)  # the command runs (and sleeps) there
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=20)
     assert process.returncode == 130

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from idcf_api import Client
 from sshscale.act import Actor
 from sshscale.config import load_settings
 from sshscale.model import Deploy, History
-from tests.conftest import SSH_SCALE, run_cli
+from tests.conftest import run_cli
 from tests.scenarios import (
     LOW,
     MID,
@@ -33,6 +32,8 @@ from tests.scenarios import (
     make_config,
     outputs,
     repair,
+    start_run,
+    wait_for,
 )
 
 LEASE, BACKOFF = "ssh-scale:lease", "ssh-scale:backoff"
@@ -48,17 +49,10 @@ def cloud(sim: Any) -> Any:
 def target_config(tmp_path: Path, cloud: Any, port: int, key: Path, **scaling: str) -> Path:
     """The campaign's config (1-4 VMs) with policy = target and only the 2013 keys; jobs may
     take 2 minutes (the hung ones wait for the test)."""
-    path = make_config(tmp_path, cloud, key, port,
-                       scalling={"policy": "target", "job_timeout": "120", **scaling})
-    text = "\n".join(line for line in path.read_text().splitlines()
-                     if not line.startswith("cooldown"))
-    path.write_text(text + "\n")
-    return path
-
-
-def start(path: Path) -> subprocess.Popen:
-    return subprocess.Popen([SSH_SCALE, "-c", str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return make_config(tmp_path, cloud, key, port,
+                       scalling={"policy": "target", "job_timeout": "120", **scaling},
+                       scalling_policy_out={"cooldown": None},
+                       scalling_policy_in={"cooldown": None})
 
 
 def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
@@ -73,15 +67,6 @@ def waiting_unlocked(cloud: Any, deploys: int) -> bool:
     return (len(cloud.calls_of("deployVirtualMachine")) == deploys
             and LEASE not in cloud.tags(cloud.lb_id)
             and any(c.params.get("jobid") in jobs for c in cloud.calls_of("queryAsyncJobResult")))
-
-
-def wait_for(predicate: Any, process: subprocess.Popen, timeout: float = 60) -> None:
-    """Poll a condition of the cloud while the run goes on (bounded, every 10 ms)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.01)
 
 
 def managed_names(cloud: Any) -> set[str]:
@@ -113,7 +98,7 @@ def test_runs_during_a_boot_count_the_booting_vms_and_may_add_more(tmp_path, clo
     cloud.inject(Fault("job_hang", command="deployVirtualMachine", times=-1))
     sshd.set_output(LOADS[6.0])  # demand 12 on 2 VMs: 4 wanted
     path = target_config(tmp_path, cloud, sshd.port, key, max_size="5")
-    first = start(path)
+    first = start_run(path)
     wait_for(lambda: waiting_unlocked(cloud, 2), first)
     steady = run_cli("-c", str(path))  # the same monitor: the lock is free
     assert steady.returncode == 0, steady.stderr
@@ -121,7 +106,7 @@ def test_runs_during_a_boot_count_the_booting_vms_and_may_add_more(tmp_path, clo
     assert "2 in service, 2 booting" in steady.stdout and "repair" not in steady.stdout
     assert len(cloud.calls_of("deployVirtualMachine")) == 2
     sshd.set_output(LOADS[9.0])  # demand 18: 6 wanted, max_size 5: one more
-    second = start(path)
+    second = start_run(path)
     wait_for(lambda: waiting_unlocked(cloud, 3), second)
     assert cloud.calls_of("assignToLoadBalancerRule") == []  # nobody adopted a booting VM
     assert cloud.release_hung() == 3

@@ -60,6 +60,7 @@ DEFAULT_CONFIG = "~/.idcfrc"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_EXPIRES = 600
 READ_RETRIES = 3
+RELIST_ATTEMPTS = 3  # a list that keeps changing while it is paged is read this often
 MAX_GET_LENGTH = 2000
 ENV_NAMES = {
     "host": ("CLOUDSTACK_ENDPOINT", "IDCF_COMPUTE_HOST"),
@@ -371,23 +372,39 @@ class Client:
         """The answer without its ``<command>response`` envelope."""
         return unwrap(command, self.request(command, **params))
 
-    def list(self, command: str, **params: Any) -> list[dict]:
-        """Every object a list command returns, following pages."""
+    def list(self, command: str, max_pages: Optional[int] = None, **params: Any) -> list[dict]:
+        """Every object a list command returns, following pages (at most max_pages). When the
+        total changes between pages, the list changed meanwhile and an object may have moved
+        from a page not yet read to one already read: it is listed again from the start (up to
+        RELIST_ATTEMPTS times)."""
         if "page" in params or "pagesize" in params:
             return list_items(self.call(command, **params))
+        for _ in range(RELIST_ATTEMPTS):
+            items, stable = self._pages(command, max_pages, params)
+            if stable:
+                break
+            log.debug("%s: the list changed while it was read; reading it again", command)
+        return items
+
+    def _pages(self, command: str, max_pages: Optional[int],
+               params: Mapping[str, Any]) -> tuple[list[dict], bool]:
+        """(the objects, whether the total stayed the same on every page)."""
         # The first request leaves the page size to the server (its default.page.size may be
         # below 500, and a larger pagesize is refused); further pages use the size it chose.
         answer = self.call(command, **params)
         items = list_items(answer)
+        total = int(answer.get("count") or 0)
         size, page = len(items), 1
-        while items and len(items) < int(answer.get("count") or 0):
+        while items and len(items) < total and (max_pages is None or page < max_pages):
             page += 1
             answer = self.call(command, page=page, pagesize=size, **params)
             more = list_items(answer)
+            if int(answer.get("count") or 0) != total:
+                return items + more, False
             if not more:
                 break
             items.extend(more)
-        return items
+        return items, True
 
     def wait(self, jobid: str, timeout: float = 900.0,
              on_poll: Optional[Callable[[dict], None]] = None) -> dict:

@@ -26,6 +26,7 @@ from bench.common import (  # noqa: E402
 )
 from cloudstack_sim import Simulator  # noqa: E402
 from tests import sshd_support  # noqa: E402
+from tests.configs import add_owned  # noqa: E402
 
 ADDRESSES = ["127.0.3.1", "127.0.3.2", "127.0.3.3", "127.0.3.4"]
 SPARE = ["127.0.3.20", "127.0.3.21"]
@@ -64,7 +65,7 @@ def seed(sim: Simulator) -> None:
     """web1 (unmanaged, monitored) and two managed members, two hours old; m1 protected."""
     created = datetime.now(timezone.utc) - timedelta(hours=2)
     sim.add_vm("web1", ip=ADDRESSES[0], created=created)
-    vms = [sim.add_vm(f"m{n}", ip=ADDRESSES[n], group=f"ssh_scale-{sim.lb_id}",
+    vms = [add_owned(sim, f"m{n}", ip=ADDRESSES[n],
                       created=created) for n in (1, 2)]
     sim.set_tag(vms[0]["id"], "ssh-scale:protect", "true")
 

@@ -43,10 +43,11 @@ ALIASES = {
 KNOWN_KEYS = {
     "monitoring": ("host", "user", "private_key_path", "pass_phrase", "port", "connect_timeout",
                    "command_timeout", "command", "host_key_policy", "monitor_members",
-                   "boot_grace", "min_reporting", "aggregate", "per_cpu", "max_parallel"),
+                   "boot_grace", "min_reporting", "quorum", "aggregate", "per_cpu",
+                   "max_parallel"),
     "scaling": ("min_size", "max_size", "load_balancer", "job_timeout", "expunge",
-                "drain_seconds", "protect_unmanaged", "max_backoff", "termination_policy",
-                "refresh", "policy"),
+                "drain_seconds", "protect_unmanaged", "max_backoff", "launch_budget",
+                "termination_policy", "refresh", "policy"),
     "policy_out": ("threshold", "cooldown", "period", "step", "target", "forecast"),
     "policy_in": ("threshold", "cooldown", "period", "target", "stabilization"),
     "health": ("check", "url", "timeout", "unhealthy_runs", "grace", "max_unhealthy"),
@@ -193,6 +194,7 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         monitor_members=monitor_members,
         boot_grace=mon.number("boot_grace", default["boot_grace"]),
         min_reporting=mon.integer("min_reporting", default["min_reporting"], minimum=1),
+        quorum=_limit(mon, "quorum", default["quorum"]),
         aggregate=mon.choice("aggregate", default["aggregate"], ("mean", "max")),
         per_cpu=mon.boolean("per_cpu", default["per_cpu"]),
         max_parallel=mon.integer("max_parallel", default["max_parallel"], minimum=1),
@@ -201,6 +203,8 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         drain_seconds=scaling.number("drain_seconds", default["drain_seconds"]),
         protect_unmanaged=scaling.boolean("protect_unmanaged", default["protect_unmanaged"]),
         max_backoff=scaling.number("max_backoff", default["max_backoff"], minimum=60.0),
+        launch_budget=scaling.integer("launch_budget", 0, minimum=1)
+        if scaling.values.get("launch_budget", "").strip() else None,
         cooldown_out=out.number("cooldown", default["cooldown_out"]),
         cooldown_in=inn.number("cooldown", default["cooldown_in"]),
         period_out=_period(out, default["period_out"]),
@@ -213,9 +217,26 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         metrics_textfile=metrics_textfile(_section(parser, source, "metrics", required=False)),
         **_policy_settings(scaling, out, inn, threshold_out),
     )
+    _check_identities(settings, launch, mon)
     if check_key:
         _check_key_file(settings, mon, ssh_config)
     return settings
+
+
+def _check_identities(settings: Settings, launch: _Section, mon: _Section) -> None:
+    """Refuse a config whose identities collide: a deployed VM must never pass for the
+    monitored VM (which is never scaled in nor repaired)."""
+    displayname = launch.values.get("displayname", "").strip()
+    for host in settings.hosts:
+        if displayname and displayname.lower() == host.lower():
+            raise ConfigError(f"{settings.source}: [{launch.name}] displayname {displayname!r} is "
+                              f"[{mon.name}] host too: every VM deployed would count as the "
+                              "monitored VM (give the deployed VMs another displayname)")
+    if "account" in launch.values and "domainid" not in launch.values:
+        raise launch.error("account", "needs domainid too (CloudStack takes both or neither)")
+    if "projectid" in launch.values and "account" in launch.values:
+        raise launch.error("projectid", "and account exclude each other: a VM belongs to a "
+                                        "project or to an account")
 
 
 @contextlib.contextmanager
@@ -254,11 +275,7 @@ def _fleet_settings(health: _Section, scaling: _Section,
     if "{ip}" not in url or not probe.startswith(("http://", "https://")):
         raise health.error("url", "expected an http:// or https:// URL with {ip} where the "
                                   f"member's address goes, got {url!r}")
-    limit = health.text("max_unhealthy", default["max_unhealthy"])
-    try:
-        parse_limit(limit)
-    except ValueError as exc:
-        raise health.error("max_unhealthy", str(exc)) from None
+    limit = _limit(health, "max_unhealthy", default["max_unhealthy"])
     return dict(
         health_check=check, health_url=url,
         health_timeout=health.number("timeout", default["health_timeout"], above=True),
@@ -269,6 +286,16 @@ def _fleet_settings(health: _Section, scaling: _Section,
                                           TERMINATION_POLICIES),
         refresh=scaling.boolean("refresh", default["refresh"]),
     )
+
+
+def _limit(section: _Section, key: str, default: str) -> str:
+    """A count or a percentage (see fleet.parse_limit)."""
+    limit = section.text(key, default)
+    try:
+        parse_limit(limit)
+    except ValueError as exc:
+        raise section.error(key, str(exc)) from None
+    return limit
 
 
 def _policy_settings(scaling: _Section, out: _Section, inn: _Section,

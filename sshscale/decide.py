@@ -10,10 +10,20 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from sshscale import target
-from sshscale.facts import DRAIN
+from sshscale.facts import (
+    BUDGET,
+    DRAIN,
+    LAUNCH_WINDOW,
+    REPAIR,
+    STUCK,
+    parse_backoff,
+    parse_time_value,
+    time_value,
+)
 from sshscale.fleet import (
     finish_replacement,
     is_replacement,
+    parse_limit,
     pick_victim,
     plan_refresh,
     plan_replacement,
@@ -23,16 +33,19 @@ from sshscale.fleet import (
 from sshscale.model import (
     BROKEN,
     IN_SERVICE,
+    TRANSITIONAL,
     Action,
     Decision,
     History,
     Measurement,
+    Notice,
     Pool,
     Settings,
+    Vm,
 )
 from sshscale.schedule import effective_bounds, name_schedules, with_bounds
 
-__all__ = ["aggregate_load", "decide"]
+__all__ = ["aggregate_load", "decide", "quorum_shortfall", "scale_in_load"]
 
 UNTIL_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 GIVES_BACK = (Action.ADOPT, Action.READD)
@@ -40,10 +53,38 @@ GIVES_BACK = (Action.ADOPT, Action.READD)
 
 def aggregate_load(measurement: Measurement, period: int, settings: Settings) -> Optional[float]:
     """The pool's load for a period, or None when fewer than min_reporting hosts answered."""
-    values = [v for v in (h.value(period, settings.per_cpu) for h in measurement.hosts)
-              if v is not None]
+    values = _answers(measurement, period, settings)
     if len(values) < settings.min_reporting or not values:
         return None
+    return _combine(values, settings)
+
+
+def scale_in_load(measurement: Measurement, period: int, settings: Settings) -> Optional[float]:
+    """The load a scale-in is judged by: a host that gave no load (silent, or garbage) counts
+    as busy as the busiest one that did; None when fewer than min_reporting answered."""
+    values = _answers(measurement, period, settings)
+    if len(values) < settings.min_reporting or not values:
+        return None
+    silent = len(measurement.hosts) - len(values)
+    return _combine(values + [max(values)] * silent, settings)
+
+
+def quorum_shortfall(measurement: Measurement, settings: Settings) -> Optional[str]:
+    """Why too few hosts answered for a scale-in ([monitoring] quorum), or None."""
+    total, answered = len(measurement.hosts), len(measurement.answered)
+    amount, percent = parse_limit(settings.quorum)
+    needed = math.ceil(total * amount / 100 - 1e-9) if percent else min(int(amount), total)
+    if answered >= needed:
+        return None
+    return f"only {answered} of {total} hosts answered (quorum {settings.quorum})"
+
+
+def _answers(measurement: Measurement, period: int, settings: Settings) -> list[float]:
+    return [v for v in (h.value(period, settings.per_cpu) for h in measurement.hosts)
+            if v is not None]
+
+
+def _combine(values: list[float], settings: Settings) -> float:
     return max(values) if settings.aggregate == "max" else sum(values) / len(values)
 
 
@@ -72,23 +113,24 @@ def _decide_rules(measurement: Measurement, pool: Pool, settings: Settings, now:
     target`` sizes the pool with sshscale.target instead of the load rules."""
     if settings.policy == "target":
         return _decide_target(measurement, pool, settings, now, history)
-    repair = _plan_repair(pool, settings) or finish_replacement(pool)
+    repair = _plan_repair(pool, settings, now) or finish_replacement(pool)
     count = pool.count
     if repair is not None and (repair.action in GIVES_BACK or count >= settings.min_size):
         return repair
     if count < settings.min_size and pool.committed < settings.max_size:
         return _deploy(Decision(Action.SCALE_OUT, f"pool has {count} VMs, below min_size "
-                                f"{settings.min_size}", count=1, rule="min_size"), history, now)
+                                f"{settings.min_size}", count=1, rule="min_size"), history, now,
+                       settings)
     if repair is not None:
         return repair
     if count > settings.max_size:
         return _scale_in(pool, settings, "max_size",
                          f"pool has {count} VMs, above max_size {settings.max_size}")
     replacement = plan_replacement(pool, settings)
-    if replacement is not None:
-        return _deploy(replacement, history, now)
+    if replacement is not None and replacement.action is Action.REPLACE:
+        return _deploy(replacement, history, now, settings)
     load_out = aggregate_load(measurement, settings.period_out, settings)
-    load_in = aggregate_load(measurement, settings.period_in, settings)
+    load_in = scale_in_load(measurement, settings.period_in, settings)
     if load_out is None or load_in is None:
         return Decision(Action.NONE, "load unknown (fewer than "
                         f"{settings.min_reporting} host(s) answered): only min/max may act")
@@ -100,18 +142,23 @@ def _decide_rules(measurement: Measurement, pool: Pool, settings: Settings, now:
         if held is not None:
             return held
         return _deploy(Decision(Action.SCALE_OUT, reason, count=step, rule="threshold_out"),
-                       history, now)
+                       history, now, settings)
     if load_in < settings.threshold_in and count > settings.min_size:
+        reason = (f"load {load_in:.2f} < threshold_in {settings.threshold_in:g} "
+                  f"({_load_label(measurement, settings.period_in, settings, silent=True)})")
+        shortfall = quorum_shortfall(measurement, settings)
+        if shortfall is not None:
+            return Decision(Action.NONE, f"{reason}, but {shortfall}: not scaling in",
+                            rule="quorum")
         held = _cooldown_hold(history, now, settings, Action.SCALE_IN)
         if held is not None:
             return held
-        return _scale_in(pool, settings, "threshold_in",
-                         f"load {load_in:.2f} < threshold_in {settings.threshold_in:g} "
-                         f"({_load_label(measurement, settings.period_in, settings)})")
-    refresh = plan_refresh(pool, settings, load_out)
+        return _scale_in(pool, settings, "threshold_in", reason)
+    refresh = plan_refresh(pool, settings, load_out, now, history)
     if refresh is not None:
-        return _deploy(refresh, history, now)
-    return Decision(Action.NONE, _steady_reason(load_out, load_in, pool, settings))
+        return _deploy(refresh, history, now, settings)
+    return replacement or Decision(Action.NONE,
+                                   _steady_reason(load_out, load_in, pool, settings))
 
 
 def _decide_target(measurement: Measurement, pool: Pool, settings: Settings, now: datetime,
@@ -119,11 +166,12 @@ def _decide_target(measurement: Measurement, pool: Pool, settings: Settings, now
     """decide() for policy = target: the same repairs (except that a VM whose deploy is under
     way is capacity on the way: its run assigns it) and replacements, then target.plan(),
     whose estimate reads the pool's history (the scale times) on every run, and last the
-    rolling refresh."""
+    rolling refresh. A scale-in needs the quorum of answering hosts, and must still be
+    planned when every silent host counts as busy as the busiest that answered."""
     booting = target.booting_vms(pool, settings, now)
     have = pool.count + len(booting)
-    repair = _plan_repair(Pool(tuple(v for v in pool.vms if v not in booting)), settings) \
-        or finish_replacement(pool)
+    repair = _plan_repair(Pool(tuple(v for v in pool.vms if v not in booting)), settings,
+                          now) or finish_replacement(pool)
     if repair is not None and (repair.action in GIVES_BACK or have >= settings.min_size):
         return repair
     if history is None:
@@ -131,32 +179,67 @@ def _decide_target(measurement: Measurement, pool: Pool, settings: Settings, now
                         needs_history=True, rule=target.RULE)
     within = settings.min_size <= have and pool.count <= settings.max_size
     replacement = plan_replacement(pool, settings) if within else None
-    if replacement is not None:
-        return _deploy(replacement, history, now)
+    if replacement is not None and replacement.action is Action.REPLACE:
+        return _deploy(replacement, history, now, settings)
     plan = target.plan(aggregate_load(measurement, 1, settings),
                        aggregate_load(measurement, 5, settings), pool, settings, now, history)
     if plan.action is Action.SCALE_OUT:
         return _deploy(Decision(Action.SCALE_OUT, plan.reason, count=plan.count,
-                                rule=target.RULE), history, now)
+                                rule=target.RULE), history, now, settings)
     if plan.action is Action.SCALE_IN:
-        return _scale_in(pool, settings, target.RULE, plan.reason)
+        return _target_scale_in(measurement, pool, settings, now, history, plan.reason)
     refresh = None if booting else plan_refresh(
-        pool, settings, aggregate_load(measurement, settings.period_out, settings))
+        pool, settings, aggregate_load(measurement, settings.period_out, settings), now, history)
     if refresh is not None:
-        return _deploy(refresh, history, now)
-    return repair or Decision(Action.NONE, plan.reason, rule=target.RULE)
+        return _deploy(refresh, history, now, settings)
+    return repair or replacement or Decision(Action.NONE, plan.reason, rule=target.RULE)
 
 
-def _plan_repair(pool: Pool, settings: Settings) -> Optional[Decision]:
-    ours = [v for v in pool.vms if removable(v)]
+def _target_scale_in(measurement: Measurement, pool: Pool, settings: Settings, now: datetime,
+                     history: Optional[History], reason: str) -> Decision:
+    shortfall = quorum_shortfall(measurement, settings)
+    if shortfall is not None:
+        return Decision(Action.NONE, f"{reason}, but {shortfall}: not scaling in",
+                        rule="quorum")
+    if len(measurement.answered) < len(measurement.hosts):
+        busy = target.plan(scale_in_load(measurement, 1, settings),
+                           scale_in_load(measurement, 5, settings), pool, settings, now,
+                           history)
+        if busy.action is not Action.SCALE_IN:
+            return Decision(Action.NONE, f"{busy.reason} (silent hosts counted as busy as the "
+                            "busiest that answered)", rule=target.RULE)
+    return _scale_in(pool, settings, target.RULE, reason)
+
+
+def _repair_held(vm: Vm, now: datetime) -> bool:
+    """A repair of the VM the cloud refused recently still backs off (its ssh-scale:repair)."""
+    backoff = parse_backoff(vm.tag(REPAIR))
+    return backoff is not None and now < backoff.until
+
+
+def _stuck(vm: Vm, settings: Settings, now: datetime) -> bool:
+    """In a transitional state without a job for longer than job_timeout: broken."""
+    since = parse_time_value(vm.tag(STUCK))
+    return vm.state in TRANSITIONAL and not vm.jobid and since is not None and \
+        (now - since).total_seconds() > settings.job_timeout
+
+
+def _plan_repair(pool: Pool, settings: Settings, now: datetime) -> Optional[Decision]:
+    """The next repair of a crash leftover; VMs whose repair backs off are left alone (the
+    other rules act meanwhile)."""
+    ours = [v for v in pool.vms if removable(v) and not _repair_held(v, now)]
     # A VM listed Stopped with a pending job is a deploy still under way (Stopped, Starting,
     # Running): it is adopted after its job, like a Starting one.
     building = [v for v in ours if v.state == "Stopped" and v.jobid]
-    broken = [v for v in ours if v.state in BROKEN and v not in building]
-    orphans = [v for v in ours if not v.in_lb and (v.state in IN_SERVICE or v in building)]
+    broken = [v for v in ours if (v.state in BROKEN and v not in building)
+              or _stuck(v, settings, now)]
+    orphans = [v for v in ours if not v.in_lb and v not in broken
+               and (v.state in IN_SERVICE or v in building)]
     if broken and not (orphans and pool.count < settings.min_size):
         vm = broken[0]
-        return Decision(Action.DESTROY, f"repair: managed VM {vm.name} is {vm.state}",
+        stuck = f" without a job for more than {settings.job_timeout:g} s" \
+            if _stuck(vm, settings, now) else ""
+        return Decision(Action.DESTROY, f"repair: managed VM {vm.name} is {vm.state}{stuck}",
                         vms=(vm,), count=1, rule="repair")
     if not orphans:
         return None
@@ -169,28 +252,54 @@ def _plan_repair(pool: Pool, settings: Settings) -> Optional[Decision]:
                             vms=(vm,), count=1, rule="repair")
         return Decision(Action.DESTROY, f"repair: VM {vm.name} was taken out of the load "
                         "balancer but not destroyed", vms=(vm,), count=1, rule="repair")
-    replacing = is_replacement(vm, pool)  # a replacement may take the pool to max_size + 1
-    if count < settings.max_size or (replacing and count == settings.max_size):
-        why = "it replaces a member" if replacing else \
-            f"pool {count} < max_size {settings.max_size}"
-        return Decision(Action.ADOPT, f"repair: managed VM {vm.name} ({vm.state}) is not in the "
-                        f"load balancer; adopting it ({why})", vms=(vm,), count=1, rule="repair")
+    if is_replacement(vm, pool):  # a replacement may take the pool to max_size + 1
+        if count <= settings.max_size:
+            return Decision(Action.ADOPT, f"repair: managed VM {vm.name} ({vm.state}) is not in "
+                            "the load balancer; adopting it (it replaces a member)",
+                            vms=(vm,), count=1, rule="repair")
+    elif count < settings.max_size:
+        # Every leftover the pool has room for joins at once (a scale-out whose run died, or
+        # whose assign failed, leaves several).
+        plain = [v for v in orphans if v.tag(DRAIN) is None and not is_replacement(v, pool)]
+        taken = tuple(plain[:settings.max_size - count])
+        what = f"VM {vm.name} ({vm.state}) is not in the load balancer; adopting it" \
+            if len(taken) == 1 else (f"VMs {', '.join(v.name for v in taken)} are not in the "
+                                     "load balancer; adopting them")
+        return Decision(Action.ADOPT, f"repair: managed {what} (pool {count} < max_size "
+                        f"{settings.max_size})", vms=taken, count=len(taken), rule="repair")
     return Decision(Action.DESTROY, f"repair: managed VM {vm.name} is not in the load "
                     f"balancer and the pool is full ({count} = max_size)",
                     vms=(vm,), count=1, rule="repair")
 
 
-def _deploy(decision: Decision, history: Optional[History], now: datetime) -> Decision:
-    """A scale-out, unless the failed-deploy backoff holds it (which needs the history)."""
+def _deploy(decision: Decision, history: Optional[History], now: datetime,
+            settings: Settings) -> Decision:
+    """A scale-out or replacement, unless the failed-deploy backoff or the launch budget holds
+    it (both need the history); a scale-out of several VMs shrinks to the budget left."""
+    if decision.action is Action.NONE:
+        return decision
     if history is None:
         return Decision(Action.NONE, f"{decision.action.value} considered: reading the pool's "
                         "history", needs_history=True, rule=decision.rule)
     backoff = history.backoff
-    if backoff is None or now >= backoff.until:
+    if backoff is not None and now < backoff.until:
+        return Decision(Action.NONE, f"{decision.action.value} ({decision.reason}) held back "
+                        f"by the failed-deploy backoff ({backoff.failures} failed in a row) "
+                        f"until {_utc(backoff.until)}", rule="backoff", held_until=backoff.until)
+    recent = sorted(when for _, when in history.launches if when > now - LAUNCH_WINDOW)
+    left = settings.budget() - len(recent)
+    if left >= decision.count:
         return decision
-    return Decision(Action.NONE, f"{decision.action.value} ({decision.reason}) held back by "
-                    f"the failed-deploy backoff ({backoff.failures} failed in a row) until "
-                    f"{_utc(backoff.until)}", rule="backoff", held_until=backoff.until)
+    if left > 0:
+        return replace(decision, count=left, reason=f"{decision.reason}; {left} of "
+                       f"{decision.count} within the launch budget")
+    until = recent[0] + LAUNCH_WINDOW
+    text = (f"{decision.action.value} ({decision.reason}) held back by the launch budget: "
+            f"{len(recent)} VMs created in the last hour, at most {settings.budget()} "
+            f"([scalling] launch_budget); the next one may start at {_utc(until)}")
+    notice = None if history.budget_notice is not None else \
+        Notice(BUDGET, time_value(now), text)
+    return Decision(Action.NONE, text, rule="budget", held_until=until, notice=notice)
 
 
 def _scale_in(pool: Pool, settings: Settings, rule: str, reason: str) -> Decision:
@@ -245,10 +354,16 @@ def _utc(when: datetime) -> str:
     return f"{when.astimezone(timezone.utc):{UNTIL_FORMAT}}"
 
 
-def _load_label(measurement: Measurement, period: int, settings: Settings) -> str:
-    answered = len(measurement.answered)
+def _load_label(measurement: Measurement, period: int, settings: Settings,
+                silent: bool = False) -> str:
+    """"1-min, mean of 3 hosts": which load decided; for a scale-in (silent) also how many of
+    the measured hosts answered ("1 of 4 answered; silent ones as busy as the busiest")."""
+    answered, total = len(measurement.answered), len(measurement.hosts)
     per_cpu = " per CPU" if settings.per_cpu else ""
     how = f"{settings.aggregate} of {answered} hosts" if answered > 1 else "1 host"
+    if silent and answered < total:
+        how = (f"{settings.aggregate} of {total} hosts, {answered} answered; the silent ones "
+               "counted as busy as the busiest")
     return f"{period}-min{per_cpu}, {how}"
 
 

@@ -4,13 +4,15 @@ status and a one-line message."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
+from typing import Optional
 
 import idcf_api
 from sshscale.interrupts import INTERRUPTED, TERMINATED, Terminated, stopped_message, \
     stopped_status
 
 __all__ = ["ConfigError", "ExitStatus", "LeaseBusy", "LeaseExpired", "LockBusy", "ScaleError",
-           "SshError", "Terminated", "exit_status", "expected", "message_of"]
+           "SshError", "TagError", "Terminated", "exit_status", "expected", "message_of"]
 
 
 class ScaleError(Exception):
@@ -23,6 +25,20 @@ class ConfigError(ScaleError):
 
 class SshError(ScaleError):
     """No monitored host could be measured."""
+
+
+class TagError(ScaleError):
+    """A tag call failed and the tags read back afterwards are not as asked: `found` is what
+    the cloud holds ({resource id: {key (lowercased): value}}), `cause` the call's error."""
+
+    def __init__(self, command: str, kind: str, resource_ids: Sequence[str],
+                 tags: Mapping[str, Optional[str]], cause: idcf_api.CloudStackError,
+                 found: Mapping[str, Mapping[str, str]]) -> None:
+        held = "; ".join(f"{key}={value}" for values in found.values()
+                         for key, value in values.items())
+        super().__init__(f"{command} {', '.join(tags)} on {kind} {','.join(resource_ids)}: "
+                         f"{cause} (read back: {held or 'not there'})")
+        self.cause, self.found = cause, {rid: dict(v) for rid, v in found.items()}
 
 
 class LockBusy(ScaleError):

@@ -6,24 +6,53 @@ counts it computes (health.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sshscale.facts import PROTECT, REPLACE, UNHEALTHY, parse_count
-from sshscale.model import Action, Check, Decision, Measurement, Pool, Settings, Vm
+from sshscale.facts import (
+    PROTECT,
+    REFRESH_HALTED,
+    REPAIR,
+    REPLACE,
+    STUCK,
+    TRIES,
+    UNHEALTHY,
+    Tries,
+    parse_backoff,
+    parse_count,
+    parse_time_value,
+    parse_tries,
+    time_value,
+)
+from sshscale.model import (
+    Action,
+    Check,
+    Decision,
+    History,
+    Measurement,
+    Notice,
+    Pool,
+    Settings,
+    Vm,
+)
 
-__all__ = ["HEALTH_CHECKS", "TERMINATION_POLICIES", "Health", "assess", "checked_members",
-           "count_changes", "failures", "finish_replacement", "health_lines", "is_replacement",
-           "outdated", "parse_limit", "pick_victim", "plan_refresh", "plan_replacement",
-           "protected", "removable", "replacement_of", "ssh_checks", "vm_notes", "with_checks",
-           "with_counts"]
+__all__ = ["HEALTH_CHECKS", "MAX_TRIES", "TERMINATION_POLICIES", "Health", "assess",
+           "checked_members", "count_changes", "failures", "finish_replacement", "health_lines",
+           "in_flight", "is_replacement", "launch_fingerprint", "outdated", "parse_limit",
+           "pick_victim", "plan_refresh", "plan_replacement", "protected", "removable",
+           "replacement_of", "replacement_room", "ssh_checks", "tries_of", "vm_notes",
+           "with_checks"]
 
 HEALTH_CHECKS = ("none", "ssh", "http")
 TERMINATION_POLICIES = ("newest", "oldest", "outdated-first")
 LAUNCH_IDS = ("templateid", "serviceofferingid")
+MAX_TRIES = 3  # replacements in a row of one member that never became healthy, then give up
+MAX_REPLACING_SHARE = 0.1  # replacements under way at once: a tenth of the pool (at least 1)
 _LIMIT = re.compile(r"(\d+(?:\.\d+)?)(%?)")
 _EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
@@ -71,9 +100,10 @@ def pick_victim(candidates: Sequence[Vm], policy: str) -> Vm:
 
 
 def vm_notes(vm: Vm) -> str:
-    """What --status says about a member beyond its state: protected, outdated, its health,
-    a replacement under way."""
-    notes = []
+    """What --status says about a VM beyond its state: why it is not taken as the pool's,
+    protected, outdated, its health, a replacement under way or on trial, a repair backing
+    off, a transitional state without a job."""
+    notes = [f"not this pool's: {vm.doubt}"] if vm.doubt else []
     if protected(vm):
         notes.append("protected")
     if vm.outdated:
@@ -84,7 +114,22 @@ def vm_notes(vm: Vm) -> str:
                      f"failing ({count} in a row)" if count else "failing")
     if vm.tag(REPLACE):
         notes.append(f"being replaced by {vm.tag(REPLACE)}")
+    tries = tries_of(vm)
+    if tries.count:
+        notes.append(f"replacement #{tries.count}, " + (
+            "given up" if tries.halted else "on trial until it passes its check"))
+    repair = parse_backoff(vm.tag(REPAIR))
+    if repair is not None:
+        notes.append(f"repair refused {repair.failures} time(s), retried after "
+                     f"{repair.until.astimezone():%H:%M:%S}")
+    if vm.tag(STUCK):
+        notes.append("no job since " + _local_time(vm.tag(STUCK)))
     return ", ".join(notes)
+
+
+def _local_time(value: Optional[str]) -> str:
+    when = parse_time_value(value)
+    return f"{when.astimezone():%H:%M:%S}" if when else str(value)
 
 
 # --- health checks ----------------------------------------------------------------------------
@@ -196,31 +241,111 @@ def health_lines(pool: Pool, settings: Settings) -> list[str]:
 # --- replacements -------------------------------------------------------------------------------
 
 
+def in_flight(pool: Pool) -> tuple[Vm, ...]:
+    """Replacements that have not passed their health check yet (their ssh-scale:tries tag),
+    and members whose replacement is under way (their ssh-scale:replace mark)."""
+    return tuple(v for v in pool.in_service if v.managed and (
+        (tries_of(v).count and not tries_of(v).halted) or v.tag(REPLACE)))
+
+
+def tries_of(vm: Vm) -> Tries:
+    """The VM's replacement generation (ssh-scale:tries)."""
+    return parse_tries(vm.tag(TRIES))
+
+
+def replacement_room(pool: Pool) -> int:
+    """How many replacements may be under way at once: a tenth of the pool, at least one."""
+    return max(1, math.floor(pool.count * MAX_REPLACING_SHARE))
+
+
 def plan_replacement(pool: Pool, settings: Settings) -> Optional[Decision]:
     """Replace the oldest unhealthy member ssh-scale may remove, unless more members fail than
-    max_unhealthy allows or the new VM would take the managed VMs past max_size + 1."""
+    max_unhealthy allows, the new VM would take the managed VMs past max_size + 1, replacing
+    it was given up (MAX_TRIES replacements in a row never became healthy), or the
+    replacements under way fill their share of the pool (a failing one suspends the others:
+    only it is replaced again)."""
     health = assess(pool, settings)
-    if not health.replaceable or health.too_many or pool.committed > settings.max_size:
+    candidates = [v for v in health.replaceable if not tries_of(v).halted]
+    if not candidates or health.too_many or pool.committed > settings.max_size:
         return None
-    vm = min(health.replaceable, key=_age)
+    flying = in_flight(pool)
+    failing = [v for v in flying if v in health.failing]
+    allowed = [v for v in candidates if v in flying or (
+        not failing and len(flying) < replacement_room(pool))]
+    if not allowed:
+        return Decision(Action.NONE, f"replacing {candidates[0].name} waits: "
+                        f"{len(flying)} replacement(s) not yet healthy"
+                        f"{' and failing' if failing else ''} (at most "
+                        f"{replacement_room(pool)} at once)", rule="health")
+    vm = min(allowed, key=_age)
     detail = vm.check.detail if vm.check else ""
     return Decision(Action.REPLACE, f"{vm.name} failed its health check {failures(vm)} run(s) "
                     f"in a row ({detail})", vms=(vm,), count=1, rule="health")
 
 
-def plan_refresh(pool: Pool, settings: Settings, load_out: Optional[float]) -> Optional[Decision]:
+def launch_fingerprint(launch: Mapping[str, str]) -> str:
+    """What a refresh halt is tied to: [launch_config]'s template and offering (a changed
+    one lifts the halt)."""
+    ids = "/".join(launch.get(key, "").strip().lower() for key in LAUNCH_IDS)
+    return hashlib.sha256(ids.encode()).hexdigest()[:12]
+
+
+def plan_refresh(pool: Pool, settings: Settings, load_out: Optional[float], now: datetime,
+                 history: Optional[History]) -> Optional[Decision]:
     """refresh = yes, the load known and below threshold_out, room for one more VM: replace
-    the oldest outdated member ssh-scale may remove."""
+    the oldest outdated member ssh-scale may remove, but only while every member passes its
+    check and every earlier replacement has proven itself (past [health] grace, checked
+    healthy); a VM of the current template and offering that fails its check halts the
+    refresh (once noticed, in the rule's ssh-scale:refresh-halted) until [launch_config]'s
+    template or offering changes. A hold is a NONE Decision saying why."""
     if not settings.refresh or load_out is None or load_out >= settings.threshold_out or \
             pool.committed > settings.max_size:
         return None
     stale = [v for v in pool.in_service if v.outdated and removable(v)]
     if not stale:
         return None
+    fingerprint = launch_fingerprint(settings.launch)
+    current_failing = [v for v in pool.in_service if v.managed and not v.outdated
+                       and v.check is not None and not v.check.ok]
+    if current_failing or (history is not None and history.refresh_halted == fingerprint):
+        return _refresh_halted(current_failing, fingerprint, history, now)
+    waiting = _refresh_waits(pool, settings, now)
+    if waiting:
+        return Decision(Action.NONE, f"refresh waits: {waiting}", rule="refresh")
     vm = min(stale, key=_age)
     return Decision(Action.REPLACE, f"refresh: {vm.name} runs an outdated template or service "
                     f"offering ({len(stale)} outdated), load {load_out:.2f} < threshold_out "
                     f"{settings.threshold_out:g}", vms=(vm,), count=1, rule="refresh")
+
+
+def _refresh_halted(failing: Sequence[Vm], fingerprint: str, history: Optional[History],
+                    now: datetime) -> Decision:
+    if history is None:
+        return Decision(Action.NONE, "refresh halted: reading the pool's history",
+                        needs_history=True, rule="refresh")
+    if history.refresh_halted == fingerprint:
+        return Decision(Action.NONE, "refresh halted: a VM of [launch_config]'s template and "
+                        "offering failed its health check (change the template or offering "
+                        "to refresh again)", rule="refresh")
+    text = (f"refresh halted: {failing[0].name}, of [launch_config]'s template and offering, "
+            f"fails its health check ({failing[0].check.detail if failing[0].check else ''}); "
+            "no more outdated members are replaced until the template or offering changes")
+    return Decision(Action.NONE, text, rule="refresh",
+                    notice=Notice(REFRESH_HALTED, f"{fingerprint} {time_value(now)}", text))
+
+
+def _refresh_waits(pool: Pool, settings: Settings, now: datetime) -> str:
+    """Why the next refresh step must wait, or "": a member fails its check, a replacement
+    has not proven itself yet."""
+    failing = [v for v in pool.in_service if v.check is not None and not v.check.ok]
+    if failing:
+        return f"{failing[0].name} fails its health check"
+    young = [v for v in in_flight(pool) if v.created is None or
+             (now - v.created).total_seconds() < settings.health_grace or
+             (settings.health_check != "none" and (v.check is None or not v.check.ok))]
+    if young:
+        return f"{young[0].name} has not passed its health check yet"
+    return ""
 
 
 def replacement_of(vm: Vm, pool: Pool) -> Optional[Vm]:

@@ -26,7 +26,7 @@ __all__ = ["NOTIFY_EVENTS", "NOTIFY_KEYS", "SCHEDULE_KEYS", "local_zone", "metri
 
 SCHEDULE_KEYS = ("cron", "duration", "timezone", "min_size", "max_size")
 NOTIFY_KEYS = ("webhook", "command", "events", "timeout")
-NOTIFY_EVENTS = ("scale_out", "scale_in", "repair", "replace", "failure")
+NOTIFY_EVENTS = ("scale_out", "scale_in", "repair", "replace", "failure", "brake")
 MAX_NOTIFY_TIMEOUT = 60.0
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 

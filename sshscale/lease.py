@@ -14,18 +14,23 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
-from idcf_api import Client, JobFailed
-from sshscale.errors import LeaseBusy
+from idcf_api import Client
+from sshscale.errors import LeaseBusy, TagError
 from sshscale.facts import LEASE, lease_value, parse_lease
 from sshscale.logs import note
-from sshscale.model import Lease, Settings
-from sshscale.observe import read_rule_tags
-from sshscale.tags import LOAD_BALANCER, TagWriter, already_there, refused
+from sshscale.model import Action, Lease, Settings
+from sshscale.tags import LOAD_BALANCER, TAG_JOB_SECONDS, TagWriter
 
 __all__ = ["change_deadline", "dead_here", "holder_id", "lease_seconds", "monitor_name",
            "pool_lease"]
 
 LEASE_GUARD = 5.0
+# The jobs an action waits for, each up to job_timeout: deploys (awaited together) and the
+# assign; remove and destroy; both for a replacement; a pending job and the assign or destroy.
+LONG_JOBS = {Action.SCALE_OUT: 2, Action.SCALE_IN: 2, Action.REPLACE: 4, Action.ADOPT: 2,
+             Action.READD: 2, Action.DESTROY: 2}
+TAG_JOBS = 8  # the tag jobs of the longest action, with a read-back each (launch records,
+# the pool's tag, the drain and replace marks, the scale time and backoff)
 
 
 def holder_id() -> str:
@@ -54,28 +59,33 @@ def dead_here(holder: str) -> bool:
     return False
 
 
-def lease_seconds(settings: Settings) -> float:
-    """How long a lease lasts: one job that takes all of job_timeout, the drain, and as long
-    again for the short jobs around them (LB changes, tags)."""
-    return 2 * settings.job_timeout + settings.drain_seconds
+def lease_seconds(settings: Settings, action: Optional[Action] = None) -> float:
+    """How long a lease for an action lasts: each of its jobs may take all of job_timeout,
+    each of its tag jobs TAG_JOB_SECONDS, plus the drain (for an unknown action, the longest:
+    a replacement)."""
+    long_jobs = LONG_JOBS.get(action, max(LONG_JOBS.values()))
+    tag_jobs = TAG_JOBS * min(settings.job_timeout, TAG_JOB_SECONDS)
+    return long_jobs * settings.job_timeout + tag_jobs + settings.drain_seconds
 
 
-def change_deadline(lease: Optional[Lease], settings: Settings) -> Optional[datetime]:
+def change_deadline(lease: Optional[Lease], settings: Settings,
+                    action: Optional[Action] = None) -> Optional[datetime]:
     """When the holder starts no more changes: shortly before its lease ends, as two monitors'
     clocks may differ by a few seconds (5 s, at most a tenth of the lease)."""
     if lease is None:
         return None
-    return lease.expires - timedelta(seconds=min(LEASE_GUARD, lease_seconds(settings) / 10))
+    guard = min(LEASE_GUARD, lease_seconds(settings, action) / 10)
+    return lease.expires - timedelta(seconds=guard)
 
 
 @contextlib.contextmanager
-def pool_lease(client: Client, settings: Settings, now: datetime) -> Iterator[Optional[Lease]]:
-    """Hold the pool's lease while the block runs (None where the cloud refuses the tag);
-    raises LeaseBusy when another run holds a lease that has not expired."""
+def pool_lease(client: Client, settings: Settings, now: datetime,
+               action: Optional[Action] = None) -> Iterator[Optional[Lease]]:
+    """Hold the pool's lease, sized for `action`, while the block runs (None where the cloud
+    refuses the tag); raises LeaseBusy when another run holds a lease that has not expired."""
     tags = TagWriter(client, settings)
-    lease = _take(client, tags, settings,
-                  Lease(holder_id(), now + timedelta(seconds=lease_seconds(settings))), now)
-    if lease is None:
+    lease = Lease(holder_id(), now + timedelta(seconds=lease_seconds(settings, action)))
+    if not _take(tags, settings, lease, now):
         yield None
         return
     try:
@@ -84,53 +94,68 @@ def pool_lease(client: Client, settings: Settings, now: datetime) -> Iterator[Op
         _release(tags, settings, lease)
 
 
-def _take(client: Client, tags: TagWriter, settings: Settings, lease: Lease,
-          now: datetime) -> Optional[Lease]:
-    """createTags the lease; if one is there, break it only when it has expired. None when
-    the cloud refuses tags on the rule."""
+def _take(tags: TagWriter, settings: Settings, lease: Lease, now: datetime) -> bool:
+    """createTags the lease; if one is there, break it only when it has expired (or its
+    holder died on this monitor). What is there is read back after every failed call, never
+    inferred from the error's wording. False when the cloud refuses tags on the rule."""
     value = {LEASE: lease_value(lease)}
+    rule = settings.load_balancer
     try:
-        tags.create(LOAD_BALANCER, settings.load_balancer, value)
-        return lease
-    except JobFailed as exc:
-        if refused(exc):
-            note("lease", "the cloud keeps no tags on load-balancer rules; relying on the "
-                          "local lock alone (two monitors must not drive this pool)",
-                 logging.WARNING)
-            return None
-        if not already_there(exc):
-            raise
-    raw = read_rule_tags(client, settings).get(LEASE)
-    held = parse_lease(raw)
-    if held is not None and held.expires > now and not dead_here(held.holder):
-        raise LeaseBusy(f"another run ({held.holder}) holds the pool's lease until "
-                        f"{held.expires:%Y-%m-%d %H:%M:%S} UTC")
-    if held is None:
-        what = f"an unreadable lease {raw!r}"
-    elif held.expires > now:
-        what = f"the lease of {held.holder}, a run that died on this monitor"
+        tags.create(LOAD_BALANCER, rule, value)
+        return True
+    except TagError as exc:
+        held = _lease_in(exc)
+        if held is None:
+            if _refused(exc):
+                note("lease", "the cloud keeps no tags on load-balancer rules; relying on the "
+                              "local lock alone (two monitors must not drive this pool)",
+                     logging.WARNING)
+                return False
+            note("lease", f"taking the lease failed and no lease is there ({exc.cause}); "
+                          "trying once more", logging.WARNING)
+            _create_again(tags, rule, value)
+            return True
+    parsed = parse_lease(held)
+    if parsed is not None and parsed.expires > now and not dead_here(parsed.holder):
+        raise LeaseBusy(f"another run ({parsed.holder}) holds the pool's lease until "
+                        f"{parsed.expires:%Y-%m-%d %H:%M:%S} UTC")
+    if parsed is None:
+        what = f"an unreadable lease {held!r}"
+    elif parsed.expires > now:
+        what = f"the lease of {parsed.holder}, a run that died on this monitor"
     else:
-        what = f"an expired lease ({held.holder})"
+        what = f"an expired lease ({parsed.holder})"
     note("lease", f"breaking {what}", logging.WARNING)
-    if raw is not None:
-        tags.delete(LOAD_BALANCER, settings.load_balancer, {LEASE: raw})
+    tags.delete(LOAD_BALANCER, rule, {LEASE: held})  # by value: a newer lease stays
+    _create_again(tags, rule, value)
+    return True
+
+
+def _create_again(tags: TagWriter, rule: str, value: dict[str, str]) -> None:
+    """The lease's second and last try: a lease found there now is another run's."""
     try:
-        tags.create(LOAD_BALANCER, settings.load_balancer, value)
-    except JobFailed as exc:
-        if already_there(exc):
+        tags.create(LOAD_BALANCER, rule, value)
+    except TagError as exc:
+        if _lease_in(exc) is not None:
             raise LeaseBusy("another run took the pool's lease first") from None
         raise
-    return lease
+
+
+def _lease_in(exc: TagError) -> Optional[str]:
+    """The lease value the read-back after a failed create found on the rule, if any."""
+    return next((held[LEASE] for held in exc.found.values() if LEASE in held), None)
+
+
+def _refused(exc: TagError) -> bool:
+    """The rule takes no tags: the create was refused as a bad parameter (431) and nothing
+    is there (a server error or a timeout is no such answer: the run fails instead)."""
+    return getattr(exc.cause, "errorcode", None) == 431
 
 
 def _release(tags: TagWriter, settings: Settings, lease: Lease) -> None:
     try:
-        released = tags.delete(LOAD_BALANCER, settings.load_balancer,
-                               {LEASE: lease_value(lease)})
+        tags.delete(LOAD_BALANCER, settings.load_balancer, {LEASE: lease_value(lease)})
     except Exception as exc:  # the action's outcome matters more; the lease expires anyway
-        released = False
-        note("lease", f"could not release the lease ({exc})", logging.WARNING)
-    if not released:
-        note("lease", f"the lease was not released; it expires at "
+        note("lease", f"the lease was not released ({exc}); it expires at "
                       f"{lease.expires.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
              logging.WARNING)

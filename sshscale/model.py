@@ -12,15 +12,19 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     from idcf_api import Account
 
-__all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "Action", "Backoff", "Bounds", "Check",
-           "Decision", "Deploy", "History", "HostLoad", "Lease", "Measurement", "Notify",
-           "Observation", "Pending", "Pool", "Report", "Schedule", "Settings", "Vm", "Window"]
+__all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "SCOPE_KEYS", "TRANSITIONAL", "Action",
+           "Backoff", "Bounds", "Check", "Decision", "Deploy", "History", "HostLoad", "Lease",
+           "Measurement", "Notice", "Notify", "Observation", "Pending", "Pool", "Report",
+           "Schedule", "Settings", "Vm", "Window"]
 
 PERIODS = (1, 5, 15)
 IN_SERVICE = ("Running", "Starting", "Migrating")
 # Not "Unknown": a VM on a disconnected host may come back; it is left alone.
 BROKEN = ("Error", "Stopped", "Shutdown")
 GONE = ("Destroyed", "Expunging")
+# States a VM passes through on its way somewhere: stuck there without a job, it is broken.
+TRANSITIONAL = ("Starting", "Stopping")
+SCOPE_KEYS = ("projectid", "account", "domainid")
 
 
 class Action(enum.Enum):
@@ -60,6 +64,7 @@ class Settings:
     monitor_members: bool = False
     boot_grace: float = 300.0
     min_reporting: int = 1
+    quorum: str = "75%"  # a count or a percentage of the measured hosts (see fleet.parse_limit)
     aggregate: str = "mean"
     per_cpu: bool = False
     max_parallel: int = 64
@@ -68,6 +73,7 @@ class Settings:
     drain_seconds: float = 30.0
     protect_unmanaged: bool = True
     max_backoff: float = 3600.0
+    launch_budget: Optional[int] = None  # VMs per hour; None: 2 x max_size (budget())
     cooldown_out: float = 120.0
     cooldown_in: float = 300.0
     period_out: int = 1
@@ -94,6 +100,16 @@ class Settings:
     def group(self) -> str:
         """The instance group that marks the VMs this tool created for this pool."""
         return self.launch.get("group") or f"ssh_scale-{self.load_balancer}"
+
+    @property
+    def scope(self) -> dict[str, str]:
+        """Whose resources the pool's list calls read: the project or account [launch_config]
+        deploys into (projectid, or account and domainid), else the caller's own."""
+        return {key: self.launch[key] for key in SCOPE_KEYS if self.launch.get(key)}
+
+    def budget(self) -> int:
+        """VMs this pool may create per hour (launch_budget, else twice max_size)."""
+        return self.launch_budget if self.launch_budget is not None else 2 * self.max_size
 
 
 @dataclass(frozen=True)
@@ -136,8 +152,9 @@ class Check:
 
 @dataclass(frozen=True)
 class Vm:
-    """A VM as far as scaling cares; `outdated`: managed, and its template or service offering
-    is not [launch_config]'s; `check`: this run's health check (None: not checked)."""
+    """A VM as far as scaling cares; `managed`: proven the pool's (sshscale/ownership.py);
+    `outdated`: managed, and its template or service offering is not [launch_config]'s;
+    `check`: this run's health check (None: not checked)."""
 
     id: str
     name: str
@@ -151,6 +168,8 @@ class Vm:
     tags: tuple[tuple[str, str], ...] = ()
     outdated: bool = False
     check: Optional[Check] = None
+    legacy: bool = False  # ours by an earlier version's evidence, not yet tagged as ours
+    doubt: str = ""  # why a VM carrying part of the pool's identity is not taken as ours
 
     def tag(self, key: str) -> Optional[str]:
         """The value of a resource tag (keys compare case-insensitively, as CloudStack's do)."""
@@ -212,6 +231,10 @@ class History:
     last_scale_in: Optional[datetime] = None
     backoff: Optional[Backoff] = None
     lease: Optional[Lease] = None
+    deploy_seconds: Optional[float] = None  # how long the last scale-out's deploy took
+    launches: tuple[tuple[str, datetime], ...] = ()  # (tag key, time) of each launch record
+    budget_notice: Optional[datetime] = None  # when the launch budget first held a deploy
+    refresh_halted: Optional[str] = None  # the launch fingerprint the refresh halted on
 
 
 @dataclass(frozen=True)
@@ -221,6 +244,18 @@ class Observation:
     measurement: Measurement
     pool: Pool
     now: datetime
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A brake that engaged (the launch budget, a halted refresh, a replacement given up):
+    recorded once in a tag (key, value) on the load-balancer rule or a VM, and told once
+    (text) by the run that records it."""
+
+    key: str
+    value: str
+    text: str
+    vm_id: Optional[str] = None  # None: on the load-balancer rule
 
 
 @dataclass(frozen=True)
@@ -234,6 +269,7 @@ class Decision:
     rule: str = "none"
     needs_history: bool = False
     held_until: Optional[datetime] = None
+    notice: Optional[Notice] = None  # a brake this decision engages, to record and tell once
 
 
 @dataclass(frozen=True)
@@ -241,7 +277,8 @@ class Deploy:
     """A deployVirtualMachine call the cloud accepted: the new VM and its job."""
 
     vm_id: str
-    jobid: str
+    jobid: str  # empty for a deploy whose call failed but whose VM the cloud lists
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -273,6 +310,7 @@ class Report:
     vm_ids: tuple[str, ...] = ()  # the VMs the action touched (deployed, removed, repaired)
     pool_after: Optional[int] = None  # the pool's size after the action, once known
     pending: Optional[Pending] = None  # a target scale-out's deploys, finished after the lock
+    notices: list[str] = field(default_factory=list)  # brakes this run engaged (told once)
 
 
 @dataclass(frozen=True)

@@ -43,12 +43,14 @@ class NotifyError(Exception):
 
 def event_of(report: Report) -> Optional[str]:
     """The [notify] event a finished live run is: "failure" when it failed, else its
-    action's ("scale_out", "scale_in", "repair", ...); None for a run that changed nothing."""
+    action's ("scale_out", "scale_in", "repair", ...), else "brake" when it engaged one (the
+    launch budget, a halted refresh, a replacement given up: told once); None for a run that
+    changed nothing."""
     if report.error is not None:
         return "failure"
     decision = report.decision
     if decision is None or decision.action is Action.NONE:
-        return None
+        return "brake" if report.notices else None
     return EVENT_OF_ACTION.get(decision.action.value)
 
 
@@ -62,7 +64,9 @@ def payload(report: Report, event: str, settings: Settings, host: str) -> dict[s
     if after is None and report.error is None:
         after = before  # an action that did not change the pool's size (a repair's destroy)
     where = f"ssh-scale on {host}, load balancer {settings.load_balancer}"
-    if event == "failure":
+    if event == "brake":
+        text = f"{where}: " + "; ".join(report.notices)
+    elif event == "failure":
         attempted = f" ({decision_verb(report.decision)})" if report.decision and \
             report.decision.action is not Action.NONE else ""
         text = f"{where}: run failed{attempted}: {report.error}"
@@ -74,7 +78,8 @@ def payload(report: Report, event: str, settings: Settings, host: str) -> dict[s
             "reason": decision["reason"], "pool_before": before, "pool_after": after,
             "vm_ids": list(report.vm_ids), "time": data["time"], "host": host,
             "load_balancer": settings.load_balancer, "result": data["result"],
-            "error": data["error"], "decision": decision, "bounds": data["bounds"]}
+            "error": data["error"], "decision": decision, "bounds": data["bounds"],
+            "notices": list(report.notices)}
 
 
 def _redacted(value: Any, secrets: Sequence[str]) -> Any:

@@ -21,12 +21,15 @@ from sshscale.fleet import checked_members, outdated, ssh_checks, with_checks
 from sshscale.logs import note
 from sshscale.measure import measure
 from sshscale.model import GONE, Check, History, Measurement, Observation, Pool, Settings, Vm
+from sshscale.ownership import Owner, judge, name_stem, named_by
 from sshscale.probe import probe
 
 __all__ = ["build_pool", "cloud_time", "history_from_events", "member_hosts",
            "monitored_names", "observe", "parse_time", "read_history", "read_pool",
            "read_rule_tags", "reread_pool", "tag_pairs", "vm_from_api"]
 
+EVENT_TYPES = ("LB.ASSIGN.TO.RULE", "LB.REMOVE.FROM.RULE")
+EVENT_PAGES = 2  # newest first: the last scale is on the first page but in a very busy account
 IGNORED_SKEW = 5.0  # seconds: the Date header's resolution plus the answer's latency
 _ID_WORD = re.compile(r"[A-Za-z0-9_-]+")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -49,18 +52,23 @@ def parse_time(text: Optional[str]) -> Optional[datetime]:
 
 def vm_from_api(data: Mapping[str, Any], settings: Settings, *, in_lb: bool,
                 ips: Sequence[str] = (), monitored_names: Sequence[str] = ()) -> Vm:
-    """A Vm from a listVirtualMachines / listLoadBalancerRuleInstances object."""
+    """A Vm from a listVirtualMachines / listLoadBalancerRuleInstances object; whether it is
+    the pool's is proven from its name, instance group and tags (sshscale/ownership.py)."""
     nic_ips = [n.get("ipaddress") for n in data.get("nic") or [] if n.get("ipaddress")]
     all_ips = list(ips) + [ip for ip in nic_ips if ip not in ips]
     names = {data.get("name"), data.get("displayname"), data.get("instancename"), *all_ips}
-    managed = data.get("group") == settings.group
+    tags = tuple(tag_pairs(data))
+    verdict = judge(data.get("name"), data.get("group"), {k.lower(): v for k, v in tags},
+                    in_lb, settings.load_balancer, settings.group)
+    managed = verdict.ours
     return Vm(
         id=str(data.get("id")), name=str(data.get("name", "")), state=str(data.get("state", "")),
         created=parse_time(data.get("created")), ip=all_ips[0] if all_ips else None,
         in_lb=in_lb, managed=managed,
         monitored=any(n in names for n in monitored_names if n),
-        jobid=data.get("jobid"), tags=tuple(tag_pairs(data)),
-        outdated=managed and outdated(data, settings.launch))
+        jobid=data.get("jobid"), tags=tags,
+        outdated=managed and outdated(data, settings.launch),
+        legacy=verdict.owner is Owner.LEGACY, doubt=verdict.why)
 
 
 def tag_pairs(data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -69,20 +77,23 @@ def tag_pairs(data: Mapping[str, Any]) -> list[tuple[str, str]]:
             if isinstance(t, Mapping) and "key" in t]
 
 
-def build_pool(members: Sequence[Mapping[str, Any]], managed: Sequence[Mapping[str, Any]],
+def build_pool(members: Sequence[Mapping[str, Any]], listed: Sequence[Mapping[str, Any]],
                settings: Settings, monitored_names: Sequence[str]) -> Pool:
-    """Merge the LB member list (lbvmips form) and the account's VMs into a Pool."""
+    """Merge the LB member list (lbvmips form) and the listed VMs into a Pool: every member,
+    and of the VMs outside the load balancer those proven the pool's and those carrying part
+    of its identity (reported, never touched)."""
     vms: dict[str, Vm] = {}
     for item in members:
         data = item.get("loadbalancerruleinstance", item)
         vm = vm_from_api(data, settings, in_lb=True, ips=item.get("lbvmipaddresses") or (),
                          monitored_names=monitored_names)
         vms[vm.id] = vm
-    for data in managed:
-        if data.get("group") == settings.group and str(data.get("id")) not in vms:
-            vm = vm_from_api(data, settings, in_lb=False, monitored_names=monitored_names)
-            if vm.state not in GONE:
-                vms[vm.id] = vm
+    for data in listed:
+        if str(data.get("id")) in vms:
+            continue
+        vm = vm_from_api(data, settings, in_lb=False, monitored_names=monitored_names)
+        if vm.state not in GONE and (vm.managed or vm.doubt):
+            vms[vm.id] = vm
     return Pool(tuple(vms.values()))
 
 
@@ -100,7 +111,7 @@ def history_from_events(events: Sequence[Mapping[str, Any]], settings: Settings,
         when = parse_time(event.get("created"))
         kind = str(event.get("type", ""))
         if when is None or event.get("state", "Completed") != "Completed" or \
-                kind not in ("LB.ASSIGN.TO.RULE", "LB.REMOVE.FROM.RULE") or _failed(event):
+                kind not in EVENT_TYPES or _failed(event):
             continue
         words = set(_ID_WORD.findall(str(event.get("description", ""))))
         if event.get("resourceid") != settings.load_balancer and \
@@ -124,33 +135,59 @@ def _failed(event: Mapping[str, Any]) -> bool:
 # --- reading the cloud -----------------------------------------------------------------------
 
 
-def read_pool(client: Client, settings: Settings, monitored_names: Sequence[str]) -> Pool:
-    """Two list calls: the rule's members (with their LB IPs) and the managed VMs."""
+def read_pool(client: Client, settings: Settings, monitored_names: Sequence[str],
+              whole_group: bool = False) -> Pool:
+    """Two list calls at once: the rule's members (with their LB IPs) and the VMs named with
+    the pool's stem (narrow, whatever else the account holds). When a member of the pool's
+    instance group is not named so (a VM an earlier version deployed, or someone else's), or
+    `whole_group` (a read-only look, which reports what else is in the group), a third: the
+    whole instance group."""
+    in_zone = {"zoneid": settings.launch.get("zoneid"), **settings.scope}
     with ThreadPoolExecutor(max_workers=2) as pool:
         members = pool.submit(client.list, "listLoadBalancerRuleInstances",
                               id=settings.load_balancer, lbvmips="true")
-        managed = pool.submit(client.list, "listVirtualMachines",
-                              zoneid=settings.launch.get("zoneid"))
-        return build_pool(members.result(), managed.result(), settings, monitored_names)
+        named = pool.submit(client.list, "listVirtualMachines",
+                            name=name_stem(settings.load_balancer), **in_zone)
+        members_data, listed = members.result(), named.result()
+    groupid = _group_id(members_data, settings, unnamed_only=not whole_group)
+    if groupid is not None:
+        listed = listed + client.list("listVirtualMachines", groupid=groupid, **in_zone)
+    return build_pool(members_data, listed, settings, monitored_names)
+
+
+def _group_id(members: Sequence[Mapping[str, Any]], settings: Settings,
+              unnamed_only: bool) -> Optional[str]:
+    """The pool's instance group's id, as a member in it shows it (with unnamed_only: only
+    a member the pool's stem does not name shows it)."""
+    for item in members:
+        data = item.get("loadbalancerruleinstance", item)
+        if data.get("group") == settings.group and data.get("groupid") and not (
+                unnamed_only and named_by(data.get("name"), settings.load_balancer)):
+            return str(data["groupid"])
+    return None
 
 
 def read_rule_tags(client: Client, settings: Settings) -> dict[str, str]:
     """The load-balancer rule's tags, keys lowercased (CloudStack compares them so)."""
-    rules = client.list("listLoadBalancerRules", id=settings.load_balancer)
+    rules = client.list("listLoadBalancerRules", id=settings.load_balancer, **settings.scope)
     return {key.lower(): value for key, value in tag_pairs(rules[0] if rules else {})}
 
 
 def read_history(client: Client, settings: Settings, pool: Pool, now: datetime) -> History:
     """The pool's history from the load-balancer rule's tags; a time no tag holds yet comes
-    from the event log (since the longest cooldown, a day more as the filter takes a date),
-    except for policy = target, which has no cooldowns and whose estimate only looks at the
-    last minutes: the tags alone, which every scale of this version writes."""
+    from the event log (the assign and remove events since the longest cooldown, a day more
+    as the filter takes a date; at most EVENT_PAGES pages of each), except for policy =
+    target, which has no cooldowns and whose estimate only looks at the last minutes: the
+    tags alone, which every scale of this version writes."""
     history = history_from_tags(read_rule_tags(client, settings))
     if (history.last_scale_out and history.last_scale_in) or settings.policy == "target":
         return history
     horizon = max(settings.cooldown_in, settings.cooldown_out, settings.job_timeout)
     since = (now - timedelta(seconds=horizon) - timedelta(days=1)).strftime("%Y-%m-%d")
-    events = history_from_events(client.list("listEvents", startdate=since), settings, pool)
+    found = [event for kind in EVENT_TYPES
+             for event in client.list("listEvents", max_pages=EVENT_PAGES, type=kind,
+                                      startdate=since, **settings.scope)]
+    events = history_from_events(found, settings, pool)
     return replace(history, last_scale_out=history.last_scale_out or events.last_scale_out,
                    last_scale_in=history.last_scale_in or events.last_scale_in)
 
@@ -201,13 +238,13 @@ def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
     names = monitored_names(settings, ssh_config)
     with ThreadPoolExecutor(max_workers=1) as executor:
         if settings.monitor_members:
-            pool = read_pool(client, settings, names)
+            pool = read_pool(client, settings, names, whole_group=dry_run)
             now = cloud_time(now, client)
             measuring = executor.submit(measure, member_hosts(pool, settings, now), settings,
                                         ssh_config, dry_run)
         else:
             measuring = executor.submit(measure, settings.hosts, settings, ssh_config, dry_run)
-            pool = read_pool(client, settings, names)
+            pool = read_pool(client, settings, names, whole_group=dry_run)
             now = cloud_time(now, client)
         checks = _probe_members(pool, settings, now)
         measurement = measuring.result()

@@ -20,14 +20,15 @@ from idcf_api import Client
 from sshscale.act import Actor
 from sshscale.config import display_path
 from sshscale.decide import aggregate_load, decide
-from sshscale.errors import LockBusy, SshError
-from sshscale.health import keep_counts
+from sshscale.errors import LeaseBusy, LockBusy, SshError, TagError
 from sshscale.interrupts import step
-from sshscale.lease import change_deadline, pool_lease
+from sshscale.lease import change_deadline, lease_seconds, pool_lease
 from sshscale.logs import note
 from sshscale.model import Action, Decision, History, Observation, Pending, Report, Settings
 from sshscale.observe import observe, read_history, reread_pool
 from sshscale.schedule import effective_bounds, with_bounds
+from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
+from sshscale.upkeep import keep_marks
 from sshscale.views import decision_verb, log_checks
 
 __all__ = ["decide_with_history", "finish_pending", "lock_path", "other_run_on_this_monitor",
@@ -90,7 +91,8 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     observation = observe(settings, client, ssh_config, local_now, report.dry_run)
     report.bounds = effective_bounds(settings, observation.now)
     bounded = with_bounds(settings, report.bounds)  # what the log and health lines quote
-    observation = keep_counts(observation, bounded, client, write=not report.dry_run)
+    observation, report.notices = keep_marks(observation, bounded, client,
+                                             write=not report.dry_run)
     report.measurement, report.pool, report.pool_read = (observation.measurement,
                                                          observation.pool, True)
     report.load_out = aggregate_load(observation.measurement, settings.period_out, settings)
@@ -102,6 +104,7 @@ def run_once(settings: Settings, client: Client, report: Report, *,
         _look(observation, settings, client, report, decision, other_run)
     elif decision.action is Action.NONE:
         _nothing_to_do(report, decision)
+        _record_notice(decision, settings, client, report)
     else:
         _act(observation, settings, client, report, ssh_config, sleep,
              (observation.now - local_now).total_seconds(), clock)
@@ -137,29 +140,57 @@ def _look(observation: Observation, settings: Settings, client: Client, report: 
         report.result = "dry run: no change made"
 
 
+def _record_notice(decision: Decision, settings: Settings, client: Client,
+                   report: Report) -> None:
+    """A brake the decision engaged (the launch budget, a halted refresh) is recorded once, in
+    a tag created only if absent: the run that creates it tells it (notify's brake event),
+    so two monitors tell it once between them."""
+    notice = decision.notice
+    if notice is None:
+        return
+    kind, where = (USER_VM, notice.vm_id) if notice.vm_id else \
+        (LOAD_BALANCER, settings.load_balancer)
+    try:
+        TagWriter(client, settings).create(kind, where, {notice.key: notice.value})
+    except TagError as exc:
+        if not any(exc.found.values()):
+            note("tags", f"could not record the notice: {exc}", logging.WARNING)
+        return  # another run recorded it first: it told
+    note("brake", notice.text, logging.WARNING)
+    report.notices.append(notice.text)
+
+
 @step("while holding the pool's lease")
 def _act(observation: Observation, settings: Settings, client: Client, report: Report,
          ssh_config: Optional[Any], sleep: Callable[[float], None], skew: float,
          clock: Callable[[], datetime]) -> None:
-    """Take the pool's lease, read the pool and its history again (another monitor may have
-    acted since), decide again and act (a target scale-out: start its deploys). Times are on
-    the cloud's clock: this machine's plus `skew` seconds."""
-    with pool_lease(client, settings, observation.now) as lease:
+    """Take the pool's lease (sized for the action decided), read the pool and its history
+    again (another monitor may have acted since), decide again and act (a target scale-out:
+    start its deploys). Times are on the cloud's clock: this machine's plus `skew` seconds."""
+    planned = report.decision.action if report.decision else None
+    with pool_lease(client, settings, observation.now, planned) as lease:
         observation = reread_pool(observation, settings, client, ssh_config)
         report.pool = observation.pool
         decision, report.history = decide_with_history(observation, settings, client)
         if decision.action is Action.NONE:
             _nothing_to_do(report, decision)
+            _record_notice(decision, settings, client, report)
+            return
+        if lease is not None and \
+                lease_seconds(settings, decision.action) > lease_seconds(settings, planned):
+            _nothing_to_do(report, Decision(Action.NONE, f"the pool changed meanwhile: "
+                                            f"{decision_verb(decision)} is for the next run "
+                                            "(its lease would be too short)", rule="busy"))
             return
         report.decision = decision
         note("decision", f"{decision.action.value}: {decision.reason}", logging.WARNING)
         actor = Actor(client, settings, report.history or History(),
-                      lambda: clock() + timedelta(seconds=skew), change_deadline(lease, settings),
-                      sleep)
+                      lambda: clock() + timedelta(seconds=skew),
+                      change_deadline(lease, settings, planned), sleep)
         try:
             if decision.action is Action.SCALE_OUT and settings.policy == "target":
                 report.pending = Pending(actor.start_scale_out(decision.count), skew)
-                report.result = f"{decision.count} deploy(s) started"
+                report.result = f"{len(report.pending.deploys)} deploy(s) started"
                 return
             report.result = actor.run(decision, observation.pool)
         finally:
@@ -171,17 +202,31 @@ def finish_pending(settings: Settings, client: Client, report: Report, *,
                    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
                    ) -> Report:
     """The end of a target scale-out, once the run gave back the lock and the lease: wait for
-    its deploys and add their VMs to the load balancer (a VM another run adopted meanwhile
-    counts as added). Meanwhile the next runs count the VMs as booting, and may add more."""
+    every deploy, then take the pool's lease again to add every VM that came up to the load
+    balancer and record the scale (a VM another run adopted meanwhile counts as added).
+    Meanwhile the next runs count the VMs as booting, and may add more. When another run
+    holds the lease by then, the VMs are left to it and the next runs (which adopt them all
+    at once)."""
     pending = report.pending
     if pending is None:
         return report
     note("scale out", f"waiting for {len(pending.deploys)} deploy(s) without the lock and the "
                       "pool's lease")
-    actor = Actor(client, settings, report.history or History(),
-                  lambda: clock() + timedelta(seconds=pending.skew), None, sleep)
+    def now() -> datetime:
+        return clock() + timedelta(seconds=pending.skew)
+
+    actor = Actor(client, settings, report.history or History(), now, None, sleep)
     try:
-        report.result = actor.finish_deploys(pending.deploys, None)
+        with step(f"during the deploy of {len(pending.deploys)} VM(s)"):
+            awaited = actor.await_deploys(pending.deploys)
+        with pool_lease(client, settings, now(), Action.ADOPT) as lease:
+            actor.deadline = change_deadline(lease, settings, Action.ADOPT)
+            report.result = actor.join(awaited, None)
+    except LeaseBusy as exc:
+        note("scale out", f"{exc}: the next runs add the new VMs"
+                          + (" (the failed deploy is not counted)" if awaited.failure else ""),
+             logging.WARNING)
+        report.result = "deploys done; the next runs add the VMs"
     finally:
         report.pool_after = actor.count_after
     return report

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from sshscale.model import Bounds, Schedule, Settings, Window
@@ -58,7 +58,9 @@ def open_windows(schedules: Sequence[Schedule], now: datetime) -> tuple[Window, 
     windows = []
     for schedule in schedules:
         opened = last_fire(schedule, now)
-        closes = opened + timedelta(seconds=schedule.duration)
+        # Elapsed time: aware arithmetic in a zone with DST would add wall-clock hours.
+        closes = (opened.astimezone(timezone.utc) + timedelta(seconds=schedule.duration)
+                  ).astimezone(schedule.zone)
         if now < closes:
             windows.append(Window(schedule, opened, closes))
     return tuple(windows)

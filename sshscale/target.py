@@ -89,14 +89,12 @@ def booting_vms(pool: Pool, settings: Settings, now: datetime) -> tuple[Vm, ...]
 def pool_changes(serving: Sequence[Vm], history: Optional[History],
                  now: datetime) -> list[tuple[float, int]]:
     """(seconds ago, VMs joined (+1) or left (-1)) of the changes to the VMs in service that
-    can be known: each managed member joined its deploy time after its creation (the deploy
-    time seen for the newest member, when no scale-in came after its join, else 0), and one
-    VM left at the last scale-in. Newest first."""
+    can be known: each managed member joined the recorded deploy duration after its creation
+    (the ssh-scale:scale-out tag keeps it; an adopt of an old VM changes nothing there), and
+    one VM left at the last scale-in. Newest first."""
     created = [v.created for v in serving if v.managed and v.created is not None]
-    delay = 0.0
-    if history is not None and history.last_scale_out is not None and created and (
-            history.last_scale_in is None or history.last_scale_in <= history.last_scale_out):
-        delay = max(0.0, (history.last_scale_out - max(created)).total_seconds())
+    delay = history.deploy_seconds if history is not None and \
+        history.deploy_seconds is not None else 0.0
     changes = [(max(0.0, (now - when).total_seconds() - delay), 1) for when in created]
     if history is not None and history.last_scale_in is not None:
         changes.append((max(0.0, (now - history.last_scale_in).total_seconds()), -1))

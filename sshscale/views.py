@@ -127,13 +127,22 @@ def status_table(report: Report) -> str:
 
 
 def _fact_lines(history: Optional[History]) -> list[str]:
-    """The pool's facts that hold actions back: the failed-deploy backoff, the lease."""
+    """The pool's facts that hold actions back: the failed-deploy backoff, the launch
+    budget, a halted refresh, the lease."""
     if history is None:
         return []
     lines = []
     if history.backoff is not None:
         lines.append(f"backoff: {history.backoff.failures} failed deploy(s) in a row; no "
                      f"deploy before {_local(history.backoff.until)}")
+    if history.launches:
+        newest = max(when for _, when in history.launches)
+        lines.append(f"launch records: {len(history.launches)}, the newest at {_local(newest)} "
+                     "(the launch budget counts the last hour's)"
+                     + ("; it held a deploy" if history.budget_notice else ""))
+    if history.refresh_halted is not None:
+        lines.append("refresh halted: a VM of the template and offering it refreshed to failed "
+                     "its health check (it applies while [launch_config] names them)")
     if history.lease is not None:
         lines.append(f"lease: held by {history.lease.holder} until "
                      f"{_local(history.lease.expires)}")
@@ -199,4 +208,5 @@ def report_json(report: Report) -> dict[str, Any]:
         "dry_run": report.dry_run,
         "result": report.result,
         "error": report.error,
+        "notices": list(report.notices),
     }

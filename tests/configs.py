@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
+from sshscale.facts import POOL
+from sshscale.ownership import NAME_PREFIX, POOL_KEY_DIGITS, vm_name
 from tests.sshd_support import current_user
 
 Sections = dict[str, dict[str, str]]
@@ -52,3 +54,25 @@ def write_config(path: Path, sections: Sections) -> Path:
     path.write_text(render(sections))
     path.chmod(0o600)
     return path
+
+
+def add_owned(sim: Any, label: str, **kwargs: Any) -> dict:
+    """Seed a VM as this version deploys it for the simulator's pool: named with the pool's
+    stem (ending in `label`), in its instance group, tagged ssh-scale:pool; returns its JSON
+    (add_vm's keywords: ip, state, in_lb, created, ...)."""
+    kwargs.setdefault("group", f"ssh_scale-{sim.lb_id}")
+    vm = sim.add_vm(vm_name(sim.lb_id, label), **kwargs)
+    sim.set_tag(vm["id"], POOL, sim.lb_id)
+    return vm
+
+
+def label(name: str) -> str:
+    """A VM name with the pool's stem taken off ("ssh-scale-<key>-m2" -> "m2"), so that tests
+    compare the names they gave (other names unchanged)."""
+    stem = len(NAME_PREFIX) + POOL_KEY_DIGITS + 1
+    return name[stem:] if name.startswith(NAME_PREFIX) and len(name) > stem else name
+
+
+def labels(vms: Any) -> set[str]:
+    """The labels of VMs' JSON (simulator answers)."""
+    return {label(vm["name"]) for vm in vms}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from tests.conftest import SSH_SCALE, assert_no_secrets, base_sections, run_cli, write_config
+from tests.configs import add_owned, label, labels
 
 HIGH, MID, LOW = "4.20 3.10 2.00 3/200 999", "2.00 2.00 2.00 1/200 999", "0.10 0.20 0.30 1/99 9"
 MIN, MAX = 1, 3
@@ -34,7 +35,7 @@ def group(cloud: Any) -> str:
 
 def add_managed(cloud: Any, name: str, hours_ago: float = 2) -> dict:
     created = datetime.now(timezone.utc) - timedelta(hours=hours_ago)
-    return cloud.add_vm(name, group=group(cloud), created=created)
+    return add_owned(cloud, name, created=created)
 
 
 def make_config(tmp_path: Path, cloud: Any, key: Path, port: int, **changes: dict) -> Path:
@@ -53,13 +54,13 @@ def make_config(tmp_path: Path, cloud: Any, key: Path, port: int, **changes: dic
 def assert_consistent(cloud: Any, min_size: int = MIN + 1, max_size: int = MAX + 1) -> None:
     """The invariants: bounds, no orphan, no half-built VM, unmanaged VMs untouched."""
     cloud.settle()
-    names = {vm["name"] for vm in cloud.lb_members()}
+    names = labels(cloud.lb_members())
     assert {"web1", "bystander"} <= names
     assert min_size <= len(names) <= max_size
     for vm in cloud.vms():
         if vm.get("group") == group(cloud):
             assert vm["state"] == "Running", vm
-            assert vm["name"] in names, f"orphan {vm['name']}"
+            assert label(vm["name"]) in names, f"orphan {vm['name']}"
 
 
 def outputs(done: subprocess.CompletedProcess) -> str:

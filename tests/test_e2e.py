@@ -14,6 +14,7 @@ import pytest
 from cloudstack_sim import Fault
 from tests import sshd_support
 from tests.conftest import assert_no_secrets, base_sections, run_cli, write_config
+from tests.configs import add_owned, labels
 
 HIGH, MID, LOW = "4.20 3.10 2.00 3/200 999", "2.00 2.00 2.00 1/200 999", "0.10 0.20 0.30 1/99 9"
 
@@ -43,11 +44,11 @@ def managed_group(cloud: Any) -> str:
 
 
 def add_managed(cloud: Any, name: str, ip: str) -> dict:
-    return cloud.add_vm(name, ip=ip, group=managed_group(cloud))
+    return add_owned(cloud, name, ip=ip)
 
 
 def member_names(cloud: Any) -> list[str]:
-    return sorted(vm["name"] for vm in cloud.lb_members())
+    return sorted(labels(cloud.lb_members()))
 
 
 def mutations(cloud: Any) -> list[str]:
@@ -128,16 +129,14 @@ def test_scale_in_removes_newest_managed_only(tmp_path, cloud, key, sshd):
     from datetime import datetime, timedelta, timezone
     now = datetime.now(timezone.utc)
     cloud.add_vm("other-unmanaged", ip="127.0.1.100", created=now)
-    older = cloud.add_vm("m-old", ip="127.0.1.101", group=managed_group(cloud),
-                         created=now - timedelta(hours=2))
-    newer = cloud.add_vm("m-new", ip="127.0.1.102", group=managed_group(cloud),
-                         created=now - timedelta(hours=1))
+    older = add_owned(cloud, "m-old", ip="127.0.1.101", created=now - timedelta(hours=2))
+    newer = add_owned(cloud, "m-new", ip="127.0.1.102", created=now - timedelta(hours=1))
     sshd.set_output(LOW)
     path = config(tmp_path, cloud, key, sshd, scalling={"max_size": "5"})
     done = run_cli("-c", str(path))
     assert done.returncode == 0, done.stderr
-    assert "scale in         : -1 (m-new" in done.stdout
-    assert member_names(cloud) == ["m-old", "other-unmanaged", "web1"]
+    assert f"scale in         : -1 ({newer['name']}" in done.stdout
+    assert member_names(cloud) == sorted([older["name"], "other-unmanaged", "web1"])
     assert newer["id"] not in {vm["id"] for vm in cloud.vms()}
     assert older["id"] in {vm["id"] for vm in cloud.vms()}
     # and again: the next victim is m-old, never web1 or the unmanaged VM

@@ -20,6 +20,7 @@ import pytest
 from cloudstack_sim import Fault
 from tests import sshd_support
 from tests.conftest import SSH_SCALE, assert_no_secrets, run_cli
+from tests.configs import add_owned, labels
 from tests.scenarios import (
     campaign_cloud,
     HIGH,
@@ -67,7 +68,7 @@ def test_twenty_runs_at_once_low_load_destroy_exactly_once(tmp_path, cloud, key,
     results = start_many(path, 20)
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
     assert len(cloud.calls_of("destroyVirtualMachine")) == 1
-    assert "m2" not in {vm["name"] for vm in cloud.vms()}
+    assert "m2" not in labels(cloud.vms())
     assert_consistent(cloud)
 
 
@@ -114,7 +115,7 @@ def test_crash_during_scale_out_is_repaired(tmp_path, cloud, key, sshd, step):
 
 def scale_in_steps(cloud: Any) -> dict[str, tuple[Callable[[], bool], list[Fault]]]:
     def out_of_lb() -> bool:
-        return "m2" not in {vm["name"] for vm in cloud.lb_members()}
+        return "m2" not in labels(cloud.lb_members())
     return {
         "remove sent, job pending": (called(cloud, "removeFromLoadBalancerRule"), []),
         "draining": (lambda: bool(cloud.calls_of("removeFromLoadBalancerRule")) and out_of_lb(),
@@ -135,8 +136,8 @@ def test_crash_during_scale_in_is_repaired(tmp_path, cloud, key, sshd, step):
     kill_when(path, predicate)
     sshd.set_output(MID)
     repair(path, cloud)
-    assert "m2" not in {vm["name"] for vm in cloud.vms()}
-    assert "m1" in {vm["name"] for vm in cloud.lb_members()}
+    assert "m2" not in labels(cloud.vms())
+    assert "m1" in labels(cloud.lb_members())
     assert_consistent(cloud)
 
 
@@ -147,7 +148,7 @@ def test_crash_during_scale_in_is_repaired(tmp_path, cloud, key, sshd, step):
 def test_a_signal_during_the_drain_names_it_in_one_line_then_repaired(tmp_path, cloud, key,
                                                                      sshd, signum, status, head):
     add_managed(cloud, "m1", hours_ago=3)
-    add_managed(cloud, "m2", hours_ago=2)
+    victim = add_managed(cloud, "m2", hours_ago=2)
     sshd.set_output(LOW)
     path = make_config(tmp_path, cloud, key, sshd.port, scalling={"drain_seconds": "30"})
     process = subprocess.Popen([SSH_SCALE, "-c", str(path)], stdout=subprocess.PIPE,
@@ -156,14 +157,15 @@ def test_a_signal_during_the_drain_names_it_in_one_line_then_repaired(tmp_path, 
     for line in process.stdout:  # the log is flushed line by line; EOF if it never drains
         if "drain            : 30 s" in line:
             break
-    assert "m2" not in {vm["name"] for vm in cloud.lb_members()}
+    assert "m2" not in labels(cloud.lb_members())
     process.send_signal(signum)
     out, err = process.communicate(timeout=20)
     assert process.returncode == status
-    assert err == f"ssh_scale.py: error: {head} during the drain of m2; the next run finishes it\n"
+    assert err == (f"ssh_scale.py: error: {head} during the drain of {victim['name']}; the next "
+                   "run finishes it\n")
     sshd.set_output(MID)
     repair(path, cloud)
-    assert "m2" not in {vm["name"] for vm in cloud.vms()}
+    assert "m2" not in labels(cloud.vms())
     assert_consistent(cloud)
 
 
@@ -171,7 +173,7 @@ def test_drained_vm_is_readded_when_pool_fell_below_min(tmp_path, cloud, key, ss
     vm = add_managed(cloud, "m1", hours_ago=3)
     sshd.set_output(LOW)
     path = make_config(tmp_path, cloud, key, sshd.port, scalling={"drain_seconds": "5"})
-    kill_when(path, lambda: "m1" not in {v["name"] for v in cloud.lb_members()})
+    kill_when(path, lambda: "m1" not in labels(cloud.lb_members()))
     # the operator raises min_size meanwhile: the drained VM is needed again
     path = make_config(tmp_path, cloud, key, sshd.port, scalling={"min_size": "3"})
     sshd.set_output(MID)
@@ -184,7 +186,7 @@ def test_drained_vm_is_readded_when_pool_fell_below_min(tmp_path, cloud, key, ss
 def test_orphan_destroyed_when_pool_is_full(tmp_path, cloud, key, sshd):
     add_managed(cloud, "m1")
     add_managed(cloud, "m2")
-    orphan = cloud.add_vm("orphan", group=group(cloud), in_lb=False)
+    orphan = add_owned(cloud, "orphan", in_lb=False)
     sshd.set_output(MID)
     path = make_config(tmp_path, cloud, key, sshd.port)
     text = repair(path, cloud, runs=1)[0]
@@ -194,13 +196,13 @@ def test_orphan_destroyed_when_pool_is_full(tmp_path, cloud, key, sshd):
 
 @pytest.mark.parametrize("state", ["Error", "Stopped"])
 def test_broken_managed_vm_destroyed_unmanaged_left(tmp_path, cloud, key, sshd, state):
-    broken = cloud.add_vm("broken", group=group(cloud), in_lb=False)
+    broken = add_owned(cloud, "broken", in_lb=False)
     cloud.set_state(broken["id"], state)
     other = cloud.add_vm("not-ours", in_lb=False)
     cloud.set_state(other["id"], state)
     sshd.set_output(MID)
     text = repair(path := make_config(tmp_path, cloud, key, sshd.port), cloud, runs=1)[0]
-    assert f"repair: managed VM broken is {state}" in text
+    assert f"repair: managed VM {broken['name']} is {state}" in text
     ids = {vm["id"] for vm in cloud.vms()}
     assert broken["id"] not in ids and other["id"] in ids
     assert path.exists()

@@ -21,6 +21,7 @@ from cloudstack_sim import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Fault
 from tests.conftest import assert_no_secrets, base_sections, run_cli, write_config
 from tests.receivers import Receiver, env_command, read_env
 from tests.scenarios import start_run, wait_for
+from tests.configs import add_owned
 
 LOW = "0.10 0.20 0.30 1/99 9"
 MID = "2.00 2.00 2.00 1/200 999"
@@ -218,7 +219,7 @@ def test_read_only_looks_write_no_textfile(tmp_path, cloud, key, sshd):
 
 def test_a_run_stopped_by_sigterm_writes_its_failure_and_ctrl_c_writes_nothing(tmp_path, cloud,
                                                                               key, sshd):
-    cloud.add_vm("m1", group=f"ssh_scale-{cloud.lb_id}")
+    add_owned(cloud, "m1")
     sshd.set_output(LOW)
     for signum, written in ((signal.SIGINT, False), (signal.SIGTERM, True)):
         prom = tmp_path / f"{signum}.prom"
@@ -234,7 +235,7 @@ def test_a_run_stopped_by_sigterm_writes_its_failure_and_ctrl_c_writes_nothing(t
         cloud.delete_tag(cloud.lb_id, "ssh-scale:scale-in")
         cloud.settle()
         run_cli("-c", str(config(tmp_path, cloud, key, sshd)))  # the repair: destroys m1
-        cloud.add_vm("m1", group=f"ssh_scale-{cloud.lb_id}")
+        add_owned(cloud, "m1")
 
 
 # --- the quiet run with every feature on ------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 import idcf_api
 from sshscale.cli import main
 from tests.conftest import run_cli
+from tests.configs import labels
 from tests.scenarios import HIGH, LOW, MID, add_managed, campaign_cloud, make_config, outputs
 
 PROTECT = "ssh-scale:protect"
@@ -24,7 +25,7 @@ def cloud(any_sim: Any) -> Any:
 
 def member_names(cloud: Any) -> set[str]:
     cloud.settle()
-    return {vm["name"] for vm in cloud.lb_members()}
+    return labels(cloud.lb_members())
 
 
 def run(path: Any, *args: str) -> str:

@@ -18,7 +18,9 @@ import pytest
 from cloudstack_sim import Fault, Simulator
 from tests import sshd_support
 from tests.conftest import base_sections, run_cli, write_config
+from tests.receivers import Receiver
 from tests.scenarios import kill_when, outputs, repair
+from tests.configs import add_owned, label, labels
 
 WEB1, M1, M2, M3 = "127.0.2.1", "127.0.2.2", "127.0.2.3", "127.0.2.4"
 ADDRESSES = [WEB1, M1, M2, M3]
@@ -26,6 +28,7 @@ SPARE = ["127.0.2.20", "127.0.2.21", "127.0.2.22"]
 MID = "2.00 2.00 2.00 1/200 999"
 GARBAGE = "not a load average"
 UNHEALTHY, REPLACE, BACKOFF = "ssh-scale:unhealthy", "ssh-scale:replace", "ssh-scale:backoff"
+TRIES, REFRESH_HALTED = "ssh-scale:tries", "ssh-scale:refresh-halted"
 
 
 @pytest.fixture
@@ -104,7 +107,7 @@ def seed(cloud: Any, count: int = 3) -> dict[str, dict]:
     created = datetime.now(timezone.utc) - timedelta(hours=2)
     vms = {"web1": cloud.add_vm("web1", ip=WEB1, created=created)}
     for n in range(1, count):
-        vms[f"m{n}"] = cloud.add_vm(f"m{n}", ip=ADDRESSES[n], group=group(cloud),
+        vms[f"m{n}"] = add_owned(cloud, f"m{n}", ip=ADDRESSES[n],
                                     created=created + timedelta(minutes=n))
     return vms
 
@@ -121,7 +124,7 @@ def config(tmp_path: Path, cloud: Any, key: Path, port: int, health: dict[str, s
 
 
 def names(cloud: Any) -> list[str]:
-    return sorted(vm["name"] for vm in cloud.lb_members())
+    return sorted(labels(cloud.lb_members()))
 
 
 def run(path: Path, *args: str) -> str:
@@ -294,3 +297,49 @@ def test_quiet_run_with_every_fleet_feature_on_costs_two_api_calls(tmp_path, clo
     assert sorted(c.command for c in cloud.calls) == ["listLoadBalancerRuleInstances",
                                                       "listVirtualMachines"]
     assert servers.exec_count(WEB1) == 1 and len(http.requests) == 3
+
+
+# --- health replacements and the refresh ------------------------------------------------------
+
+def test_replacements_that_never_become_healthy_stop_after_three(tmp_path, cloud, key,
+                                                                 servers, http):
+    """A template whose VMs fail from birth: each replacement that fails counts as a failed
+    deploy (the backoff grows) and the third in a row is given up, told once."""
+    vms = seed(cloud)
+    http.answers[M1] = 500  # m1 fails; new VMs (spare addresses) answer nothing: they fail
+    with Receiver() as receiver:
+        path = config(tmp_path, cloud, key, servers.port,
+                      {"check": "http", "url": f"http://{{ip}}:{http.port}/healthz",
+                       "grace": "0", "unhealthy_runs": "1"},
+                      notify={"webhook": receiver.url(), "events": "brake"})
+        skew = 0
+        for _ in range(6):
+            run(path)
+            skew += 600  # ten minutes pass between runs: every backoff has ended
+            cloud.skew_clock(skew)
+        assert len(cloud.calls_of("deployVirtualMachine")) == 3
+        assert vms["m1"]["id"] not in {vm["id"] for vm in cloud.vms()}
+        assert [cloud.tags(vm["id"]).get(TRIES) for vm in cloud.lb_members()
+                if label(vm["name"]) not in vms] == ["3 halted"]
+        assert [post["event"] for _, post in receiver.posts] == ["brake"]
+        assert "3th replacement in a row" in receiver.posts[0][1]["text"]
+
+
+def test_a_refresh_to_a_template_whose_vms_fail_halts(tmp_path, cloud, key, servers,
+                                                      http):
+    vms = seed(cloud)
+    with Receiver() as receiver:
+        path = config(tmp_path, cloud, key, servers.port,
+                      {"check": "http", "url": f"http://{{ip}}:{http.port}/healthz",
+                       "grace": "0"},
+                      scalling={"refresh": "yes"},
+                      launch_config={"templateid": cloud.own_template_id},
+                      notify={"webhook": receiver.url(), "events": "brake"})
+        assert f"refresh: {vms['m1']['name']}" in run(path)
+        second = run(path)
+        assert "refresh halted" in second
+        assert REFRESH_HALTED in cloud.tags(cloud.lb_id)
+        third = run(path)
+        assert "refresh halted" in third
+        assert len(cloud.calls_of("deployVirtualMachine")) == 1
+        assert [post["event"] for _, post in receiver.posts] == ["brake"]

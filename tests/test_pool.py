@@ -13,6 +13,7 @@ import pytest
 from cloudstack_sim import Simulator
 from tests import sshd_support
 from tests.conftest import base_sections, run_cli, write_config
+from tests.configs import add_owned
 
 ADDRESSES = ["127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4"]
 OLD = datetime.now(timezone.utc) - timedelta(hours=1)
@@ -39,7 +40,7 @@ def group(cloud: Any) -> str:
 
 def pool_of(cloud: Any, count: int, created: datetime = OLD) -> list[dict]:
     vms = [cloud.add_vm("web1", created=created)]
-    vms += [cloud.add_vm(f"m{i}", group=group(cloud), created=created) for i in range(1, count)]
+    vms += [add_owned(cloud, f"m{i}", created=created) for i in range(1, count)]
     return vms
 
 
@@ -73,7 +74,7 @@ def test_members_measured_once_each_and_aggregated(tmp_path, cloud, key, servers
 
 def test_young_member_skipped_by_boot_grace(tmp_path, cloud, key, servers):
     pool_of(cloud, 2)
-    cloud.add_vm("fresh", group=group(cloud), created=datetime.now(timezone.utc))
+    add_owned(cloud, "fresh", created=datetime.now(timezone.utc))
     loads(servers, 2.0, 2.0, 9.0)
     done = run_cli("-c", str(members_config(tmp_path, cloud, key, servers.port)))
     assert done.returncode == 0, done.stderr
@@ -84,7 +85,7 @@ def test_young_member_skipped_by_boot_grace(tmp_path, cloud, key, servers):
 
 def test_unreachable_member_skipped_and_min_reporting(tmp_path, cloud, key, servers):
     pool_of(cloud, 2)
-    cloud.add_vm("dead", group=group(cloud), ip="127.0.1.9", created=OLD)
+    add_owned(cloud, "dead", ip="127.0.1.9", created=OLD)
     loads(servers, 5.0, 5.0)
     path = members_config(tmp_path, cloud, key, servers.port, connect_timeout="2")
     done = run_cli("-c", str(path))

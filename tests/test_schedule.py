@@ -68,6 +68,18 @@ def test_window_follows_daylight_saving_time(utc, is_open):
     assert bool(open_windows((schedule,), now)) is is_open
 
 
+@pytest.mark.parametrize("utc, is_open", [
+    # Berlin's clocks go forward at 01:00 UTC on 2026-03-29 and back on 2026-10-25: a 7h
+    # window from 22:00 local is open 7 real hours either way (not 6 or 8 wall-clock ones).
+    ("2026-03-28 21:00", True), ("2026-03-29 03:59", True), ("2026-03-29 04:00", False),
+    ("2026-10-24 20:00", True), ("2026-10-25 02:59", True), ("2026-10-25 03:00", False),
+])
+def test_window_duration_is_elapsed_time_across_a_change_of_the_clocks(utc, is_open):
+    schedule = window(cron="0 22 * * *", hours=7, zone=BERLIN)
+    now = datetime.fromisoformat(utc).replace(tzinfo=timezone.utc)
+    assert bool(open_windows((schedule,), now)) is is_open
+
+
 def test_window_longer_than_its_period_stays_open():
     schedule = window(cron="0 * * * *", hours=2)
     assert open_windows((schedule,), tokyo("2026-12-05 03:17"))

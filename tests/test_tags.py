@@ -14,6 +14,7 @@ import pytest
 
 from cloudstack_sim import Fault
 from tests.conftest import run_cli
+from tests.configs import add_owned, labels
 from tests.scenarios import (
     campaign_cloud,
     HIGH,
@@ -67,7 +68,7 @@ def test_scale_in_marks_the_victim_before_it_leaves_the_load_balancer(tmp_path, 
     victim = add_managed(cloud, "m2", hours_ago=2)
     sshd.set_output(LOW)
     path = make_config(tmp_path, cloud, key, sshd.port, scalling={"drain_seconds": "30"})
-    kill_when(path, lambda: "m2" not in {vm["name"] for vm in cloud.lb_members()})
+    kill_when(path, lambda: "m2" not in labels(cloud.lb_members()))
     assert DRAIN in cloud.tags(victim["id"])
     sshd.set_output(MID)
     cloud.settle()
@@ -79,7 +80,7 @@ def test_scale_in_marks_the_victim_before_it_leaves_the_load_balancer(tmp_path, 
 
 
 def test_a_drain_mark_removed_by_hand_means_an_orphan_adopted(tmp_path, cloud, key, sshd):
-    orphan = cloud.add_vm("m1", group=group(cloud), in_lb=False)
+    orphan = add_owned(cloud, "m1", in_lb=False)
     cloud.set_tag(orphan["id"], DRAIN, "1764460800")
     cloud.delete_tag(orphan["id"], DRAIN)
     sshd.set_output(MID)

@@ -171,10 +171,12 @@ def test_estimate_without_forecast_is_the_corrected_one_minute_load():
 
 @pytest.mark.parametrize("history, expected", [
     (History(), [(100 * 60, 1)]),
-    # the newest joined 150 s after its creation: that deploy time applies to every member
-    (History(last_scale_out=NOW - timedelta(minutes=100) + timedelta(seconds=150)),
-     [(100 * 60 - 150, 1)]),
-    # a scale-in after the last join may have removed the VM that joined: no deploy time
+    # the recorded deploy time (150 s) applies to every member
+    (History(last_scale_out=NOW - timedelta(minutes=100) + timedelta(seconds=150),
+             deploy_seconds=150.0), [(100 * 60 - 150, 1)]),
+    # a scale-out time alone (an adopt of an old VM, an earlier version's tag) says nothing of
+    # how long a deploy takes: no phantom delay, hence no phantom upward trend
+    (History(last_scale_out=NOW - timedelta(minutes=2)), [(100 * 60, 1)]),
     (History(last_scale_out=NOW - timedelta(minutes=90),
              last_scale_in=NOW - timedelta(minutes=5)), [(300, -1), (100 * 60, 1)]),
 ])

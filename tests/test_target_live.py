@@ -21,6 +21,7 @@ from sshscale.act import Actor
 from sshscale.config import load_settings
 from sshscale.model import Deploy, History
 from tests.conftest import run_cli
+from tests.configs import labels
 from tests.scenarios import (
     LOW,
     MID,
@@ -146,7 +147,7 @@ def test_scale_in_removes_one_vm_per_run(tmp_path, cloud, key, sshd):
     assert destroyed == [1, 2, 3, 3]
     assert managed_names(cloud) == set()
     assert "no managed VM other than the monitored one may be removed" in done.stdout
-    assert {vm["name"] for vm in cloud.lb_members()} == {"web1", "bystander"}
+    assert labels(cloud.lb_members()) == {"web1", "bystander"}
 
 
 def test_quiet_target_run_costs_three_api_calls(tmp_path, cloud, key, sshd):

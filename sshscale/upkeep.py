@@ -1,0 +1,67 @@
+"""The VM tags each run keeps up to date from what it saw (sshscale/marks.py says which): the
+members' health failure counts, the pool's tag on VMs an earlier version deployed, proven
+replacements, hopeless replacements, stuck VMs. Written only where they change, so a quiet run
+whose members all pass writes nothing; batched: one deleteTags per key, one createTags per new
+value. A read-only run writes nothing. Failed writes are a warning: the tags stay as they were
+(and the run decides on what the cloud holds)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+import idcf_api
+from idcf_api import Client
+from sshscale.errors import ScaleError
+from sshscale.facts import POOL
+from sshscale.fleet import health_lines
+from sshscale.logs import note
+from sshscale.marks import Mark, marks_due, with_marks
+from sshscale.model import Observation, Pool, Settings
+from sshscale.tags import USER_VM, TagWriter
+
+__all__ = ["keep_marks"]
+
+
+def keep_marks(observation: Observation, settings: Settings, client: Client,
+               write: bool = True) -> tuple[Observation, list[str]]:
+    """The observation with the VM tags this run changes (written unless `write` is false: a
+    read-only run, which still decides on them), a log line for every member that failed its
+    check, and the notices of brakes this run engaged (to tell once)."""
+    marks = marks_due(observation.pool, settings, observation.now)
+    if marks and write and not _write(client, settings, observation.pool, marks):
+        marks = ()
+    pool = with_marks(observation.pool, marks)
+    for line in health_lines(pool, settings):
+        note("health", line, logging.WARNING)
+    legacy = [m.vm_id for m in marks if m.key == POOL]
+    if legacy and write:
+        note("ownership", f"{len(legacy)} VM(s) an earlier ssh-scale deployed recognised as this "
+                          f"pool's (instance group {settings.group}, in its load balancer or "
+                          f"marked by it): tagged {POOL}", logging.WARNING)
+    notices = [m.notice.text for m in marks if m.notice is not None] if write else []
+    for text in notices:
+        note("brake", text, logging.WARNING)
+    return replace(observation, pool=pool), notices
+
+
+def _write(client: Client, settings: Settings, pool: Pool, marks: Sequence[Mark]) -> bool:
+    tags = TagWriter(client, settings)
+    held = {(vm.id, k.lower()) for vm in pool.vms for k, _ in vm.tags}
+    doomed: dict[str, list[str]] = {}
+    created: dict[tuple[str, str], list[str]] = {}
+    for mark in marks:
+        if (mark.vm_id, mark.key) in held:
+            doomed.setdefault(mark.key, []).append(mark.vm_id)
+        if mark.value is not None:
+            created.setdefault((mark.key, mark.value), []).append(mark.vm_id)
+    try:
+        for key, vm_ids in sorted(doomed.items()):
+            tags.delete(USER_VM, vm_ids, {key: None})
+        for (key, value), vm_ids in sorted(created.items()):
+            tags.create(USER_VM, vm_ids, {key: value})
+    except (idcf_api.CloudStackError, ScaleError) as exc:
+        note("tags", f"could not update the members' tags: {exc}", logging.WARNING)
+        return False
+    return True

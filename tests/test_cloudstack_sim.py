@@ -1093,6 +1093,54 @@ def test_delete_tags_nothing_matched_fails_and_never_removes_a_newer_value(
         "errorcode": 431, "errortext": "Invalid resource type Teapot"}
 
 
+# What each server version says when a tag job fails, written from the upstream sources that
+# cloudstack_sim/versions.py cites: (a duplicate key's errortext, a deleteTags that matched
+# nothing, the errorcode and jobresultcode an InvalidParameterValueException gets in a job,
+# "by uuid" for an unknown non-numeric id).
+ENTITY_EXISTS = "Entity already exists: "
+ALREADY_ON = "tag LOCK already on UserVm with id {id}"
+CONFORM = "Unable to find any tags which conform to specified delete parameters."
+TAG_FAILURES = {
+    "4.5": (ENTITY_EXISTS, "Unable to find tags by parameters specified", (530, 530), "id"),
+    "4.11": (ALREADY_ON, CONFORM, (530, 530), "uuid"),
+    "4.12": (ENTITY_EXISTS, CONFORM, (530, 530), "uuid"),
+    "4.15": (ALREADY_ON, "Failed to delete tags", (431, 431), "uuid"),
+    "4.19": (ALREADY_ON, "Failed to delete tags", (431, 431), "uuid"),
+}
+
+
+def failure(answer: dict[str, Any]) -> tuple[int, int, int, str]:
+    """A failed job's (jobstatus, jobresultcode, errorcode, errortext)."""
+    return (answer["jobstatus"], answer["jobresultcode"], answer["jobresult"]["errorcode"],
+            answer["jobresult"]["errortext"])
+
+
+def test_tag_job_failures_are_worded_as_each_version_words_them(every_sim: Simulator) -> None:
+    sim = every_sim
+    duplicate, nothing, (code, result_code), how = TAG_FAILURES[sim.cloudstack]
+    web1 = sim.add_vm("web1")
+    sim.set_tag(web1["id"], "lock", "run-1")
+    taken = tag_job(sim, "createTags", "UserVm", web1["id"], ("LOCK", "run-2"))
+    assert failure(taken) == (2, 530, 530, duplicate.format(id=web1["id"]))
+    missed = tag_job(sim, "deleteTags", "UserVm", web1["id"], ("lock", "run-2"))
+    assert failure(missed) == (2, 530, 530, nothing)
+    assert sim.tags(web1["id"]) == {"lock": "run-1"}
+    empty = tag_job(sim, "createTags", "UserVm", web1["id"], ("k", ""))
+    assert failure(empty) == (2, result_code, code, "Value for the key k is either null or empty")
+    unknown = tag_job(sim, "createTags", "UserVm", "nope", ("k", "v"))
+    assert failure(unknown)[3] == f"Unable to find resource by {how} nope and type UserVm"
+    assert rows(sim, type="CREATE_TAGS")[-1] == ("Completed", "ERROR",
+                                                 "Error while creating resource tags")
+
+
+def test_a_finished_job_shows_its_completion_from_4_15(every_sim: Simulator) -> None:
+    sim = every_sim
+    done = run_job(sim, "createTags", resourcetype="LoadBalancer", resourceids=sim.lb_id,
+                   **tag_args(("pool", "web")))
+    assert ("completed" in done) is not before(sim, "4.15")
+    assert done["jobresult"] == {"success": True} and done["jobresultcode"] == 0
+
+
 def test_list_tags_filters_and_pages(sim: Simulator) -> None:
     web1, web2 = sim.add_vm("web1"), sim.add_vm("web2")
     sim.set_tag(web1["id"], "owner", "ssh-scale")

@@ -29,6 +29,8 @@ __all__ = ["Cloud"]
 # " VmIds: " + join(vmIds); completed as "Successfully completed " + it, failed as "Error
 # while " + it. TaggedResourceManagerImpl's createTags/deleteTags events ("creating resource
 # tags", "deleting resource tags") are not async: no Started row. Ids are the internal numbers.
+# The older versions get the same words: the manager's tag descriptions are the same in the
+# 4.2-4.10 TaggedResourceManagerImpl; the VM and LB ones were not checked against 4.5-4.12.
 _WORDING = {
     "deployvirtualmachine": ("VM.CREATE", "starting Vm. Vm Id: {vm}", "starting Vm. Vm Id: {vm}"),
     "destroyvirtualmachine": ("VM.DESTROY", "destroying vm: {vm}",

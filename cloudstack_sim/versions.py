@@ -3,14 +3,16 @@ each words a failed tag job, how its job dispatcher reports an error, and which 
 listEvents and queryAsyncJobResult show. Only what differs in something a client of the
 simulator reads; each wording names the upstream source (apache/cloudstack) it comes from.
 
-| version | duplicate createTags key    | deleteTags, nothing matched                        |
-|---------|-----------------------------|----------------------------------------------------|
-| 4.5     | 530 "Entity already exists: " | 530 "Unable to find tags by parameters specified" |
-| 4.11    | 530 "tag K already on T ..."  | 530 "Unable to find any tags which conform ..."   |
-| 4.12    | 530 "Entity already exists: " | 530 "Unable to find any tags which conform ..."   |
-| 4.15    | 530 "tag K already on T ..."  | 530 "Failed to delete tags"                       |
-| 4.19    | as 4.15; events carry resourceid/resourcetype                                     |
+| version | duplicate createTags key      | deleteTags that matched nothing                    |
+|---------|-------------------------------|----------------------------------------------------|
+| 4.5     | 530 "Entity already exists: " | 530 "Unable to find tags by parameters specified"  |
+| 4.11    | 530 "tag K already on T ..."  | 530 "Unable to find any tags which conform ..."    |
+| 4.12    | 530 "Entity already exists: " | 530 "Unable to find any tags which conform ..."    |
+| 4.15    | 530 "tag K already on T ..."  | 530 "Failed to delete tags"                        |
+| 4.19    | as 4.15                       | as 4.15; events carry resourceid/resourcetype      |
 
+Other invalid parameters inside a tag job are errorcode 530 (jobresultcode 530) up to 4.12,
+431 (jobresultcode 431) from 4.15.
 "4.11" is the 4.11 LTS as last released (4.11.3); 4.11.0-4.11.2 answer as "4.12" does.
 """
 

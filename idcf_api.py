@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import base64
 import configparser
-import csv
 import hashlib
 import hmac
 import importlib.metadata
-import io
 import json
 import logging
 import math
@@ -42,6 +40,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 import requests
+
+import textio
+from textio import did_you_mean, format_csv, format_table
 
 
 def installed_version(distribution: str = "ssh-scale") -> str:
@@ -230,16 +231,9 @@ def config_path(path: Optional[str] = None, environ: Optional[Mapping[str, str]]
 def read_text(path: str, expected: str = "UTF-8 INI", encoding: str = "utf-8") -> str:
     """A text file's content; raises ConfigError naming the file when it cannot be read."""
     try:
-        with open(path, encoding=encoding) as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (expected {expected})") from None
+        return textio.read_text(path, expected, encoding)
+    except textio.UnreadableFile as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def read_config(path: str) -> configparser.ConfigParser:
@@ -293,18 +287,6 @@ def load_account(path: Optional[str] = None,
     if not explicit and not os.path.exists(resolved):
         return account_from_config(None, resolved, environ)
     return account_from_config(read_config(resolved), resolved, environ)
-
-
-def did_you_mean(word: str, choices: Iterable[str], most: int = 1) -> str:
-    """A ' (did you mean X?)' hint naming up to `most` choices about as close as the best."""
-    import difflib
-
-    by_lower = {choice.lower(): choice for choice in choices}
-    scored = sorted(((difflib.SequenceMatcher(None, word.lower(), c).ratio(), c)
-                     for c in by_lower), reverse=True)
-    close = [by_lower[c] for score, c in scored[:most]
-             if score >= max(0.6, scored[0][0] - 0.1)]
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def _checked_endpoint(value: str, where: str) -> str:
@@ -590,46 +572,6 @@ def objects_of(answer: Mapping[str, Any]) -> list[dict]:
 def columns_for(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> list[str]:
     """The requested columns in the given order, or every key seen when none are given."""
     return list(fields) if fields else list(dict.fromkeys(key for row in rows for key in row))
-
-
-def cell(value: Any) -> str:
-    """One table cell: scalars as text, structures as compact JSON."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return str(value)
-
-
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-                 headers: bool = True) -> str:
-    """An ASCII table bordered like the 2013 walk-through (+----+------+)."""
-    body = [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c) if headers else 0] + [len(r[i]) for r in body])
-              for i, c in enumerate(columns)]
-    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-
-    def line(values: Sequence[str]) -> str:
-        return "|" + "|".join(f" {v.ljust(w)} " for v, w in zip(values, widths)) + "|"
-
-    out = [rule]
-    if headers:
-        out += [line(columns), rule]
-    out += [line(r) for r in body] + [rule]
-    return "\n".join(out)
-
-
-def format_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-               headers: bool = True) -> str:
-    """The rows as CSV."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if headers:
-        writer.writerow(columns)
-    writer.writerows([cell(row.get(c)) for c in columns] for row in rows)
-    return buffer.getvalue().rstrip("\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["sshscale", "sshscale.*", "cloudstack_sim",
                                     "cloudstack_sim.*"]),
-    py_modules=["ssh_scale", "idcf_api", "cloudstack_commands", "load_sshd"],
+    py_modules=["ssh_scale", "idcf_api", "cloudstack_commands", "textio", "load_sshd"],
     # paramiko 2.9 brought the rsa-sha2 signatures OpenSSH >= 8.8 wants for RSA keys; the
     # distributions' versions (Debian 12: paramiko 2.12, requests 2.28) are tested in
     # tests/test_keys_compat.py, down to these floors.

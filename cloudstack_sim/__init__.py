@@ -9,9 +9,11 @@ Modules, in the order a request flows through them:
   faults     Fault and the book that hands faults to matching requests
   commands   one function per API command, in the COMMANDS table
   params     ApiError and the shared parameter checks and paging
-  state      the cloud: VMs, LB rules, jobs, events, addresses, the state machine
+  state      the state machine: async jobs, the VM states they move through, their events
   tags       resource tags: types, the unique index, createTags/deleteTags, filters
   views      the JSON of each object, in the server's field order
+  records    the cloud's records (VMs, LB rules, jobs, events, tags, addresses) and queries
+  versions   what each server version (--cloudstack) says and shows differently
   cli        the cloudstack-sim command (also `python -m cloudstack_sim`)
   trial      --ssh: the VMs answer SSH with a shared demand (load_sshd), the trial's config
 """
@@ -28,7 +30,8 @@ from .signing import (
     parse_expires,
     verify_request,
 )
-from .state import CLOUDSTACK_VERSIONS, MAX_PAGE_SIZE, VM_STATES
+from .records import MAX_PAGE_SIZE, VM_STATES
+from .versions import CLOUDSTACK_VERSIONS
 
 __all__ = ["API_PATH", "CLOUDSTACK_VERSIONS", "COMMANDS", "DEFAULT_API_KEY", "DEFAULT_SECRET_KEY",
            "FAULT_KINDS", "MAX_PAGE_SIZE", "TEMPLATE_FILTERS", "VM_STATES", "Call", "Fault",

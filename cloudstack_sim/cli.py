@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from .signing import DEFAULT_API_KEY, DEFAULT_SECRET_KEY
 from .simulator import Simulator
-from .state import CLOUDSTACK_VERSIONS
+from .versions import CLOUDSTACK_VERSIONS
 
 __all__ = ["main"]
 
@@ -70,8 +70,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="seed N Running VMs in the LB rule, named web1..webN (--ssh: "
                              "at least 1)")
     parser.add_argument("--cloudstack", choices=CLOUDSTACK_VERSIONS, default="4.19",
-                        help="answer like this server version (default 4.19; 4.15 writes "
-                             "events without resourceid/resourcetype)")
+                        help="answer like this server version (default 4.19): older ones word "
+                             "failed tag jobs differently, and before 4.17 events have no "
+                             "resourceid/resourcetype")
     trial = parser.add_argument_group("offline trial")
     trial.add_argument("--ssh", action="store_true",
                        help="the VMs answer SSH (127.0.1.1-16), each Running member of the LB "

@@ -20,8 +20,9 @@ from .params import (
     tag_filter,
     tag_pairs,
 )
-from .state import HIDDEN_STATES, Cloud
-from .tags import Tag, TagRequest, matches_any
+from .records import HIDDEN_STATES, Tag, TagRequest
+from .state import Cloud
+from .tags import matches_any
 
 __all__ = ["COMMANDS", "TEMPLATE_FILTERS", "Command"]
 

@@ -8,8 +8,8 @@ from collections.abc import Container
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-__all__ = ["ApiError", "integer", "invalid_value", "is_true", "known", "missing_parameter",
-           "page", "parse_date", "required", "tag_filter", "tag_pairs"]
+__all__ = ["ApiError", "InvalidParameter", "integer", "invalid_value", "is_true", "known",
+           "missing_parameter", "page", "parse_date", "required", "tag_filter", "tag_pairs"]
 
 _TAG_PARAM = re.compile(r"tags\[(\d+)\]\.(key|value)")
 
@@ -31,6 +31,14 @@ class ApiError(Exception):
             inner["cserrorcode"] = self.cserrorcode
         inner["errortext"] = self.text
         return {envelope: inner}
+
+
+class InvalidParameter(ApiError):
+    """An InvalidParameterValueException: 431 when answered at once; inside a job, what the
+    server's job dispatcher makes of it (versions.Server.job_failure)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(431, text, 4350)
 
 
 def invalid_value(command: str, name: str, value: str) -> ApiError:

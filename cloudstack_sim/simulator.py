@@ -18,15 +18,11 @@ from . import tags, views
 from .commands import COMMANDS
 from .faults import REQUEST_FAULTS, Fault, FaultBook
 from .params import ApiError
+from .records import DEFAULT_IPS, VM_STATES, Tag, check_loopback
 from .server import Answer, ApiHttpServer
 from .signing import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, verify_request
-from .state import (
-    CLOUDSTACK_VERSIONS,
-    DEFAULT_IPS,
-    VM_STATES,
-    Cloud,
-    check_loopback,
-)
+from .state import Cloud
+from .versions import CLOUDSTACK_VERSIONS, SERVERS
 
 __all__ = ["API_PATH", "Call", "Route", "Simulator"]
 
@@ -122,7 +118,8 @@ class Simulator:
         self._cloud = Cloud(job_seconds=job_seconds,
                             ip_addresses=list(DEFAULT_IPS if ip_addresses is None
                                               else ip_addresses),
-                            tz=self._tz, admin=admin, faults=self._faults, version=cloudstack,
+                            tz=self._tz, admin=admin, faults=self._faults,
+                            server=SERVERS[cloudstack],
                             untaggable=_resource_types(untaggable))
         self.zone_id = self._cloud.zone_id
         self.offering_id = self._cloud.offering_id
@@ -306,8 +303,8 @@ class Simulator:
         with self._lock:
             kind = self._kind_of(resource_id)
             self._drop_tag(resource_id, key)
-            self._cloud.tags.append(tags.Tag(self._cloud.next_id("tag"), key, value, kind,
-                                             resource_id))
+            self._cloud.tags.append(Tag(self._cloud.next_id("tag"), key, value, kind,
+                                        resource_id))
 
     def delete_tag(self, resource_id: str, key: str) -> None:
         """Remove a tag (key in any case) without a job or event. KeyError if there is none."""

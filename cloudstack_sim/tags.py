@@ -4,21 +4,18 @@ transaction each, and the tag filters of the list commands.
 
 Keys and values compare case-insensitively everywhere: deleteTags uses equalsIgnoreCase, and the
 database's default collation (utf8_general_ci) makes the unique index and the list filters
-case-insensitive too."""
+case-insensitive too. What a failure says depends on the server version (versions.Server)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from .params import ApiError
+from .params import ApiError, InvalidParameter
+from .records import Tag, TagRequest, World
 
-if TYPE_CHECKING:
-    from .state import Cloud
-
-__all__ = ["RESOURCE_TYPES", "UNTAGGABLE_TYPES", "Tag", "TagRequest", "create_tags",
-           "delete_tags", "matches_any", "resource_type"]
+__all__ = ["RESOURCE_TYPES", "UNTAGGABLE_TYPES", "create_tags", "delete_tags", "matches_any",
+           "resource_type"]
 
 # ResourceObjectType names (api/src/main/java/com/cloud/server/ResourceTag.java); those whose
 # resourceTagsSupport is false refuse tags.
@@ -37,29 +34,11 @@ _BY_LOWER = {name.lower(): name for name in RESOURCE_TYPES}
 Pairs = Sequence[tuple[str, Optional[str]]]
 
 
-@dataclass
-class Tag:
-    seq: int
-    key: str
-    value: str
-    resource_type: str
-    resource_id: str
-
-
-@dataclass
-class TagRequest:
-    """What a createTags or deleteTags job was asked: the names as the caller spelled them."""
-
-    resource_type: str
-    resource_ids: list[str]
-    pairs: list[tuple[str, Optional[str]]]
-
-
 def resource_type(name: str) -> str:
-    """The ResourceObjectType for name, any case; ApiError 431 "Invalid resource type"."""
+    """The ResourceObjectType for name, any case; InvalidParameter "Invalid resource type"."""
     canonical = _BY_LOWER.get(name.lower())
     if canonical is None:
-        raise ApiError(431, f"Invalid resource type {name}")
+        raise InvalidParameter(f"Invalid resource type {name}")
     return canonical
 
 
@@ -79,37 +58,37 @@ def matches_any(tags: Iterable[Tag], pairs: Pairs) -> bool:
                for tag in tags for key, value in pairs)
 
 
-def create_tags(cloud: Cloud, request: TagRequest) -> None:
-    """Add every key to every resource, all or nothing. ApiError: 431 for an invalid or
-    untaggable type, an unknown resource or an empty value; 530 for a key already on a
+def create_tags(cloud: World, request: TagRequest) -> None:
+    """Add every key to every resource, all or nothing. InvalidParameter for an invalid or
+    untaggable type, an unknown resource or an empty value; ApiError 530 for a key already on a
     resource (TaggedResourceManagerImpl.createTags, in its order of checks)."""
     kind = resource_type(request.resource_type)
     created: list[Tag] = []
     for key, value in dict(request.pairs).items():
         for given in request.resource_ids:
             if kind in cloud.untaggable:
-                raise ApiError(431, f"The resource type {kind} doesn't support resource tags")
+                raise InvalidParameter(f"The resource type {kind} doesn't support resource tags")
             uuid = cloud.find_resource(kind, given)
             if uuid is None:
-                how = "id" if given.isdigit() else "uuid"
-                raise ApiError(431, f"Unable to find resource by {how} {given} and type {kind}")
+                raise cloud.server.unknown_resource(kind, given)
             if not value:
-                raise ApiError(431, f"Value for the key {key} is either null or empty")
+                raise InvalidParameter(f"Value for the key {key} is either null or empty")
             if any(tag.resource_type == kind and tag.resource_id == uuid and _same(tag.key, key)
                    for tag in cloud.tags + created):
-                # the unique index's EntityExistsException, worded with the id as given
-                raise ApiError(530, f"tag {key} already on {kind} with id {given}")
+                # the unique index's EntityExistsException, or since 4.13 its rewording
+                raise ApiError(530, cloud.server.duplicate(key, kind, given))
             created.append(Tag(cloud.next_id("tag"), key, value, kind, uuid))
     cloud.tags.extend(created)
 
 
-def delete_tags(cloud: Cloud, request: TagRequest) -> None:
+def delete_tags(cloud: World, request: TagRequest) -> None:
     """Remove the matching tags of the resources (by identity: a tag created meanwhile with
-    another value stays). ApiError 431 for an invalid type, 530 when nothing matched."""
+    another value stays). InvalidParameter for an invalid type; when nothing matched, the
+    server version's error (versions.Server.nothing_deleted)."""
     kind = resource_type(request.resource_type)
     uuids = {cloud.find_resource(kind, given) or given for given in request.resource_ids}
     doomed = [tag for tag in cloud.tags if tag.resource_type == kind
               and tag.resource_id in uuids and _matches(tag, request.pairs)]
     if not doomed:
-        raise ApiError(530, "Failed to delete tags")
+        raise cloud.server.nothing_deleted()
     cloud.tags[:] = [tag for tag in cloud.tags if all(tag is not gone for gone in doomed)]

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-if TYPE_CHECKING:
-    from .state import Cloud, Event, Job, Rule, Template, Vm
-    from .tags import Tag
+from .records import Event, Job, Rule, Tag, Template, Vm, World
 
 __all__ = ["JOB_CLASSES", "ZONE_NAME", "event_json", "format_time", "job_json", "offering_json",
            "rule_json", "tag_json", "template_json", "vm_json", "zone_json"]
@@ -33,7 +31,7 @@ def format_time(when: float, tz: timezone) -> str:
     return datetime.fromtimestamp(when, tz).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def zone_json(cloud: Cloud) -> dict[str, Any]:
+def zone_json(cloud: World) -> dict[str, Any]:
     """The zone."""
     return {
         "id": cloud.zone_id, "name": ZONE_NAME, "dns1": "8.8.8.8",
@@ -44,7 +42,7 @@ def zone_json(cloud: Cloud) -> dict[str, Any]:
     }
 
 
-def offering_json(cloud: Cloud) -> dict[str, Any]:
+def offering_json(cloud: World) -> dict[str, Any]:
     """The service offering."""
     return {
         "id": cloud.offering_id, **_OFFERING, "created": format_time(cloud.created, cloud.tz),
@@ -53,7 +51,7 @@ def offering_json(cloud: Cloud) -> dict[str, Any]:
     }
 
 
-def template_json(cloud: Cloud, template: Template) -> dict[str, Any]:
+def template_json(cloud: World, template: Template) -> dict[str, Any]:
     """A template: the featured one is public and BUILTIN, the account's own one is USER."""
     return {
         "id": template.id, "name": template.name, "displaytext": template.name,
@@ -67,7 +65,7 @@ def template_json(cloud: Cloud, template: Template) -> dict[str, Any]:
     }
 
 
-def rule_json(cloud: Cloud, rule: Rule) -> dict[str, Any]:
+def rule_json(cloud: World, rule: Rule) -> dict[str, Any]:
     """A load-balancer rule."""
     return {
         "id": rule.id, "name": rule.name, "publicipid": rule.publicipid,
@@ -79,14 +77,14 @@ def rule_json(cloud: Cloud, rule: Rule) -> dict[str, Any]:
     }
 
 
-def tag_json(cloud: Cloud, tag: Tag) -> dict[str, Any]:
+def tag_json(cloud: World, tag: Tag) -> dict[str, Any]:
     """A resource tag (ResourceTagJoinDaoImpl.newResourceTagResponse; customer is null)."""
     return {"key": tag.key, "value": tag.value, "resourcetype": tag.resource_type,
             "resourceid": tag.resource_id, "account": "sim", "domainid": cloud.domain_id,
             "domain": "ROOT"}
 
 
-def vm_json(cloud: Cloud, vm: Vm, service_state: Optional[str] = None) -> dict[str, Any]:
+def vm_json(cloud: World, vm: Vm, service_state: Optional[str] = None) -> dict[str, Any]:
     """A VM as listVirtualMachines shows it (with its pending job, if any); an LB rule's
     instance list adds the member's service state, when there is one."""
     template = cloud.templates[vm.template_id]
@@ -128,14 +126,14 @@ def vm_json(cloud: Cloud, vm: Vm, service_state: Optional[str] = None) -> dict[s
     return out
 
 
-def event_json(cloud: Cloud, event: Event) -> dict[str, Any]:
+def event_json(cloud: World, event: Event) -> dict[str, Any]:
     """An event as listEvents shows it (EventResponse); resourceid/resourcetype since 4.17."""
     out: dict[str, Any] = {
         "id": event.id, "username": "sim", "type": event.type, "level": event.level,
         "description": event.description, "account": "sim", "domainid": cloud.domain_id,
         "domain": "ROOT",
     }
-    if cloud.version != "4.15" and event.resource_id is not None:
+    if cloud.server.event_resources and event.resource_id is not None:
         out["resourceid"], out["resourcetype"] = event.resource_id, event.resource_type
     out["created"], out["state"] = format_time(event.time, cloud.tz), event.state
     if event.parent_id is not None:
@@ -143,8 +141,9 @@ def event_json(cloud: Cloud, event: Event) -> dict[str, Any]:
     return out
 
 
-def job_json(cloud: Cloud, job: Job) -> dict[str, Any]:
-    """A job as queryAsyncJobResult shows it: result and completion only once finished."""
+def job_json(cloud: World, job: Job) -> dict[str, Any]:
+    """A job as queryAsyncJobResult shows it: result and completion (on servers that show it)
+    only once finished."""
     out: dict[str, Any] = {
         "accountid": cloud.account_id, "userid": cloud.user_id,
         "cmd": JOB_CLASSES[job.command], "jobprocstatus": 0,
@@ -155,7 +154,7 @@ def job_json(cloud: Cloud, job: Job) -> dict[str, Any]:
     if job.vm_id is not None:
         out["jobinstancetype"], out["jobinstanceid"] = "VirtualMachine", job.vm_id
     out["created"] = format_time(job.created, cloud.tz)
-    if job.completed is not None:
+    if job.completed is not None and cloud.server.job_completed:
         out["completed"] = format_time(job.completed, cloud.tz)
     out["jobid"], out["jobstatus"] = job.id, job.status
     return out

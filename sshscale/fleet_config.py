@@ -16,7 +16,7 @@ from datetime import datetime, tzinfo
 from typing import Any, Callable, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import idcf_api
+import textio
 from sshscale.errors import ConfigError
 from sshscale.model import Notify, Schedule
 from sshscale.schedule import check_cron
@@ -126,7 +126,7 @@ def notify(section: Any) -> Optional[Notify]:
     for event in events:
         if event not in NOTIFY_EVENTS:
             raise section.error("events", f"unknown event {event!r}"
-                                f"{idcf_api.did_you_mean(event, NOTIFY_EVENTS)} (expected "
+                                f"{textio.did_you_mean(event, NOTIFY_EVENTS)} (expected "
                                 f"some of {', '.join(NOTIFY_EVENTS)})")
     timeout = section.number("timeout", Notify.timeout, above=True)
     if timeout > MAX_NOTIFY_TIMEOUT:

@@ -1,14 +1,18 @@
-"""An import-linter contract type for single-file top-level modules (idcf_api.py): grimp only
-builds graphs of packages, so these are checked by reading the module's own import statements
-(every one, inside functions and TYPE_CHECKING blocks too)."""
+"""Import-linter contract types of our own: single_file_forbidden for single-file top-level
+modules (idcf_api.py, textio.py), which grimp cannot graph, checked by reading the module's own
+import statements (every one, inside functions and TYPE_CHECKING blocks too); and
+acyclic_with_type_checking, acyclic_siblings over a graph that keeps the imports made only for
+type checking."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
 
+import grimp
 from grimp import ImportGraph
 from importlinter.application import output
+from importlinter.contracts.acyclic_siblings import AcyclicSiblingsContract
 from importlinter.domain import fields
 from importlinter.domain.contract import Contract, ContractCheck
 
@@ -52,3 +56,15 @@ class ModuleForbiddenContract(Contract):
         for line in check.metadata["broken"]:
             output.print_error(line, bold=False)
             output.new_line()
+
+
+class AcyclicWithTypeCheckingContract(AcyclicSiblingsContract):
+    """acyclic_siblings, counting the imports inside `if TYPE_CHECKING:` too (the other
+    contracts leave them out: exclude_type_checking_imports): a cycle that only type hints
+    close is still two modules that cannot be understood one without the other."""
+
+    def check(self, graph: ImportGraph, verbose: bool) -> ContractCheck:
+        roots = sorted({expression.expression.split(".")[0]
+                        for expression in self.ancestors})  # type: ignore[attr-defined]
+        return super().check(grimp.build_graph(*roots, exclude_type_checking_imports=False),
+                             verbose)

@@ -80,6 +80,13 @@ def job(sim: Simulator, jobid: str) -> dict[str, Any]:
     return ok(sim, "queryAsyncJobResult", jobid=jobid)
 
 
+def before(sim: Simulator, version: str) -> bool:
+    """Whether the simulator speaks as a server older than version (e.g. "4.17")."""
+    def number(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split("."))
+    return number(sim.cloudstack) < number(version)
+
+
 def deploy_given_up(sim: Simulator, kind: str, delay: float, timeout: float) -> None:
     """A deploy under a slow fault whose client gives up (read timeout) before the answer."""
     sim.inject(Fault(kind, "deployVirtualMachine", delay=delay))
@@ -875,9 +882,9 @@ def test_internal_ids_are_sequences_apart_from_uuids(sim: Simulator) -> None:
      "removing from load balancer. Load balancer Id: 42 VmIds: 1"),
 ])
 def test_events_scheduled_started_completed_name_internal_ids(
-        any_sim: Simulator, command: str, params: dict[str, str], resource: str,
+        every_sim: Simulator, command: str, params: dict[str, str], resource: str,
         scheduled: str, action: str) -> None:
-    sim = any_sim
+    sim = every_sim
     assigning = command == "assignToLoadBalancerRule"  # of VMs the rule does not have yet
     names = {"WEB1": sim.add_vm("web1", in_lb=not assigning)["id"],
              "WEB2": sim.add_vm("web2", in_lb=False)["id"], "LB": sim.lb_id}
@@ -896,14 +903,14 @@ def test_events_scheduled_started_completed_name_internal_ids(
     assert [e["parentid"] for e in later] == [scheduled_row["id"]] * 2
     kind = "LoadBalancerRule" if resource == "LB" else "VirtualMachine"
     fields = [(e.get("resourceid"), e.get("resourcetype")) for e in sim.events]
-    assert fields == [(None, None) if sim.cloudstack == "4.15" else (names[resource], kind)] * 3
+    assert fields == [(None, None) if before(sim, "4.17") else (names[resource], kind)] * 3
 
 
-def test_assigning_a_vm_already_mapped_fails_the_job_and_maps_none(any_sim: Simulator) -> None:
+def test_assigning_a_vm_already_mapped_fails_the_job_and_maps_none(every_sim: Simulator) -> None:
     # LoadBalancingRulesManagerImpl.assignToLoadBalancer checks every VM before it maps any;
     # AssignToLoadBalancerRuleCmd answers its "VM <id> with <ip> is already mapped to load
     # balancer." (a CloudRuntimeException) with a plain 530
-    sim = any_sim
+    sim = every_sim
     mapped, new = sim.add_vm("web1"), sim.add_vm("web2", in_lb=False)
     failed = run_job(sim, "assignToLoadBalancerRule", id=sim.lb_id,
                      virtualmachineids=f"{new['id']},{mapped['id']}")
@@ -915,8 +922,8 @@ def test_assigning_a_vm_already_mapped_fails_the_job_and_maps_none(any_sim: Simu
                                          "balancer. Load balancer Id: 42 VmIds: 2,1")]
 
 
-def test_failed_action_writes_an_error_row_and_filters_keep_working(any_sim: Simulator) -> None:
-    sim = any_sim
+def test_failed_action_writes_an_error_row_and_filters_keep_working(every_sim: Simulator) -> None:
+    sim = every_sim
     web1 = sim.add_vm("web1", in_lb=False)
     sim.inject(Fault("job_fail", "assignToLoadBalancerRule", errortext="LB device down"))
     failed = run_job(sim, "assignToLoadBalancerRule", id=sim.lb_id, virtualmachineids=web1["id"])
@@ -1084,6 +1091,54 @@ def test_delete_tags_nothing_matched_fails_and_never_removes_a_newer_value(
     assert tag_job(sim, "deleteTags", "UserVm", "nope")["jobresult"]["errorcode"] == 530
     assert tag_job(sim, "deleteTags", "Teapot", web1["id"])["jobresult"] == {
         "errorcode": 431, "errortext": "Invalid resource type Teapot"}
+
+
+# What each server version says when a tag job fails, written from the upstream sources that
+# cloudstack_sim/versions.py cites: (a duplicate key's errortext, a deleteTags that matched
+# nothing, the errorcode and jobresultcode an InvalidParameterValueException gets in a job,
+# "by uuid" for an unknown non-numeric id).
+ENTITY_EXISTS = "Entity already exists: "
+ALREADY_ON = "tag LOCK already on UserVm with id {id}"
+CONFORM = "Unable to find any tags which conform to specified delete parameters."
+TAG_FAILURES = {
+    "4.5": (ENTITY_EXISTS, "Unable to find tags by parameters specified", (530, 530), "id"),
+    "4.11": (ALREADY_ON, CONFORM, (530, 530), "uuid"),
+    "4.12": (ENTITY_EXISTS, CONFORM, (530, 530), "uuid"),
+    "4.15": (ALREADY_ON, "Failed to delete tags", (431, 431), "uuid"),
+    "4.19": (ALREADY_ON, "Failed to delete tags", (431, 431), "uuid"),
+}
+
+
+def failure(answer: dict[str, Any]) -> tuple[int, int, int, str]:
+    """A failed job's (jobstatus, jobresultcode, errorcode, errortext)."""
+    return (answer["jobstatus"], answer["jobresultcode"], answer["jobresult"]["errorcode"],
+            answer["jobresult"]["errortext"])
+
+
+def test_tag_job_failures_are_worded_as_each_version_words_them(every_sim: Simulator) -> None:
+    sim = every_sim
+    duplicate, nothing, (code, result_code), how = TAG_FAILURES[sim.cloudstack]
+    web1 = sim.add_vm("web1")
+    sim.set_tag(web1["id"], "lock", "run-1")
+    taken = tag_job(sim, "createTags", "UserVm", web1["id"], ("LOCK", "run-2"))
+    assert failure(taken) == (2, 530, 530, duplicate.format(id=web1["id"]))
+    missed = tag_job(sim, "deleteTags", "UserVm", web1["id"], ("lock", "run-2"))
+    assert failure(missed) == (2, 530, 530, nothing)
+    assert sim.tags(web1["id"]) == {"lock": "run-1"}
+    empty = tag_job(sim, "createTags", "UserVm", web1["id"], ("k", ""))
+    assert failure(empty) == (2, result_code, code, "Value for the key k is either null or empty")
+    unknown = tag_job(sim, "createTags", "UserVm", "nope", ("k", "v"))
+    assert failure(unknown)[3] == f"Unable to find resource by {how} nope and type UserVm"
+    assert rows(sim, type="CREATE_TAGS")[-1] == ("Completed", "ERROR",
+                                                 "Error while creating resource tags")
+
+
+def test_a_finished_job_shows_its_completion_from_4_15(every_sim: Simulator) -> None:
+    sim = every_sim
+    done = run_job(sim, "createTags", resourcetype="LoadBalancer", resourceids=sim.lb_id,
+                   **tag_args(("pool", "web")))
+    assert ("completed" in done) is not before(sim, "4.15")
+    assert done["jobresult"] == {"success": True} and done["jobresultcode"] == 0
 
 
 def test_list_tags_filters_and_pages(sim: Simulator) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import idcf_api
+import textio
 from sshscale.model import Action
 from sshscale.replay.simulate import RUN_SECONDS, VIRTUAL_EPOCH, ReplayResult
 
@@ -52,7 +52,7 @@ def changes_table(result: ReplayResult) -> str:
              "reason": c.reason} for c in result.changes]
     if not rows:
         return "(no scale-out or scale-in)"
-    return idcf_api.format_table(rows, ["time", "action", "VMs", "reason"])
+    return textio.format_table(rows, ["time", "action", "VMs", "reason"])
 
 
 def text_report(result: ReplayResult) -> str:
@@ -61,7 +61,7 @@ def text_report(result: ReplayResult) -> str:
              f"{policy_label(result)}, boot {result.boot_seconds:g} s")
     if result.start != VIRTUAL_EPOCH:
         title += f", minute 0 at {result.start:%Y-%m-%d %H:%M %Z}"
-    summary = idcf_api.format_table([summary_row(result)], SUMMARY_COLUMNS)
+    summary = textio.format_table([summary_row(result)], SUMMARY_COLUMNS)
     return f"{title}\n{changes_table(result)}\n{summary}"
 
 

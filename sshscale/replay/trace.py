@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-import idcf_api
+import textio
 from sshscale.errors import ConfigError
 
 __all__ = ["MAX_MINUTES", "ReplayError", "Trace", "TracePoint", "parse_trace", "read_input_text",
@@ -112,8 +112,8 @@ def read_input_text(path: str) -> str:
     """A replay input's text (UTF-8, a byte order mark dropped); raises ReplayError naming
     the file when it cannot be read."""
     try:
-        return idcf_api.read_text(path, "UTF-8 text", encoding="utf-8-sig")
-    except idcf_api.ConfigError as exc:
+        return textio.read_text(path, "UTF-8 text", encoding="utf-8-sig")
+    except textio.UnreadableFile as exc:
         raise ReplayError(str(exc)) from None
 
 

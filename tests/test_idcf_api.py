@@ -7,8 +7,10 @@ import re
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from cs.client import CloudStack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -154,6 +156,29 @@ def test_list_follows_a_small_server_page_size(client, sim):
     vms = client.list("listVirtualMachines")
     assert len({v["id"] for v in vms}) == 7
     assert [c.params.get("pagesize") for c in sim.calls] == [None, "3", "3"]
+
+
+def test_a_list_that_changes_between_pages_is_read_again(sim):
+    """A VM destroyed while the pages are read moves every later VM one page up: the one that
+    moved onto the page already read would be missed. The total changed, so the list is read
+    again from the start (and the simulator is then left alone)."""
+    sim.page_size = 3
+    vms = [sim.add_vm(f"vm{i}", ip="127.0.9.9", in_lb=False) for i in range(7)]
+    session = requests.Session()
+    request = session.request
+
+    def destroy_after_the_first_page(method: str, url: str, **kwargs: Any) -> Any:
+        answer = request(method, url, **kwargs)
+        if len(sim.calls_of("listVirtualMachines")) == 1:
+            sim.set_state(vms[0]["id"], "Destroyed")  # another actor, between the pages
+        return answer
+
+    session.request = destroy_after_the_first_page  # type: ignore[method-assign]
+    client = Client(Account(sim.url, DEFAULT_API_KEY, DEFAULT_SECRET_KEY, timeout=5),
+                    session=session, sleep=no_sleep)
+    names = {vm["name"] for vm in client.list("listVirtualMachines")}
+    assert names == {f"vm{i}" for i in range(1, 7)}
+    assert [c.params.get("page") for c in sim.calls] == [None, "2", None, "2"]
 
 
 def test_small_list_costs_one_request(client, sim):

@@ -15,6 +15,8 @@ On a VM:
   ssh-scale:replace     the id of the VM deployed to replace it (a later run finishes the
                         replacement once that VM serves)
   ssh-scale:protect     "true", set by the user: never scaled in, replaced or repaired away
+  ssh-scale:pool        the load-balancer rule id of the pool it belongs to (with the pool's
+                        instance group; --adopt sets both)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Optional
 
 from sshscale.model import Backoff, History, Lease
 
-__all__ = ["BACKOFF", "DRAIN", "FIRST_BACKOFF_SECONDS", "LEASE", "PROTECT", "REPLACE",
+__all__ = ["BACKOFF", "DRAIN", "FIRST_BACKOFF_SECONDS", "LEASE", "POOL", "PROTECT", "REPLACE",
            "SCALE_IN", "SCALE_OUT", "UNHEALTHY", "backoff_after_failure", "backoff_value",
            "history_from_tags", "lease_value", "parse_count", "parse_lease", "parse_time_value",
            "time_value"]
@@ -38,6 +40,7 @@ DRAIN = "ssh-scale:drain"
 UNHEALTHY = "ssh-scale:unhealthy"
 REPLACE = "ssh-scale:replace"
 PROTECT = "ssh-scale:protect"
+POOL = "ssh-scale:pool"
 FIRST_BACKOFF_SECONDS = 60.0
 
 

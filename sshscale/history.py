@@ -122,10 +122,11 @@ def read_runs(paths: Sequence[str], since: datetime) -> tuple[list[Run], int]:
 
 
 def _read_file(path: str) -> tuple[list[Run], int]:
-    try:
-        text = idcf_api.read_text(path, "journal (UTF-8 JSON lines)")
-    except idcf_api.ConfigError:
-        return [], 1
+    """The runs in one journal file (rotated ones are compressed), and the lines that could
+    not be read; raises ReplayError (a ConfigError) when the file cannot be read."""
+    from sshscale.replay.trace import read_input_text
+
+    text = read_input_text(path)
     runs, bad = [], 0
     for line in text.splitlines():
         if not line.strip():

@@ -1,19 +1,23 @@
 """The run journal: every live run appends its --json object, as one line, to a file of its
-own config in the XDG state directory ($XDG_STATE_HOME, else ~/.local/state)/ssh-scale/,
-rotated by size so that at least six weeks of runs once a minute stay (FILE_BYTES x
-ROTATED_FILES; the sizes are in the README). An output of the finished Report, like the
-metrics textfile: nothing decides on it (decisions read only the cloud), and a journal that
-cannot be written is one warning line, never a failed or slower run. `--history` and
-`--replay --journal` read it.
+own config in the XDG state directory ($XDG_STATE_HOME, else ~/.local/state)/ssh-scale/.
+When the file would pass FILE_BYTES it is compressed into <file>.1.gz (the older ones move up
+to .2.gz ..., the oldest past ROTATED_FILES dropped) and emptied: quiet runs' lines compress
+about 40 times, so months of runs take a few MiB (figures in the README and BENCHMARKS.md).
+An output of the finished Report, like the metrics textfile: nothing decides on it (decisions
+read only the cloud), and a journal that cannot be written is one warning line, never a failed
+or slower run. `--history` and `--replay --journal` read it. (A run killed between a
+rotation's compressed file and the emptying of the current one leaves those lines twice.)
 """
 
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from typing import Optional
 
@@ -23,15 +27,15 @@ from sshscale.logs import note
 from sshscale.model import Report
 from sshscale.views import report_json
 
-__all__ = ["FILE_BYTES", "ROTATED_FILES", "JournalMissing", "append", "encode",
+__all__ = ["COMPRESS_LEVEL", "FILE_BYTES", "ROTATED_FILES", "JournalMissing", "append", "encode",
            "existing_files", "journal_path", "require_files", "state_dir"]
 
-# A quiet run of a pool of 2-4 VMs writes a line of 1.0-1.6 kB (README "The run journal"):
-# 6 rotated files of 16 MiB keep 96 MiB, eight weeks of 1.6 kB lines once a minute.
+# A quiet run of a pool of 4 VMs writes 1.5 kB, of 16 VMs 5 kB (bench/bench_journal.py):
+# 20 files of 16 MiB of lines hold 335 MB of them, six weeks of runs of 16 VMs once a minute.
 FILE_BYTES = 16 * 1024 * 1024
-ROTATED_FILES = 6
+ROTATED_FILES = 20
+COMPRESS_LEVEL = 1  # 40x on quiet runs' lines, 0.04 s for 16 MiB (6: 57x, 0.15 s)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_ATTEMPTS = 3  # opens of the journal while another run rotates it under this one
 
 
 class JournalMissing(ScaleError):
@@ -56,8 +60,8 @@ def journal_path(config: str, environ: Optional[Mapping[str, str]] = None) -> st
 
 
 def existing_files(path: str) -> list[str]:
-    """The journal's files that exist, oldest first: path.N, ..., path.1, path."""
-    names = [f"{path}.{n}" for n in range(ROTATED_FILES, 0, -1)] + [path]
+    """The journal's files that exist, oldest first: path.N.gz, ..., path.1.gz, path."""
+    names = [f"{path}.{n}.gz" for n in range(ROTATED_FILES, 0, -1)] + [path]
     return [name for name in names if os.path.isfile(name)]
 
 
@@ -94,31 +98,18 @@ def append(report: Report, config: str, environ: Optional[Mapping[str, str]] = N
 
 def _append_line(path: str, line: bytes, file_bytes: int) -> None:
     """One write of a whole line under an flock of the file, so that two runs finishing
-    together neither interleave nor rotate twice; a file another run has just rotated away
-    is opened again."""
+    together neither interleave nor rotate twice (the file is emptied, never renamed)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    for _ in range(_ATTEMPTS):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if not _is_current(fd, path):
-                continue  # rotated meanwhile: this is an old file now
-            size = os.fstat(fd).st_size
-            if size and size + len(line) > file_bytes:
-                _rotate(path)
-                continue
-            _write_whole(fd, line, size)
-            return
-        finally:
-            os.close(fd)
-    raise OSError(f"{path} was rotated {_ATTEMPTS} times while this run wrote to it")
-
-
-def _is_current(fd: int, path: str) -> bool:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        return os.fstat(fd).st_ino == os.stat(path).st_ino
-    except FileNotFoundError:
-        return False
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and size + len(line) > file_bytes:
+            _rotate(fd, path)
+            size = 0
+        _write_whole(fd, line, size)
+    finally:
+        os.close(fd)
 
 
 def _write_whole(fd: int, line: bytes, size: int) -> None:
@@ -133,9 +124,16 @@ def _write_whole(fd: int, line: bytes, size: int) -> None:
         raise
 
 
-def _rotate(path: str) -> None:
-    """path -> path.1 -> ... -> path.ROTATED_FILES (the oldest is overwritten)."""
+def _rotate(fd: int, path: str) -> None:
+    """The file (open as fd, locked) compressed into path.1.gz, the older ones moved up
+    (path.1.gz -> path.2.gz ...; the oldest dropped), then emptied."""
+    temporary = f"{path}.1.gz.tmp"
+    with open(path, "rb") as source, \
+            open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=COMPRESS_LEVEL) as target:
+        shutil.copyfileobj(source, target)
     for number in range(ROTATED_FILES - 1, 0, -1):
-        if os.path.exists(f"{path}.{number}"):
-            os.replace(f"{path}.{number}", f"{path}.{number + 1}")
-    os.replace(path, f"{path}.1")
+        if os.path.exists(f"{path}.{number}.gz"):
+            os.replace(f"{path}.{number}.gz", f"{path}.{number + 1}.gz")
+    os.replace(temporary, f"{path}.1.gz")
+    os.ftruncate(fd, 0)

@@ -227,3 +227,27 @@ def test_history_errors(tmp_path, cloud, key, options, status, message, capsys):
     assert main(["-c", str(path), *options]) == status
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_replay_reads_gzip_compressed_json_logs_and_since(tmp_path, home, capsys):
+    from tests.configs import example_config
+
+    path = example_config(home, "replay.idcfrc")
+    runs = [{**line(m, load=2.0 + m / 10, members=2), "hosts": [{"load": [2.0 + m / 10, 2, 2]}]}
+            for m in range(30)]
+    log = tmp_path / "runs.jsonl.1.gz"
+    with gzip.open(log, "wt") as stream:
+        stream.write("".join(json.dumps(run) + "\n" for run in runs))
+    assert main(["-c", str(path), "--replay", str(log), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["minutes"] == 30
+    assert main(["-c", str(path), "--replay", str(log), "--since", "2026-12-01T08:20+00:00",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["minutes"] == 10
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(b"plain text, not gzip")
+    assert main(["-c", str(path), "--replay", str(broken)]) == 2
+    assert f"{broken}: not a gzip-compressed UTF-8 text file" in capsys.readouterr().err
+    trace = tmp_path / "trace.csv"
+    trace.write_text("0,1\n")
+    assert main(["-c", str(path), "--replay", str(trace), "--since", "1h"]) == 2
+    assert "--since goes with --json logs and the run journal" in capsys.readouterr().err

@@ -116,11 +116,19 @@ def check(candidate: Candidate, settings: Settings, max_size: int, joining: int 
     if vm.jobid:
         raise AdoptRefused(f"{label} has a job under way ({vm.jobid}); try again once it "
                            "has finished")
-    committed = candidate.pool.committed + joining
-    if not vm.in_lb and not owned(candidate, settings) and committed >= max_size:
+    committed = _others(candidate, settings) + joining
+    if not vm.in_lb and committed >= max_size:
         raise AdoptRefused(f"{label} is not in the load balancer and the pool is full "
                            f"({committed} VMs of max_size {max_size}): the next run would "
                            "destroy it; raise max_size, or add it to the load balancer first")
+
+
+def _others(candidate: Candidate, settings: Settings) -> int:
+    """What max_size bounds without this VM: the members in service and the pool's VMs
+    outside the load balancer (one per run is added while the pool is below max_size; the
+    rest are destroyed)."""
+    counted = not candidate.vm.in_lb and candidate.data.get("group") == settings.group
+    return candidate.pool.committed - int(counted)
 
 
 def next_runs(candidate: Candidate, settings: Settings, max_size: int) -> str:
@@ -184,9 +192,10 @@ def _read_back(client: Client, vm_id: str) -> Optional[Mapping[str, Any]]:
     return found[0] if found else None
 
 
-def _holds(data: Optional[Mapping[str, Any]]) -> str:
+def _holds(data: Optional[Mapping[str, Any]], vm_id: str) -> str:
     if data is None:
-        return "unknown (check: idcf-compute-api listVirtualMachines --id=<id> -t id,name,group)"
+        return (f"unknown (check: idcf-compute-api listVirtualMachines --id={vm_id} "
+                "-t id,name,group,tags)")
     return (f"group {data.get('group') or '(none)'}, {POOL} "
             f"{pool_mark(data) or '(none)'}, state {data.get('state')}")
 
@@ -231,7 +240,7 @@ def _hand_over(client: Client, settings: Settings, candidate: Candidate) -> None
                 note("adopt", f"{vm.name}: {message_of(exc)}; the cloud shows it done")
                 continue
             raise AdoptFailed(f"{candidate.label}: {message_of(exc)}; the VM now holds "
-                              f"{_holds(data)} (run --adopt again to finish)") from None
+                              f"{_holds(data, vm.id)} (run --adopt again to finish)") from None
 
 
 def adopt(settings: Settings, client: Client, names: Sequence[str], config: str, *,
@@ -260,9 +269,9 @@ def adopt(settings: Settings, client: Client, names: Sequence[str], config: str,
                                         "is not the pool's: run --adopt again"), \
             _exclusive(config, client, settings, now):
         for before in todo:
-            again = _candidates(client, settings, [before.vm.id], monitored)
             try:
-                ready = _checked(again, settings, max_size)
+                ready = _checked(_candidates(client, settings, [before.vm.id], monitored),
+                                 settings, max_size)
             except AdoptRefused as exc:
                 raise AdoptFailed(f"{exc} (it changed since it was checked; {adopted} VM(s) "
                                   "adopted before it)") from None
@@ -289,7 +298,7 @@ def _checked(candidates: Sequence[Candidate], settings: Settings,
             refusals.append(str(exc))
             continue
         todo.append(candidate)
-        joining += 0 if candidate.vm.in_lb else 1
+        joining += int(not candidate.vm.in_lb)
     if refusals:
         raise AdoptRefused("; ".join(refusals) + ("; nothing was changed" if len(candidates) > 1
                                                   else ""))

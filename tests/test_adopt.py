@@ -86,7 +86,7 @@ def cloud(sim: Any) -> Any:
 
 def config(tmp_path: Path, cloud: Any, key: Path, port: Any = None, **scalling: str) -> Path:
     sections = base_sections(cloud, key, port=port)
-    sections["scalling"].update(max_size="4", **scalling)
+    sections["scalling"].update({"max_size": "4", **scalling})
     sections["account"]["timeout"] = "2"
     return write_config(tmp_path / "web.idcfrc", sections)
 
@@ -246,3 +246,15 @@ def test_adopt_usage_errors(tmp_path, cloud, key, capsys, options, message):
     path = config(tmp_path, cloud, key)
     assert main(["-c", str(path), *options]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_vm_of_the_pools_group_gets_the_tag_only(tmp_path, cloud, key, capsys):
+    """A 2013 config that set [launch_config] group: its VMs are in the group already."""
+    grouped = cloud.add_vm("grouped", group=group(cloud), in_lb=False)
+    path = config(tmp_path, cloud, key, max_size="3")
+    assert main(["-c", str(path), "--adopt", "grouped"]) == 0
+    assert "the next run adds it to the load balancer" in capsys.readouterr().out
+    assert changes(cloud) == ["createTags"]
+    assert cloud.tags(grouped["id"]) == {POOL: cloud.lb_id}
+    assert main(["-c", str(path), "--adopt", "old3"]) == 2  # grouped takes the last place
+    assert "the pool is full (3 VMs of max_size 3)" in capsys.readouterr().err

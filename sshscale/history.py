@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
@@ -153,14 +153,15 @@ def rows_of(runs: Iterable[Run]) -> list[Row]:
             rows[-1].append(run)
         else:
             rows.append([run])
-    return [Row(tuple(runs)) for runs in rows]
+    return [Row(tuple(group)) for group in rows]
 
 
 def _local(when: datetime) -> str:
     return when.astimezone().strftime(TIME_FORMAT)
 
 
-def _span(values: Sequence[Any], text: Any) -> str:
+def _span(values: Sequence[Any], text: Callable[[Any], str]) -> str:
+    """"low-high" of the values (one value when they agree; "-" when none is known)."""
     present = [v for v in values if v is not None]
     if not present:
         return "-"

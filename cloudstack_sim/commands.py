@@ -20,7 +20,7 @@ from .params import (
     tag_filter,
     tag_pairs,
 )
-from .records import HIDDEN_STATES, Tag, TagRequest
+from .records import HIDDEN_STATES, Tag, TagRequest, new_id
 from .state import Cloud
 from .tags import matches_any
 
@@ -195,6 +195,23 @@ def destroy_vm(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, 
     return {"jobid": job.id}
 
 
+def update_vm(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
+    """Synchronous, as UpdateVMCmd: the answer is the VM. `group` moves it into that instance
+    group (created for the account if new; a VM is in one group at most), `displayname`
+    renames it; a VM in Error or Expunging is refused (UserVmManagerImpl)."""
+    vm = cloud.vms[known(command, "id", required(command, params, "id"), cloud.vms)]
+    if vm.removed:
+        raise ApiError(431, f"unable to find virtual machine with id: {vm.seq}", 4350)
+    if vm.state in ("Error", "Expunging"):
+        raise ApiError(431, f"Vm with id {vm.seq} is not in the right state", 4350)
+    if params.get("group"):
+        vm.group = params["group"]
+        vm.groupid = cloud.groups.setdefault(vm.group, new_id())
+    if params.get("displayname"):
+        vm.displayname = params["displayname"]
+    return {"virtualmachine": views.vm_json(cloud, vm)}
+
+
 def change_lb_members(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
     """assignToLoadBalancerRule and removeFromLoadBalancerRule."""
     rule_id = known(command, "id", required(command, params, "id"), cloud.rules)
@@ -257,6 +274,7 @@ COMMANDS: dict[str, Command] = {
     "listEvents": list_events,
     "deployVirtualMachine": deploy_vm,
     "destroyVirtualMachine": destroy_vm,
+    "updateVirtualMachine": update_vm,
     "assignToLoadBalancerRule": change_lb_members,
     "removeFromLoadBalancerRule": change_lb_members,
     "queryAsyncJobResult": query_job,

@@ -17,9 +17,12 @@ The modules follow one run's data path:
   run       one run: lock, observe, count health, decide (reading History only when
             needed), lease, act; a target scale-out's deploys finished after the lock
   views     Report -> log lines, the --status table, the --json object
-  cli       argv -> a live run or a replay -> exit status (the only module that knows both);
-            after a live run, its outputs: notify ([notify] webhook and command) and metrics
+  cli       argv -> a live run, a replay, the history or an adoption -> exit status (the
+            only module that knows them all); after a live run, its outputs: journal (the
+            run journal, one line per run), notify ([notify] webhook and command) and metrics
             ([metrics] textfile for Prometheus), which cannot change it
+  history   --history: the run journal -> a table of actions, failures and holds, a plot
+  adopt     --adopt: existing VMs handed over to the pool (tag, then group; under the lease)
 
 Below them: model (the data types), errors (the error hierarchy and exit statuses), logs
 (the 2013 line format), fleet_config (the optional [schedule NAME], [notify] and [metrics]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 PROG = "ssh_scale.py"
-REPLAY_ONLY = ("policy", "plot", "boot_seconds", "start", "format", "members")
+REPLAY_ONLY = ("policy", "boot_seconds", "start", "format", "members")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,10 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show the pool and the decision that would be taken; change nothing")
     views.add_argument("--json", action="store_true",
                        help="one JSON object per run on stdout; log lines go to stderr")
-    parser.add_argument("--replay", metavar="FILE", nargs="+",
+    parser.add_argument("--replay", metavar="FILE", nargs="*",
                         help="what-if: replay load history through the decision code: a "
                              "minute,demand trace, sar -q reports (one per VM) or this tool's "
                              "--json logs")
+    parser.add_argument("--journal", action="store_true",
+                        help="with --replay (no FILE): replay this config's run journal")
+    parser.add_argument("--history", action="store_true",
+                        help="what the live runs of this config did, from its run journal: "
+                             "actions, failures and holds (quiet runs summarised)")
+    parser.add_argument("--since", metavar="WHEN",
+                        help="with --history (default 24h) or --replay of --json logs or the "
+                             "journal: only the runs since then: 90m, 24h, 7d or a time")
+    parser.add_argument("--adopt", metavar="VM", nargs="+",
+                        help="hand these existing VMs (id or name) over to the pool, one at a "
+                             "time; with -n, only check them")
     parser.add_argument("--format", choices=("csv", "sar", "json"),
                         help="with --replay: the input's format (default: detected)")
     parser.add_argument("--members", type=int, metavar="N",
@@ -69,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy", choices=("current", "classic", "threshold", "target"),
                         help="with --replay: this config's policy (default), the 2013 tool's, "
                              "or this config with [scalling] policy = threshold or target")
-    parser.add_argument("--plot", metavar="PNG", help="with --replay: draw the replay")
+    parser.add_argument("--plot", metavar="PNG",
+                        help="with --replay: draw the replay; with --history: the runs")
     parser.add_argument("--boot-seconds", type=float, metavar="S",
                         help="with --replay: seconds before a new VM serves (default 150)")
     parser.add_argument("--start", metavar="TIME",
@@ -83,27 +95,100 @@ def check_options(args: argparse.Namespace) -> None:
     """Options that only make sense together; raises ConfigError."""
     from sshscale.errors import ConfigError
 
-    if args.replay and (args.status or args.dry_run):
-        raise ConfigError("--replay runs offline: it cannot be combined with --status or -n")
-    if not args.replay and any(getattr(args, name) is not None for name in REPLAY_ONLY):
-        raise ConfigError("--policy, --plot, --boot-seconds, --start, --format and --members "
+    replaying = args.replay is not None
+    modes = [name for name, on in (("--replay", replaying), ("--history", args.history),
+                                   ("--adopt", args.adopt is not None),
+                                   ("--status", args.status)) if on]
+    if len(modes) > 1:
+        raise ConfigError(f"{modes[0]} and {modes[1]} do not go together")
+    if (replaying or args.history) and (args.status or args.dry_run):
+        raise ConfigError(f"{modes[0]} runs offline: it cannot be combined with --status or -n")
+    if args.json and (args.history or args.adopt is not None):
+        raise ConfigError(f"{modes[0]} prints no --json object")
+    if not replaying and any(getattr(args, name) is not None for name in REPLAY_ONLY):
+        raise ConfigError("--policy, --boot-seconds, --start, --format and --members "
                           "go with --replay")
+    if not (replaying or args.history) and (args.plot is not None or args.since is not None):
+        raise ConfigError("--plot and --since go with --replay or --history")
+    if args.journal != (replaying and not args.replay):
+        raise ConfigError("--replay takes FILEs, or --journal (this config's run journal)")
+
+
+def offline_settings(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> Settings:
+    """The config for a replay or the history, which never connect: neither ~/.ssh/config
+    nor the key is read."""
+    from sshscale.config import load_settings
+
+    settings = load_settings(args.config, check_key=False)
+    redactor.add(settings.account.api_key, settings.account.secret_key, settings.pass_phrase)
+    return settings
 
 
 def replay(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
-    """--replay: offline; neither ~/.ssh/config nor SSH is touched."""
+    """--replay: offline; neither ~/.ssh/config nor SSH is touched. With --journal, the
+    config's run journal (the last 31 days of it, or --since)."""
     with step("while starting", changing=False):
+        from datetime import datetime, timedelta, timezone
+
+        import idcf_api
+        from sshscale.errors import ExitStatus
+        from sshscale.history import parse_since
+        from sshscale.journal import require_files
+        from sshscale.replay import MAX_MINUTES, run_replay
+
+        settings = offline_settings(args, redactor)
+        now = datetime.now(timezone.utc)
+        if args.journal:
+            files = require_files(idcf_api.config_path(args.config))
+            since = now - timedelta(minutes=MAX_MINUTES - 1)
+        else:
+            files, since = args.replay, None
+        if args.since is not None:
+            since = parse_since(args.since, now)
+    with step("during the replay", changing=False):
+        run_replay(settings, files, policy=args.policy, plot=args.plot,
+                   boot_seconds=args.boot_seconds, as_json=args.json, start=args.start,
+                   fmt="json" if args.journal else args.format, members=args.members,
+                   since=since)
+    return ExitStatus.OK
+
+
+def history(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
+    """--history: the config's run journal as a table (and a plot); offline."""
+    with step("while starting", changing=False):
+        from datetime import datetime, timezone
+
+        import idcf_api
+        from sshscale.errors import ExitStatus
+        from sshscale.history import show_history
+
+        settings = offline_settings(args, redactor)
+    with step("while reading the run journal", changing=False):
+        show_history(settings, idcf_api.config_path(args.config), args.since, args.plot,
+                     datetime.now(timezone.utc))
+    return ExitStatus.OK
+
+
+def adopt(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
+    """--adopt VM...: hand existing VMs over to the pool (with -n, only check them)."""
+    with step("while starting", changing=False):
+        from datetime import datetime, timezone
+
+        import idcf_api
+        from sshscale.adopt import adopt as adopt_vms
         from sshscale.config import load_settings
         from sshscale.errors import ExitStatus
-        from sshscale.replay import run_replay
+        from sshscale.measure import read_ssh_config
 
-        settings = load_settings(args.config, check_key=False)
+        ssh_config = read_ssh_config()
+        settings = load_settings(args.config, ssh_config=ssh_config, check_key=False)
         redactor.add(settings.account.api_key, settings.account.secret_key,
                      settings.pass_phrase)
-    with step("during the replay", changing=False):
-        run_replay(settings, args.replay, policy=args.policy, plot=args.plot,
-                   boot_seconds=args.boot_seconds, as_json=args.json, start=args.start,
-                   fmt=args.format, members=args.members)
+        path = idcf_api.config_path(args.config)
+        warn_insecure(path)
+    adopt_vms(settings, idcf_api.Client(settings.account), args.adopt, path,
+              ssh_config=ssh_config, dry_run=args.dry_run,
+              clock=lambda: datetime.now(timezone.utc))
     return ExitStatus.OK
 
 
@@ -158,11 +243,11 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
         report.error = idcf_api.redact(message_of(exc), redactor.secrets)
         emit(report, args)
         if not (read_only or _ctrl_c(exc)):  # SIGTERM (a systemd timeout) is a failure to tell
-            after_run(report, settings, time.monotonic() - started, redactor.secrets)
+            after_run(report, settings, time.monotonic() - started, redactor.secrets, path)
         raise
     emit(report, args)
     if not read_only:
-        after_run(report, settings, time.monotonic() - started, redactor.secrets)
+        after_run(report, settings, time.monotonic() - started, redactor.secrets, path)
     return ExitStatus.OK
 
 
@@ -173,14 +258,16 @@ def _ctrl_c(exc: BaseException) -> bool:
 
 
 def after_run(report: Report, settings: Settings, duration: float,
-              secrets: Sequence[str]) -> None:
-    """The live run's outputs besides the log, each off unless configured: [notify] and the
-    [metrics] textfile. They run after the run, cannot change it and never raise."""
+              secrets: Sequence[str], config: str) -> None:
+    """The live run's outputs besides the log: the run journal, and, each off unless
+    configured, [notify] and the [metrics] textfile. They run after the run, cannot change it
+    and never raise."""
     import time
 
-    from sshscale import metrics, notify
+    from sshscale import journal, metrics, notify
     from sshscale.lease import monitor_name
 
+    journal.append(report, config)
     notify.send(report, settings, monitor_name(), secrets)
     metrics.write(report, settings, duration, time.time())
 
@@ -218,7 +305,11 @@ def run_command(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) ->
         from sshscale.errors import exit_status, expected, message_of
     try:
         check_options(args)
-        return replay(args, redactor) if args.replay else live(args, redactor)
+        if args.replay is not None:
+            return replay(args, redactor)
+        if args.history:
+            return history(args, redactor)
+        return adopt(args, redactor) if args.adopt is not None else live(args, redactor)
     except BrokenPipeError:  # e.g. --json piped into head
         return idcf_api.closed_pipe()
     except Exception as exc:

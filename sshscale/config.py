@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import hashlib
 import math
 import os
 import re
@@ -32,8 +33,8 @@ from sshscale.fleet import HEALTH_CHECKS, TERMINATION_POLICIES, parse_limit
 from sshscale.fleet_config import NOTIFY_KEYS, metrics_textfile, notify, schedules
 from sshscale.model import PERIODS, Settings
 
-__all__ = ["display_path", "insecure_permissions", "key_path_for", "load_settings",
-           "lookup_ssh_config", "settings_from_config"]
+__all__ = ["config_digest", "display_path", "insecure_permissions", "key_path_for",
+           "load_settings", "lookup_ssh_config", "settings_from_config"]
 
 ALIASES = {
     "scaling": ("scalling", "scaling"),
@@ -121,6 +122,12 @@ class _Section:
         for key in self.values:
             if key not in known:
                 raise self.error(key, "unknown key" + idcf_api.did_you_mean(key, known))
+
+
+def config_digest(path: str) -> str:
+    """A short name for a config file, from its real path: the same for cron, systemd and a
+    login shell, through a symlink, and across an editor replacing the file."""
+    return hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:16]
 
 
 def display_path(path: str) -> str:

@@ -70,6 +70,7 @@ def run_autoscaler(config: Path, home: Path) -> subprocess.CompletedProcess:
     """One cron-style run of the real command, with HOME in the demo's directory."""
     env = dict(os.environ, HOME=str(home))
     env.pop("XDG_RUNTIME_DIR", None)
+    env.pop("XDG_STATE_HOME", None)  # its run journal goes under that HOME too
     return subprocess.run([sys.executable, "-m", "ssh_scale", "-c", str(config)],
                           capture_output=True, text=True, env=env, timeout=120)
 

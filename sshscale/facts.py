@@ -16,8 +16,8 @@ On the load-balancer rule:
                         "<launch fingerprint> <unix time>": the rolling refresh stopped because
                         a VM of that template and offering failed its health check
 On a VM:
-  ssh-scale:pool        the load-balancer rule's id: the pool this VM belongs to (written right
-                        after its deploy; see sshscale/ownership.py)
+  ssh-scale:pool        the load-balancer rule's id: the pool this VM belongs to (written once
+                        it is up, or by --adopt; see sshscale/ownership.py)
   ssh-scale:drain       unix time it was taken out of the load balancer on purpose (a later run
                         finishes the scale-in)
   ssh-scale:unhealthy   how many runs in a row its health check failed (written only when

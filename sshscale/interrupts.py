@@ -21,7 +21,7 @@ __all__ = ["INTERRUPTED", "TERMINATED", "Terminated", "step", "stopped_message",
 
 INTERRUPTED = 130  # the exit statuses: 128 + SIGINT, 128 + SIGTERM
 TERMINATED = 143
-_STEP = "ssh_scale_step"  # the attribute an interruption carries its step in: (what, changing)
+_STEP = "ssh_scale_step"  # the attribute an interruption carries its step in: (what, left)
 
 
 class Terminated(KeyboardInterrupt):
@@ -30,15 +30,16 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def step(what: str, changing: bool = True) -> Iterator[None]:
+def step(what: str, changing: bool = True, left: str = "") -> Iterator[None]:
     """Name what an interruption inside the block stops ("during the drain of web-3"); the
     innermost step wins. A changing step leaves work the next run finishes; a step that
-    only reads leaves nothing."""
+    only reads leaves nothing; `left`, when given, says instead what is left to do."""
     try:
         yield
     except KeyboardInterrupt as exc:
         if not hasattr(exc, _STEP):
-            setattr(exc, _STEP, (what, changing))
+            setattr(exc, _STEP, (what, left or ("the next run finishes it" if changing
+                                                else "nothing was changed")))
         raise
 
 
@@ -47,8 +48,8 @@ def stopped_message(exc: KeyboardInterrupt) -> str:
     head = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
     if not hasattr(exc, _STEP):
         return head
-    what, changing = getattr(exc, _STEP)
-    return f"{head} {what}; {'the next run finishes it' if changing else 'nothing was changed'}"
+    what, left = getattr(exc, _STEP)
+    return f"{head} {what}; {left}"
 
 
 def stopped_status(exc: KeyboardInterrupt) -> int:

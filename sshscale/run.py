@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import time
@@ -18,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from idcf_api import Client
 from sshscale.act import Actor
-from sshscale.config import display_path
+from sshscale.config import config_digest, display_path
 from sshscale.decide import aggregate_load, decide
 from sshscale.errors import LeaseBusy, LockBusy, SshError, TagError
 from sshscale.interrupts import step
@@ -38,8 +37,8 @@ __all__ = ["decide_with_history", "finish_pending", "lock_path", "other_run_on_t
 def lock_path(config: str) -> str:
     """The lock file of a config: ~/.cache/ssh_scale/<hash of its real path>.lock, the same
     for cron, systemd and a login shell, and across an editor replacing the config."""
-    digest = hashlib.sha1(os.path.realpath(config).encode()).hexdigest()[:16]
-    return os.path.join(os.path.expanduser("~/.cache"), "ssh_scale", f"{digest}.lock")
+    return os.path.join(os.path.expanduser("~/.cache"), "ssh_scale",
+                        f"{config_digest(config)}.lock")
 
 
 @contextlib.contextmanager

@@ -72,6 +72,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (directory / ".ssh").mkdir(parents=True, mode=0o700)
     monkeypatch.setenv("HOME", str(directory))
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)  # the run journal goes under HOME
     monkeypatch.delenv("IDCFRC", raising=False)
     for name in ("CLOUDSTACK_ENDPOINT", "CLOUDSTACK_KEY", "CLOUDSTACK_SECRET",
                  "IDCF_COMPUTE_HOST", "IDCF_COMPUTE_API_KEY", "IDCF_COMPUTE_SECRET_KEY"):

@@ -49,10 +49,11 @@ def run_replay(settings: Settings, trace: Union[str, Sequence[str]], *,
                policy: Optional[str] = None, plot: Optional[str] = None,
                boot_seconds: Optional[float] = None, as_json: bool = False,
                start: Optional[str] = None, fmt: Optional[str] = None,
-               members: Optional[int] = None) -> int:
+               members: Optional[int] = None, since: Optional[datetime] = None) -> int:
     """`ssh_scale.py --replay`: replay, print the table (or JSON), draw the plot; returns 0.
     `trace` is one input file or several (sources.read_inputs: `fmt`, `members`); `start` is
-    the time of the trace's minute 0 (schedules are evaluated at it).
+    the time of the trace's minute 0 (schedules are evaluated at it); `since` keeps the runs
+    of --json logs from then on.
 
     Raises ReplayError (a ConfigError: exit 2) for a bad input, option or plot path."""
     boot = checked_boot_seconds(DEFAULT_BOOT_SECONDS if boot_seconds is None else boot_seconds)
@@ -62,8 +63,8 @@ def run_replay(settings: Settings, trace: Union[str, Sequence[str]], *,
     if plot:
         require_matplotlib()
     paths = [trace] if isinstance(trace, str) else list(trace)
-    result = replay(read_inputs(paths, fmt, members), settings, policy or "current", boot,
-                    start=first)
+    demand = read_inputs(paths, fmt, members, since)
+    result = replay(demand, settings, policy or "current", boot, start=first)
     if plot:
         plot_replay(result, plot)
     if as_json:

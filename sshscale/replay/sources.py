@@ -190,9 +190,24 @@ def _run_demand(run: Mapping[str, Any], where: str) -> Optional[Sample]:
     return when.timestamp(), sum(loads) / len(loads) * serving
 
 
-def parse_json_log(lines: Iterable[str], source: str) -> list[Sample]:
+def parse_json_log(lines: Iterable[str], source: str,
+                   since: Optional[datetime] = None) -> list[Sample]:
     """(unix seconds, demand) of every run of an ssh_scale.py --json log that measured a
-    load; raises ReplayError naming source and line."""
+    load (from `since` on, if given); raises ReplayError naming source and line."""
+    samples = _json_samples(lines, source, since)
+    if not samples:
+        raise _no_runs(source, since)
+    return samples
+
+
+def _no_runs(source: str, since: Optional[datetime]) -> ReplayError:
+    return ReplayError(f"{source}: no run with a measured load"
+                       + (f" since {since:%Y-%m-%d %H:%M %Z}" if since else "")
+                       + " (expected the lines of ssh_scale.py --json)")
+
+
+def _json_samples(lines: Iterable[str], source: str,
+                  since: Optional[datetime]) -> list[Sample]:
     samples = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -206,11 +221,8 @@ def parse_json_log(lines: Iterable[str], source: str) -> list[Sample]:
             raise ReplayError(f"{where}: expected a JSON object (one ssh_scale.py --json run "
                               "per line)")
         sample = _run_demand(run, where)
-        if sample is not None:
+        if sample is not None and (since is None or sample[0] >= since.timestamp()):
             samples.append(sample)
-    if not samples:
-        raise ReplayError(f"{source}: no run with a measured load (expected the lines of "
-                          "ssh_scale.py --json)")
     return samples
 
 
@@ -232,10 +244,26 @@ def trace_from_samples(samples: Sequence[Sample], source: str) -> Trace:
     return Trace(source, tuple(TracePoint(m, d) for m, d in sorted(by_minute.items())))
 
 
+def _json_trace(paths: Sequence[str], texts: Mapping[str, str], since: Optional[datetime],
+                source: str) -> Trace:
+    """--json logs (rotated files, monitors) merged: each file must hold runs with a load,
+    or with `since`, the files together must hold some since then."""
+    samples: list[Sample] = []
+    for path in paths:
+        found = _json_samples(texts[path].splitlines(), path, since)
+        if not found and since is None:
+            raise _no_runs(path, since)
+        samples += found
+    if not samples:
+        raise _no_runs(source, since)
+    return trace_from_samples(samples, source)
+
+
 def read_inputs(paths: Sequence[str], fmt: Optional[str] = None,
-                members: Optional[int] = None) -> Trace:
-    """The pool's demand from one or more input files (format detected unless given); raises
-    ReplayError for a bad file, line or combination of options."""
+                members: Optional[int] = None, since: Optional[datetime] = None) -> Trace:
+    """The pool's demand from one or more input files (format detected unless given; `since`:
+    the runs of --json logs from then on); raises ReplayError for a bad file, line or
+    combination of options."""
     if fmt is not None and fmt not in FORMATS:
         raise ReplayError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     texts = {path: read_input_text(path) for path in paths}
@@ -248,13 +276,14 @@ def read_inputs(paths: Sequence[str], fmt: Optional[str] = None,
     source = paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
     if members is not None and (kind != "sar" or len(paths) > 1):
         raise ReplayError("--members goes with one sar -q file (several are one VM each)")
+    if since is not None and kind != "json":
+        raise ReplayError("--since goes with --json logs and the run journal")
     if kind == "csv":
         if len(paths) > 1:
             raise ReplayError("a minute,demand trace is one file")
         return parse_trace(texts[paths[0]].splitlines(), paths[0])
     if kind == "json":
-        return trace_from_samples([s for path in paths for s in
-                                   parse_json_log(texts[path].splitlines(), path)], source)
+        return _json_trace(paths, texts, since, source)
     series = [parse_sar(texts[path].splitlines(), path) for path in paths]
     if len(paths) == 1:
         if members is None:

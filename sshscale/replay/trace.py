@@ -8,6 +8,7 @@ first row's demand applies.
 
 from __future__ import annotations
 
+import gzip
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -109,8 +110,18 @@ def _parse_demand(text: str, where: str) -> float:
 
 
 def read_input_text(path: str) -> str:
-    """A replay input's text (UTF-8, a byte order mark dropped); raises ReplayError naming
+    """A replay input's text (UTF-8, a byte order mark dropped; a *.gz file, such as the run
+    journal's rotated files or a compressed log, decompressed); raises ReplayError naming
     the file when it cannot be read."""
+    if path.endswith(".gz"):
+        try:
+            with gzip.open(path, "rt", encoding="utf-8-sig") as stream:
+                return stream.read()
+        except FileNotFoundError:
+            raise ReplayError(f"{path}: no such file") from None
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise ReplayError(f"{path}: not a gzip-compressed UTF-8 text file "
+                              f"({getattr(exc, 'strerror', None) or exc})") from None
     try:
         return textio.read_text(path, "UTF-8 text", encoding="utf-8-sig")
     except textio.UnreadableFile as exc:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import idcf_api
 from idcf_api import Client, JobFailed
-from sshscale.errors import LeaseExpired, ScaleError
+from sshscale.errors import LeaseExpired, ScaleError, TagError
 from sshscale.facts import (
     BACKOFF,
     BUDGET,
@@ -37,7 +37,7 @@ from sshscale.logs import note
 from sshscale.model import IN_SERVICE, Deploy, History, Settings
 from sshscale.observe import parse_time
 from sshscale.ownership import vm_name
-from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
+from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter, refused
 
 __all__ = ["Awaited", "DeployFailed", "Launcher", "vms_text"]
 
@@ -170,8 +170,15 @@ class Launcher:
         launches nothing); then the records older than an hour and the budget's notice go."""
         now = self.clock()
         self.check_lease()
-        self.tags.create(LOAD_BALANCER, self.settings.load_balancer,
-                         {launch_key(t): time_value(now) for t in tokens})
+        try:
+            self.tags.create(LOAD_BALANCER, self.settings.load_balancer,
+                             {launch_key(t): time_value(now) for t in tokens})
+        except TagError as exc:
+            if not refused(exc):
+                raise
+            note("tags", "the cloud keeps no tags on load-balancer rules: no launch budget and "
+                         "no failed-deploy backoff can be kept", logging.WARNING)
+            return
         stale = [key for key, when in self.history.launches if when <= now - LAUNCH_WINDOW]
         if self.history.budget_notice is not None:
             stale.append(BUDGET)

@@ -19,7 +19,7 @@ from sshscale.errors import LeaseBusy, TagError
 from sshscale.facts import LEASE, lease_value, parse_lease
 from sshscale.logs import note
 from sshscale.model import Action, Lease, Settings
-from sshscale.tags import LOAD_BALANCER, TAG_JOB_SECONDS, TagWriter
+from sshscale.tags import LOAD_BALANCER, TAG_JOB_SECONDS, TagWriter, refused
 
 __all__ = ["change_deadline", "dead_here", "holder_id", "lease_seconds", "monitor_name",
            "pool_lease"]
@@ -106,7 +106,7 @@ def _take(tags: TagWriter, settings: Settings, lease: Lease, now: datetime) -> b
     except TagError as exc:
         held = _lease_in(exc)
         if held is None:
-            if _refused(exc):
+            if refused(exc):
                 note("lease", "the cloud keeps no tags on load-balancer rules; relying on the "
                               "local lock alone (two monitors must not drive this pool)",
                      logging.WARNING)
@@ -144,12 +144,6 @@ def _create_again(tags: TagWriter, rule: str, value: dict[str, str]) -> None:
 def _lease_in(exc: TagError) -> Optional[str]:
     """The lease value the read-back after a failed create found on the rule, if any."""
     return next((held[LEASE] for held in exc.found.values() if LEASE in held), None)
-
-
-def _refused(exc: TagError) -> bool:
-    """The rule takes no tags: the create was refused as a bad parameter (431) and nothing
-    is there (a server error or a timeout is no such answer: the run fails instead)."""
-    return getattr(exc.cause, "errorcode", None) == 431
 
 
 def _release(tags: TagWriter, settings: Settings, lease: Lease) -> None:

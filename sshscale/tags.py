@@ -17,7 +17,7 @@ from sshscale.errors import TagError
 from sshscale.logs import note
 from sshscale.model import Settings
 
-__all__ = ["LOAD_BALANCER", "TAG_JOB_SECONDS", "USER_VM", "TagWriter", "read_tags"]
+__all__ = ["LOAD_BALANCER", "TAG_JOB_SECONDS", "USER_VM", "TagWriter", "read_tags", "refused"]
 
 USER_VM = "UserVm"
 LOAD_BALANCER = "LoadBalancer"
@@ -39,6 +39,12 @@ def read_tags(client: Client, settings: Settings, kind: str, resource_ids: Seque
             if key in wanted and resource in resource_ids:
                 found.setdefault(resource, {})[key] = str(tag.get("value", ""))
     return found
+
+
+def refused(exc: TagError) -> bool:
+    """The resource takes no tags: the create was refused as a bad parameter (431) and nothing
+    is there (a server error or a timeout is no such answer)."""
+    return getattr(exc.cause, "errorcode", None) == 431 and not any(exc.found.values())
 
 
 def _ids(resource_ids: Union[str, Sequence[str]]) -> list[str]:

@@ -28,7 +28,7 @@ from sshscale.facts import (
 )
 from sshscale.fleet import replacement_of
 from sshscale.interrupts import step
-from sshscale.launch import DeployFailed, Launcher, vms_text
+from sshscale.launch import Launcher, vms_text
 from sshscale.logs import note
 from sshscale.model import GONE, Action, Decision, Deploy, Pool, Vm
 from sshscale.tags import USER_VM
@@ -172,7 +172,7 @@ class Actor(Launcher):
         if awaited.failure is not None:  # the new VM is gone; on a timeout it may come
             self.back_off()
             self._mark_replaced(vm, None)
-            raise DeployFailed(str(awaited.failure)) from None
+            raise awaited.failure
         self.tag_new(awaited.vm_ids, {TRIES: tries_value(generation)})
         self.assign(awaited.vm_ids)
 

@@ -39,7 +39,7 @@ from sshscale.observe import parse_time
 from sshscale.ownership import vm_name
 from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter, refused
 
-__all__ = ["Awaited", "DeployFailed", "Launcher", "vms_text"]
+__all__ = ["Awaited", "Launcher", "vms_text"]
 
 TOKEN_BYTES = 3  # the random part of a VM name: 6 hex digits
 
@@ -47,11 +47,6 @@ TOKEN_BYTES = 3  # the random part of a VM name: 6 hex digits
 def vms_text(count: int) -> str:
     """"1 VM", "3 VMs"."""
     return f"{count} VM{'s' if count > 1 else ''}"
-
-
-class DeployFailed(ScaleError):
-    """Deploys failed (their VMs are destroyed, the backoff grown); VMs of the same scale-out
-    that came up were still added to the load balancer."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +122,8 @@ class Launcher:
         """Record the launches, then deploy VMs with [launch_config], each named with the pool's
         stem (which proves them the pool's from the start: they are tagged once up). A
         refused deploy call is read back by its name: a VM that exists was accepted after
-        all; else the deploy failed (the backoff grows; DeployFailed), and no further one is
-        started."""
+        all; else the deploy failed (the backoff grows; its error is raised), and no further
+        one is started."""
         tokens = [secrets.token_hex(TOKEN_BYTES) for _ in range(count)]
         self._record_launches(tokens)
         started: list[Deploy] = []
@@ -143,7 +138,7 @@ class Launcher:
         if failure is not None:
             self.back_off()
             if not started:
-                raise DeployFailed(f"deployVirtualMachine: {failure}") from None
+                raise failure
             note("scale out", f"deployVirtualMachine: {failure}; going on with "
                               f"{vms_text(len(started))}", logging.ERROR)
         return tuple(started)
@@ -286,8 +281,8 @@ class Launcher:
         """Tag every VM that came up as the pool's and add it to the load balancer (a failed
         deploy does not keep the others out), and record the scale. The new count is
         pool_count plus the new VMs, or, when other runs may have changed the pool meanwhile
-        (None), the members in service read again. Raises DeployFailed after the assign when
-        a deploy failed (and grows the backoff)."""
+        (None), the members in service read again. Raises a failed deploy's error after the
+        assign (and grows the backoff)."""
         if awaited.vm_ids:
             self.tag_new(awaited.vm_ids, {})
             self.assign(awaited.vm_ids)
@@ -297,7 +292,7 @@ class Launcher:
             self.back_off()
             if awaited.vm_ids:
                 self._count(pool_count, len(awaited.vm_ids))
-            raise DeployFailed(str(awaited.failure)) from None
+            raise awaited.failure
         return self._count(pool_count, len(awaited.vm_ids))
 
     def _count(self, pool_count: Optional[int], added: int) -> str:

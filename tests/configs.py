@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -76,3 +77,9 @@ def label(name: str) -> str:
 def labels(vms: Any) -> set[str]:
     """The labels of VMs' JSON (simulator answers)."""
     return {label(vm["name"]) for vm in vms}
+
+
+def unstem(text: str) -> str:
+    """Output with the pool's name stems taken off the VM names, so that tests find the names
+    they gave ("replace : m2 (127.0.2.3)")."""
+    return re.sub(rf"{NAME_PREFIX}[0-9a-f]{{{POOL_KEY_DIGITS}}}-", "", text)

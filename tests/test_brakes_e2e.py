@@ -1,8 +1,9 @@
 """Every corrective loop has a brake, end to end (the installed command, the simulator in both
-server modes, the real sshd, real HTTP health endpoints): repairs the cloud refuses back off
-per VM, refused and timed-out deploys, the launch budget and its one notice, the target
-policy's deploys when one fails, and tag calls whose answer is lost (the lease read back).
-Replacements that never become healthy and the refresh's halt: tests/test_health.py."""
+server modes, the real sshd): repairs the cloud refuses back off per VM, deploys the API
+refuses at once, the launch budget and its one notice, the target policy's deploys when one
+fails, and tag calls whose answer is lost (the lease read back). A deploy whose answer is lost:
+tests/test_faults.py; replacements that never become healthy and the refresh's halt:
+tests/test_health.py."""
 
 from __future__ import annotations
 
@@ -62,18 +63,6 @@ def test_a_deploy_refused_at_once_grows_the_backoff(tmp_path, cloud, key, sshd):
     assert "held back by the failed-deploy backoff" in run(path)
     assert deploys(cloud) == 1
     assert sum(key.startswith("ssh-scale:launch:") for key in cloud.tags(cloud.lb_id)) == 1
-
-
-def test_a_deploy_whose_answer_is_lost_is_read_back_by_its_name(tmp_path, cloud, key, sshd):
-    """The call times out after the cloud took it: the VM is found by the name the deploy
-    gave it, and the scale-out goes on with it: no second deploy, no backoff."""
-    cloud.inject(Fault("slow_after", command="deployVirtualMachine", delay=5))
-    sshd.set_output(HIGH)
-    path = make_config(tmp_path, cloud, key, sshd.port)
-    text = run(path)
-    assert "the cloud took the deploy" in text
-    assert deploys(cloud) == 1 and BACKOFF not in cloud.tags(cloud.lb_id)
-    assert len(cloud.lb_members()) == 3
 
 
 def test_the_launch_budget_holds_deploys_and_says_so_once(tmp_path, cloud, key, sshd):

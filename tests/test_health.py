@@ -20,7 +20,7 @@ from tests import sshd_support
 from tests.conftest import base_sections, run_cli, write_config
 from tests.receivers import Receiver
 from tests.scenarios import kill_when, outputs, repair
-from tests.configs import add_owned, label, labels
+from tests.configs import add_owned, label, labels, unstem
 
 WEB1, M1, M2, M3 = "127.0.2.1", "127.0.2.2", "127.0.2.3", "127.0.2.4"
 ADDRESSES = [WEB1, M1, M2, M3]
@@ -93,7 +93,8 @@ class HealthServers:
 
 @pytest.fixture
 def http() -> Iterator[HealthServers]:
-    servers = HealthServers(ADDRESSES)
+    """A health endpoint on every member address, the spare ones (new VMs) included."""
+    servers = HealthServers(ADDRESSES + SPARE)
     yield servers
     servers.close()
 
@@ -128,9 +129,10 @@ def names(cloud: Any) -> list[str]:
 
 
 def run(path: Path, *args: str) -> str:
+    """A run that succeeds; its output with the VMs' name stems taken off."""
     done = run_cli("-c", str(path), *args)
     assert done.returncode == 0, done.stdout + done.stderr
-    return outputs(done)
+    return unstem(outputs(done))
 
 
 # --- check = ssh --------------------------------------------------------------------------------
@@ -234,7 +236,7 @@ def test_crash_during_replacement_is_finished_by_the_next_runs(tmp_path, cloud, 
         "assigned": lambda: bool(cloud.calls_of("assignToLoadBalancerRule")),
     }[step]
     kill_when(path, reached)
-    texts = repair(path, cloud, runs=repairs)
+    texts = [unstem(t) for t in repair(path, cloud, runs=repairs)]
     assert any("replaced m2, which is still in the load balancer" in t for t in texts)
     assert len(cloud.calls_of("deployVirtualMachine")) == 1
     assert len(names(cloud)) == 3 and "m2" not in names(cloud)
@@ -259,6 +261,11 @@ def test_http_check_replaces_failing_members_one_per_run(tmp_path, cloud, key, s
     assert sorted(http.requests[:4]) == sorted(f"{a}/healthz" for a in ADDRESSES)
     cloud.settle()
     assert "m3" in names(cloud) and "m2" not in names(cloud)
+    # one replacement at a time (a tenth of the pool, at least one): m3 waits until m2's
+    # replacement has passed its check, after [health] grace (300 s)
+    assert "replacing m3 waits: 1 replacement(s) not yet healthy (at most 1 at once)" \
+        in run(path)
+    cloud.skew_clock(400)
     text = run(path)
     assert "replace          : m3" in text
     cloud.settle()
@@ -278,7 +285,7 @@ def test_status_and_json_show_each_members_health(tmp_path, cloud, key, servers,
     assert "healthy" in next(line for line in status.splitlines() if "| m1 " in line)
     assert not cloud.calls_of("createTags")  # a read-only look writes no count
     done = run_cli("-c", str(path), "--json")  # a live run: it writes the count
-    pool = {vm["name"]: vm for vm in json.loads(done.stdout)["pool"]}
+    pool = {label(vm["name"]): vm for vm in json.loads(done.stdout)["pool"]}
     assert pool["m2"]["health"] == {"ok": False, "failures": 1, "detail":
                                     f"http://{M2}:{http.port}/healthz: HTTP 503"}
     assert pool["m1"]["health"]["ok"] and not pool["m1"]["protected"]
@@ -306,7 +313,8 @@ def test_replacements_that_never_become_healthy_stop_after_three(tmp_path, cloud
     """A template whose VMs fail from birth: each replacement that fails counts as a failed
     deploy (the backoff grows) and the third in a row is given up, told once."""
     vms = seed(cloud)
-    http.answers[M1] = 500  # m1 fails; new VMs (spare addresses) answer nothing: they fail
+    for address in [M1, M3, *SPARE]:  # m1 fails, and so does every new VM (M3, then spares)
+        http.answers[address] = 500
     with Receiver() as receiver:
         path = config(tmp_path, cloud, key, servers.port,
                       {"check": "http", "url": f"http://{{ip}}:{http.port}/healthz",
@@ -327,7 +335,9 @@ def test_replacements_that_never_become_healthy_stop_after_three(tmp_path, cloud
 
 def test_a_refresh_to_a_template_whose_vms_fail_halts(tmp_path, cloud, key, servers,
                                                       http):
-    vms = seed(cloud)
+    seed(cloud)
+    for address in [M3, *SPARE]:  # where refreshed VMs come up: they fail their check
+        http.answers[address] = 500
     with Receiver() as receiver:
         path = config(tmp_path, cloud, key, servers.port,
                       {"check": "http", "url": f"http://{{ip}}:{http.port}/healthz",
@@ -335,7 +345,7 @@ def test_a_refresh_to_a_template_whose_vms_fail_halts(tmp_path, cloud, key, serv
                       scalling={"refresh": "yes"},
                       launch_config={"templateid": cloud.own_template_id},
                       notify={"webhook": receiver.url(), "events": "brake"})
-        assert f"refresh: {vms['m1']['name']}" in run(path)
+        assert "refresh: m1" in run(path)
         second = run(path)
         assert "refresh halted" in second
         assert REFRESH_HALTED in cloud.tags(cloud.lb_id)

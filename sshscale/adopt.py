@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Callable, Optional
 
 from idcf_api import CloudStackError, Client
-from sshscale.errors import ConfigError, LeaseBusy, LockBusy, ScaleError, message_of
+from sshscale.errors import ConfigError, LeaseBusy, LockBusy, ScaleError, TagError, message_of
 from sshscale.facts import POOL
 from sshscale.fleet import outdated, protected
 from sshscale.interrupts import step
@@ -234,7 +234,7 @@ def _hand_over(client: Client, settings: Settings, candidate: Candidate) -> None
         note("adopt", f"{vm.name}: {what}")
         try:
             change()
-        except CloudStackError as exc:
+        except (CloudStackError, TagError) as exc:  # a tag call has read back already
             data = _read_back(client, vm.id)
             if data is not None and done(data):
                 note("adopt", f"{vm.name}: {message_of(exc)}; the cloud shows it done")

@@ -330,8 +330,8 @@ class Launcher:
                 missing = [v for v in vm_ids if v not in members]
                 if len(missing) == len(vm_ids):
                     raise
-                note("assign to lb", f"{len(vm_ids) - len(missing)} of them in the load "
-                                     "balancer already")
+                note("assign to lb", f"{len(vm_ids) - len(missing)} of them already in the "
+                                     "load balancer (another run adopted them)")
                 if missing:
                     self._assign_job(missing)
 

@@ -21,6 +21,7 @@ from sshscale.config import config_digest, display_path
 from sshscale.decide import aggregate_load, decide
 from sshscale.errors import LeaseBusy, LockBusy, SshError, TagError
 from sshscale.interrupts import step
+from sshscale.launch import Awaited
 from sshscale.lease import change_deadline, lease_seconds, pool_lease
 from sshscale.logs import note
 from sshscale.model import Action, Decision, History, Observation, Pending, Report, Settings
@@ -32,6 +33,8 @@ from sshscale.views import decision_verb, log_checks
 
 __all__ = ["decide_with_history", "finish_pending", "lock_path", "other_run_on_this_monitor",
            "run_lock", "run_once"]
+
+LEASE_RETRY_SECONDS = 2.0  # a deploy's end waits for another run's lease this often
 
 
 def lock_path(config: str) -> str:
@@ -196,6 +199,26 @@ def _act(observation: Observation, settings: Settings, client: Client, report: R
             report.vm_ids, report.pool_after = tuple(actor.vm_ids), actor.count_after
 
 
+def _join_under_lease(actor: Actor, awaited: Awaited, settings: Settings, client: Client,
+                      now: Callable[[], datetime], sleep: Callable[[float], None]) -> str:
+    """Assign the VMs that came up and record the scale under the pool's lease, waiting (up to
+    job_timeout) for a run of another scale that holds it; then the next runs add them."""
+    waited = 0.0
+    while True:
+        try:
+            with pool_lease(client, settings, now(), Action.ADOPT) as lease:
+                actor.deadline = change_deadline(lease, settings, Action.ADOPT)
+                return actor.join(awaited, None)
+        except LeaseBusy as exc:
+            if waited >= settings.job_timeout:
+                note("scale out", f"{exc}: the next runs add the new VMs"
+                     + (" (the failed deploy is not counted)" if awaited.failure else ""),
+                     logging.WARNING)
+                return "deploys done; the next runs add the VMs"
+        sleep(LEASE_RETRY_SECONDS)
+        waited += LEASE_RETRY_SECONDS
+
+
 def finish_pending(settings: Settings, client: Client, report: Report, *,
                    sleep: Callable[[float], None] = time.sleep,
                    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
@@ -218,14 +241,7 @@ def finish_pending(settings: Settings, client: Client, report: Report, *,
     try:
         with step(f"during the deploy of {len(pending.deploys)} VM(s)"):
             awaited = actor.await_deploys(pending.deploys)
-        with pool_lease(client, settings, now(), Action.ADOPT) as lease:
-            actor.deadline = change_deadline(lease, settings, Action.ADOPT)
-            report.result = actor.join(awaited, None)
-    except LeaseBusy as exc:
-        note("scale out", f"{exc}: the next runs add the new VMs"
-                          + (" (the failed deploy is not counted)" if awaited.failure else ""),
-             logging.WARNING)
-        report.result = "deploys done; the next runs add the VMs"
+        report.result = _join_under_lease(actor, awaited, settings, client, now, sleep)
     finally:
         report.pool_after = actor.count_after
     return report

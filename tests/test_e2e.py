@@ -136,7 +136,7 @@ def test_scale_in_removes_newest_managed_only(tmp_path, cloud, key, sshd):
     done = run_cli("-c", str(path))
     assert done.returncode == 0, done.stderr
     assert f"scale in         : -1 ({newer['name']}" in done.stdout
-    assert member_names(cloud) == sorted([older["name"], "other-unmanaged", "web1"])
+    assert member_names(cloud) == ["m-old", "other-unmanaged", "web1"]
     assert newer["id"] not in {vm["id"] for vm in cloud.vms()}
     assert older["id"] in {vm["id"] for vm in cloud.vms()}
     # and again: the next victim is m-old, never web1 or the unmanaged VM

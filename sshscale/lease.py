@@ -9,41 +9,66 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from idcf_api import Client, JobFailed
-from sshscale.errors import LeaseBusy
+from sshscale.errors import ConfigError, LeaseBusy
 from sshscale.facts import LEASE, lease_value, parse_lease
 from sshscale.logs import note
 from sshscale.model import Lease, Settings
 from sshscale.observe import read_rule_tags
 from sshscale.tags import LOAD_BALANCER, TagWriter, already_there, refused
 
-__all__ = ["change_deadline", "dead_here", "holder_id", "lease_seconds", "monitor_name",
-           "pool_lease"]
+__all__ = ["boot_id", "change_deadline", "dead_here", "holder_id", "lease_seconds",
+           "monitor_name", "pool_lease"]
 
 LEASE_GUARD = 5.0
+MONITOR_VARIABLE = "SSH_SCALE_MONITOR"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+UNKNOWN_BOOT = "-"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 def holder_id() -> str:
-    """Who holds a lease: this monitor's name ($SSH_SCALE_MONITOR, else the host name) and
-    this run's process id."""
-    return f"{monitor_name()}:{os.getpid()}"
+    """Who holds a lease: `<monitor>:<boot>:<pid>`, this monitor's name, this boot of it (two
+    hosts of one name, or one host before and after a reboot, differ) and this run's pid."""
+    return f"{monitor_name()}:{boot_id()}:{os.getpid()}"
 
 
 def monitor_name() -> str:
-    """This monitor's name in leases: $SSH_SCALE_MONITOR, else the host name."""
-    return os.environ.get("SSH_SCALE_MONITOR") or socket.gethostname()
+    """This monitor's name in leases and notifications: $SSH_SCALE_MONITOR, else the host
+    name; raises ConfigError for a name that is not a host-name-like word."""
+    given = os.environ.get(MONITOR_VARIABLE)
+    name = given or socket.gethostname()
+    if not _NAME.fullmatch(name):
+        where = f"${MONITOR_VARIABLE}" if given else f"this host's name (set ${MONITOR_VARIABLE})"
+        raise ConfigError(f"{where}: {name!r} is not a monitor name: up to 63 letters, digits, "
+                          "'.', '-' and '_', starting with a letter or digit")
+    return name
+
+
+def boot_id() -> str:
+    """This boot of this host: the first 8 hex digits of the kernel's boot id (Linux), or
+    UNKNOWN_BOOT where there is none."""
+    try:
+        with open(BOOT_ID, encoding="ascii") as handle:
+            return handle.read().strip().replace("-", "")[:8] or UNKNOWN_BOOT
+    except (OSError, UnicodeDecodeError):
+        return UNKNOWN_BOOT
 
 
 def dead_here(holder: str) -> bool:
-    """A holder on this monitor whose process is gone (killed, rebooted): its lease is void
-    at once; a holder elsewhere is trusted until its lease expires."""
-    name, _, pid = holder.rpartition(":")
-    if name != monitor_name() or not pid.isdigit():
+    """A holder of this boot of this monitor whose process is gone (killed): its lease is
+    void at once. Any other holder is trusted until its lease expires: another host of the
+    same name, this host before a reboot (a different boot id), a boot that cannot be told
+    (UNKNOWN_BOOT) and a holder of the old `<monitor>:<pid>` form alike."""
+    name, boot, pid = (holder.split(":") + ["", ""])[:3]
+    ours = boot_id()
+    if name != monitor_name() or boot != ours or ours == UNKNOWN_BOOT or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
@@ -105,14 +130,10 @@ def _take(client: Client, tags: TagWriter, settings: Settings, lease: Lease,
     if held is not None and held.expires > now and not dead_here(held.holder):
         raise LeaseBusy(f"another run ({held.holder}) holds the pool's lease until "
                         f"{held.expires:%Y-%m-%d %H:%M:%S} UTC")
-    if held is None:
-        what = f"an unreadable lease {raw!r}"
-    elif held.expires > now:
-        what = f"the lease of {held.holder}, a run that died on this monitor"
+    if raw is None:  # given back since createTags found it: nothing to break
+        note("lease", "the lease was given back meanwhile; taking it")
     else:
-        what = f"an expired lease ({held.holder})"
-    note("lease", f"breaking {what}", logging.WARNING)
-    if raw is not None:
+        note("lease", f"breaking {_broken(held, raw, now)}", logging.WARNING)
         tags.delete(LOAD_BALANCER, settings.load_balancer, {LEASE: raw})
     try:
         tags.create(LOAD_BALANCER, settings.load_balancer, value)
@@ -121,6 +142,15 @@ def _take(client: Client, tags: TagWriter, settings: Settings, lease: Lease,
             raise LeaseBusy("another run took the pool's lease first") from None
         raise
     return lease
+
+
+def _broken(held: Optional[Lease], raw: str, now: datetime) -> str:
+    """The lease a run breaks: an unreadable one, a dead run's, or an expired one."""
+    if held is None:
+        return f"an unreadable lease {raw!r}"
+    if held.expires > now:
+        return f"the lease of {held.holder}, a run that died on this monitor"
+    return f"an expired lease ({held.holder})"
 
 
 def _release(tags: TagWriter, settings: Settings, lease: Lease) -> None:

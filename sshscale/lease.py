@@ -30,7 +30,9 @@ LEASE_GUARD = 5.0
 MONITOR_VARIABLE = "SSH_SCALE_MONITOR"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 UNKNOWN_BOOT = "-"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# A host-name-like word short enough for the lease tag, whose value (at most 255 characters
+# in CloudStack) holds it and 28 more.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 def holder_id() -> str:
@@ -46,7 +48,7 @@ def monitor_name() -> str:
     name = given or socket.gethostname()
     if not _NAME.fullmatch(name):
         where = f"${MONITOR_VARIABLE}" if given else f"this host's name (set ${MONITOR_VARIABLE})"
-        raise ConfigError(f"{where}: {name!r} is not a monitor name: up to 63 letters, digits, "
+        raise ConfigError(f"{where}: {name!r} is not a monitor name: up to 200 letters, digits, "
                           "'.', '-' and '_', starting with a letter or digit")
     return name
 

@@ -231,7 +231,7 @@ def test_a_bad_monitor_name_is_a_config_error(tmp_path, cloud, key, sshd):
                    env=monitor("monitor a"))
     assert done.returncode == 2
     assert done.stderr == ("ssh_scale.py: error: $SSH_SCALE_MONITOR: 'monitor a' is not a "
-                           "monitor name: up to 63 letters, digits, '.', '-' and '_', starting "
+                           "monitor name: up to 200 letters, digits, '.', '-' and '_', starting "
                            "with a letter or digit\n")
     assert cloud.calls == []
 

@@ -68,9 +68,10 @@ def dead_here(holder: str) -> bool:
     void at once. Any other holder is trusted until its lease expires: another host of the
     same name, this host before a reboot (a different boot id), a boot that cannot be told
     (UNKNOWN_BOOT) and a holder of the old `<monitor>:<pid>` form alike."""
-    name, boot, pid = (holder.split(":") + ["", ""])[:3]
+    parts = holder.split(":")
+    name, boot, pid = parts if len(parts) == 3 else ("", "", "")
     ours = boot_id()
-    if name != monitor_name() or boot != ours or ours == UNKNOWN_BOOT or not pid.isdigit():
+    if (name, boot) != (monitor_name(), ours) or ours == UNKNOWN_BOOT or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)

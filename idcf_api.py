@@ -60,6 +60,7 @@ log = logging.getLogger("idcf_api")
 DEFAULT_CONFIG = "~/.idcfrc"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_EXPIRES = 600
+CLOCK_TOLERANCE = 5.0  # seconds: the Date header's resolution plus an answer's latency
 READ_RETRIES = 3
 RELIST_ATTEMPTS = 3  # a list that keeps changing while it is paged is read this often
 MAX_GET_LENGTH = 2000
@@ -334,9 +335,40 @@ class Client:
         self._secrets = (account.api_key, account.secret_key)
         #: Seconds the server's clock is ahead of ours, from the last answer's Date header.
         self.clock_skew = 0.0
+        #: Seconds added to our clock for `expires`: the skew, once a request signed on our
+        #: clock was refused (HTTP 401) while the clocks differed.
+        self.signing_skew = 0.0
 
     def request(self, command: str, **params: Any) -> dict:
-        """The full JSON answer (with its envelope); reads are retried, mutations never."""
+        """The full JSON answer (with its envelope); reads are retried, mutations never. A
+        401 while this machine's clock is off the server's is signed again on the server's
+        clock once (and so is every later request); a 401 that stays says what to check."""
+        try:
+            return self._request_on_either_clock(command, params)
+        except ApiError as exc:
+            if exc.status != 401:
+                raise
+            hint = explain_unauthorized(command, self.clock_skew, self.account.expires)
+            raise ApiError(command, 401, exc.errorcode, exc.cserrorcode,
+                           f"{exc.errortext}; {hint}") from None
+
+    def _request_on_either_clock(self, command: str, params: Mapping[str, Any]) -> dict:
+        """Signed on our clock (plus signing_skew); after a 401 while the clocks differ, sent
+        once more signed on the server's. The server refuses a request it cannot verify
+        before acting on it, so even a mutation is safe to send again."""
+        signed_with = self.signing_skew
+        try:
+            return self._request_retrying(command, params)
+        except ApiError as exc:
+            if exc.status != 401 or not self.account.expires or \
+                    abs(self.clock_skew - signed_with) <= CLOCK_TOLERANCE:
+                raise
+        self.signing_skew = self.clock_skew
+        log.debug("%s: HTTP 401 with the clocks %.0f s apart: signing on the server's clock",
+                  command, self.clock_skew)
+        return self._request_retrying(command, params)
+
+    def _request_retrying(self, command: str, params: Mapping[str, Any]) -> dict:
         attempts = 1 + (self.retries if is_read_only(command) else 0)
         for attempt in range(1, attempts + 1):
             try:
@@ -413,7 +445,8 @@ class Client:
             interval = min(interval * 1.5, 1.0)
 
     def _request_once(self, command: str, params: Mapping[str, Any]) -> dict:
-        query = signed_params(command, params, self.account, datetime.now(timezone.utc))
+        query = signed_params(command, params, self.account, datetime.now(timezone.utc) +
+                              timedelta(seconds=self.signing_skew))
         method = "POST" if _needs_post(query) else "GET"
         log.debug("%s %s %s", method, command, self._redacted(query))
         started = self.monotonic()
@@ -653,7 +686,9 @@ def field_notes(args: argparse.Namespace, rows: Sequence[Mapping[str, Any]]) -> 
 
 
 def explain_unauthorized(command: str, clock_skew: float, expires: int) -> str:
-    """Why a 401: a command name CloudStack does not know, an expired signature, or the keys."""
+    """Why a 401: a command name CloudStack does not know, else the keys, and the clock when it
+    is off the server's by `clock_skew` s (the request signed again on the server's clock, as
+    Client.request does, was refused too)."""
     try:
         import cloudstack_commands as known
     except ImportError:  # idcf_api.py copied alone: no names to compare with
@@ -661,10 +696,12 @@ def explain_unauthorized(command: str, clock_skew: float, expires: int) -> str:
     if known is not None and command not in known.NAMES:
         return (f"{command} is not an API command of CloudStack {known.RELEASES}"
                 f"{did_you_mean(command, known.NAMES, most=3)}")
-    if expires and clock_skew > expires:
-        return (f"this machine's clock is {clock_skew:.0f} s behind the API server's, so the "
-                "signature had expired: set the clock (NTP)")
-    return f"check [account] api_key and secret_key, and that this account may call {command}"
+    hint = f"check [account] api_key and secret_key, and that this account may call {command}"
+    if expires and abs(clock_skew) > CLOCK_TOLERANCE:
+        hint += (f"; this machine's clock is {abs(clock_skew):.0f} s "
+                 f"{'behind' if clock_skew > 0 else 'ahead of'} the cloud's (set it with NTP; "
+                 "signed again on the cloud's clock, the request was refused too)")
+    return hint
 
 
 def install_redacting_handler(stream: Any, formatter: logging.Formatter, verbose: bool,
@@ -697,14 +734,7 @@ def run_command(args: argparse.Namespace, params: dict[str, str],
     account = load_account(args.config)
     redactor.add(account.api_key, account.secret_key)
     client = Client(account)
-    try:
-        answer = client.request(args.command, **params)
-    except ApiError as exc:
-        if exc.status != 401:
-            raise
-        hint = explain_unauthorized(args.command, client.clock_skew, account.expires)
-        raise ApiError(exc.command, exc.status, exc.errorcode, exc.cserrorcode,
-                       f"{exc.errortext}; {hint}") from None
+    answer = client.request(args.command, **params)
     inner = unwrap(args.command, answer)
     if args.wait and inner.get("jobid"):
         final: dict = {}

@@ -103,6 +103,8 @@ class Simulator:
         self.host = check_loopback(host, "host")
         #: Seconds added to the HTTP Date header (see skew_clock).
         self.clock_skew = 0.0
+        #: Seconds added to the clock that checks a signature's `expires` (see skew_clock).
+        self.signature_skew = 0.0
         self.calls: list[Call] = []
         self._requested_port = port
         self._server: Optional[ApiHttpServer] = None
@@ -354,10 +356,13 @@ class Simulator:
         with self._lock:
             self._cloud.age(seconds)
 
-    def skew_clock(self, seconds: float) -> None:
-        """From now on the HTTP Date header is `seconds` off the real time (0 undoes it); the
-        cloud's records keep their times (move them with age())."""
+    def skew_clock(self, seconds: float, *, signatures: bool = False) -> None:
+        """From now on the HTTP Date header is `seconds` off the real time (0 undoes it); with
+        signatures, so is the clock that checks `expires` (a client on the real clock is then
+        as far off as a monitor whose clock is off: more than its lifetime behind, refused).
+        The cloud's records keep their times (move them with age())."""
         self.clock_skew = float(seconds)
+        self.signature_skew = float(seconds) if signatures else 0.0
 
     def set_state(self, vm_id: str, state: str) -> None:
         """Force a VM's state. Raises KeyError for an unknown VM, ValueError for a bad state."""
@@ -449,7 +454,8 @@ class Simulator:
             status, headers = 401, {}
             body = ApiError(401, _BAD_SIGNATURE, None).body("errorresponse")
         elif not verify_request(params, {self.api_key: self.secret_key},
-                                datetime.now(timezone.utc)):
+                                datetime.now(timezone.utc) +
+                                timedelta(seconds=self.signature_skew)):
             status, headers = 401, {}
             body = ApiError(401, _BAD_SIGNATURE, None).body(f"{command}response")
         else:

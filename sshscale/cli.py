@@ -205,6 +205,7 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
         import idcf_api
         from sshscale.config import load_settings
         from sshscale.errors import ExitStatus, LeaseBusy, LockBusy, SshError, message_of
+        from sshscale.lease import monitor_name
         from sshscale.logs import note
         from sshscale.measure import read_ssh_config
         from sshscale.model import Report
@@ -218,6 +219,7 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
         redactor.add(*webhook_secrets(settings))
         path = idcf_api.config_path(args.config)
         warn_insecure(path)
+        monitor_name()  # a bad $SSH_SCALE_MONITOR is a config error before anything is sent
     read_only = args.dry_run or args.status
     report = Report(time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     dry_run=read_only)

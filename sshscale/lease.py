@@ -9,22 +9,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from idcf_api import Client
-from sshscale.errors import LeaseBusy, TagError
+from sshscale.errors import ConfigError, LeaseBusy, TagError
 from sshscale.facts import LEASE, lease_value, parse_lease
 from sshscale.logs import note
 from sshscale.model import Action, Lease, Settings
 from sshscale.tags import LOAD_BALANCER, TAG_JOB_SECONDS, TagWriter, refused
 
-__all__ = ["change_deadline", "dead_here", "holder_id", "lease_seconds", "monitor_name",
-           "pool_lease"]
+__all__ = ["boot_id", "change_deadline", "dead_here", "holder_id", "lease_seconds",
+           "monitor_name", "pool_lease"]
 
 LEASE_GUARD = 5.0
+MONITOR_VARIABLE = "SSH_SCALE_MONITOR"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+UNKNOWN_BOOT = "-"
+# A host-name-like word short enough for the lease tag, whose value (at most 255 characters
+# in CloudStack) holds it and 28 more.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # The jobs an action waits for, each up to job_timeout: deploys (awaited together) and the
 # assign; remove and destroy; both for a replacement; a pending job and the assign or destroy.
 LONG_JOBS = {Action.SCALE_OUT: 2, Action.SCALE_IN: 2, Action.REPLACE: 4, Action.ADOPT: 2,
@@ -34,21 +41,42 @@ TAG_JOBS = 8  # the tag jobs of the longest action, with a read-back each (launc
 
 
 def holder_id() -> str:
-    """Who holds a lease: this monitor's name ($SSH_SCALE_MONITOR, else the host name) and
-    this run's process id."""
-    return f"{monitor_name()}:{os.getpid()}"
+    """Who holds a lease: `<monitor>:<boot>:<pid>`, this monitor's name, this boot of it (two
+    hosts of one name, or one host before and after a reboot, differ) and this run's pid."""
+    return f"{monitor_name()}:{boot_id()}:{os.getpid()}"
 
 
 def monitor_name() -> str:
-    """This monitor's name in leases: $SSH_SCALE_MONITOR, else the host name."""
-    return os.environ.get("SSH_SCALE_MONITOR") or socket.gethostname()
+    """This monitor's name in leases and notifications: $SSH_SCALE_MONITOR, else the host
+    name; raises ConfigError for a name that is not a host-name-like word."""
+    given = os.environ.get(MONITOR_VARIABLE)
+    name = given or socket.gethostname()
+    if not _NAME.fullmatch(name):
+        where = f"${MONITOR_VARIABLE}" if given else f"this host's name (set ${MONITOR_VARIABLE})"
+        raise ConfigError(f"{where}: {name!r} is not a monitor name: up to 200 letters, digits, "
+                          "'.', '-' and '_', starting with a letter or digit")
+    return name
+
+
+def boot_id() -> str:
+    """This boot of this host: the first 8 hex digits of the kernel's boot id (Linux), or
+    UNKNOWN_BOOT where there is none."""
+    try:
+        with open(BOOT_ID, encoding="ascii") as handle:
+            return handle.read().strip().replace("-", "")[:8] or UNKNOWN_BOOT
+    except (OSError, UnicodeDecodeError):
+        return UNKNOWN_BOOT
 
 
 def dead_here(holder: str) -> bool:
-    """A holder on this monitor whose process is gone (killed, rebooted): its lease is void
-    at once; a holder elsewhere is trusted until its lease expires."""
-    name, _, pid = holder.rpartition(":")
-    if name != monitor_name() or not pid.isdigit():
+    """A holder of this boot of this monitor whose process is gone (killed): its lease is
+    void at once. Any other holder is trusted until its lease expires: another host of the
+    same name, this host before a reboot (a different boot id), a boot that cannot be told
+    (UNKNOWN_BOOT) and a holder of the old `<monitor>:<pid>` form alike."""
+    parts = holder.split(":")
+    name, boot, pid = parts if len(parts) == 3 else ("", "", "")
+    ours = boot_id()
+    if (name, boot) != (monitor_name(), ours) or ours == UNKNOWN_BOOT or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
@@ -111,21 +139,15 @@ def _take(tags: TagWriter, settings: Settings, lease: Lease, now: datetime) -> b
                               "local lock alone (two monitors must not drive this pool)",
                      logging.WARNING)
                 return False
-            note("lease", f"taking the lease failed and no lease is there ({exc.cause}); "
-                          "trying once more", logging.WARNING)
+            note("lease", "the lease was given back meanwhile; taking it")
+            note("lease", f"(the first take failed: {exc.cause})", logging.DEBUG)
             _create_again(tags, rule, value)
             return True
     parsed = parse_lease(held)
     if parsed is not None and parsed.expires > now and not dead_here(parsed.holder):
         raise LeaseBusy(f"another run ({parsed.holder}) holds the pool's lease until "
                         f"{parsed.expires:%Y-%m-%d %H:%M:%S} UTC")
-    if parsed is None:
-        what = f"an unreadable lease {held!r}"
-    elif parsed.expires > now:
-        what = f"the lease of {parsed.holder}, a run that died on this monitor"
-    else:
-        what = f"an expired lease ({parsed.holder})"
-    note("lease", f"breaking {what}", logging.WARNING)
+    note("lease", f"breaking {_broken(parsed, held, now)}", logging.WARNING)
     tags.delete(LOAD_BALANCER, rule, {LEASE: held})  # by value: a newer lease stays
     _create_again(tags, rule, value)
     return True
@@ -144,6 +166,15 @@ def _create_again(tags: TagWriter, rule: str, value: dict[str, str]) -> None:
 def _lease_in(exc: TagError) -> Optional[str]:
     """The lease value the read-back after a failed create found on the rule, if any."""
     return next((held[LEASE] for held in exc.found.values() if LEASE in held), None)
+
+
+def _broken(held: Optional[Lease], raw: str, now: datetime) -> str:
+    """The lease a run breaks: an unreadable one, a dead run's, or an expired one."""
+    if held is None:
+        return f"an unreadable lease {raw!r}"
+    if held.expires > now:
+        return f"the lease of {held.holder}, a run that died on this monitor"
+    return f"an expired lease ({held.holder})"
 
 
 def _release(tags: TagWriter, settings: Settings, lease: Lease) -> None:

@@ -4,6 +4,7 @@ its own timeouts; every failure of one host becomes data (HostLoad.error), never
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import getpass
 import hashlib
@@ -13,7 +14,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -26,11 +27,12 @@ from sshscale.errors import ConfigError, SshError
 from sshscale.logs import log, note
 from sshscale.model import HostLoad, Measurement, Settings
 
-__all__ = ["Target", "fingerprint", "load_known_hosts", "load_private_key", "make_target",
-           "measure", "parse_load", "read_load", "read_ssh_config", "remote_command",
-           "run_remote"]
+__all__ = ["Host", "Target", "fingerprint", "known_format", "load_known_hosts",
+           "load_private_key", "make_target", "measure", "parse_load", "read_load",
+           "read_ssh_config", "remote_command", "run_remote", "vm_key_name"]
 
 CPU_COMMAND = "getconf _NPROCESSORS_ONLN"
+VM_KEY_PREFIX = "ssh-scale-vm-"
 
 
 class CommandFailed(Exception):
@@ -41,14 +43,34 @@ class CommandFailed(Exception):
 
 
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
+# The exact outputs of the default command and of `uptime`: /proc/loadavg's one line, and the
+# uptime line of Linux (procps, BusyBox) and the BSDs/macOS ("load averages:", no commas), in
+# any locale (a decimal comma).
+_LOADAVG = re.compile(r"(\d+\.\d+) (\d+\.\d+) (\d+\.\d+) \d+/\d+ \d+")
+_DECIMAL = r"(\d+[.,]\d+)"
+_UPTIME = re.compile(rf".*\bup\b.*\bload averages?: {_DECIMAL},? +{_DECIMAL},? +{_DECIMAL}",
+                     re.IGNORECASE)
 
 
-def parse_load(text: str, per_cpu: bool = False) -> tuple[tuple[float, float, float],
-                                                            Optional[int]]:
-    """Load averages from /proc/loadavg, any common `uptime` output, or a custom command
-    (its first number is the metric); with per_cpu, the last line is the CPU count.
+def known_format(command: str) -> Optional[re.Pattern]:
+    """The one output format `command` has when it is `cat /proc/loadavg` or `uptime`; None
+    for another command (its first number is the metric)."""
+    words = command.split()
+    if words == ["cat", "/proc/loadavg"]:
+        return _LOADAVG
+    if len(words) == 1 and os.path.basename(words[0]) == "uptime":
+        return _UPTIME
+    return None
 
-    Raises ValueError for output without a usable number."""
+
+def parse_load(text: str, per_cpu: bool = False, command: Optional[str] = None
+               ) -> tuple[tuple[float, float, float], Optional[int]]:
+    """Load averages from the output of `command`; with per_cpu, the last line is the CPU
+    count. The output of `cat /proc/loadavg` or `uptime` counts only in its exact format (one
+    line); another command's (or, without one, any text's) is read leniently: /proc/loadavg,
+    any common `uptime` output, else its first number is the metric.
+
+    Raises ValueError for output without a usable load, quoting its start."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     cpus = None
     if per_cpu:
@@ -57,24 +79,47 @@ def parse_load(text: str, per_cpu: bool = False) -> tuple[tuple[float, float, fl
         cpus = int(lines.pop().strip())
     if not lines:
         raise ValueError("empty output")
-    body = " ".join(lines)
-    marker = re.search(r"load averages?:", body, re.IGNORECASE)
-    numbers = _NUMBER.findall(body[marker.end():] if marker else lines[0])
-    values = [float(n.replace(",", ".")) for n in numbers]
-    if marker and len(values) >= 3:
-        loads = (values[0], values[1], values[2])
-    elif not marker and re.match(r"\s*[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+/\d+", lines[0]):
-        loads = (values[0], values[1], values[2])
-    elif values and not marker:
-        loads = (values[0],) * 3
-    else:
-        raise ValueError(f"no load average in {text.strip()[:60]!r}")
+    exact = known_format(command) if command else None
+    loads = _exact_loads(lines, exact, text, command or "") if exact else _any_loads(lines, text)
     if any(v < 0 or not math.isfinite(v) for v in loads):
         raise ValueError(f"negative load in {text.strip()[:60]!r}")
     return loads, cpus
 
 
+def _exact_loads(lines: Sequence[str], form: re.Pattern, text: str, command: str
+                 ) -> tuple[float, float, float]:
+    match = form.fullmatch(lines[0].strip()) if len(lines) == 1 else None
+    if match is None:
+        raise ValueError(f"{text.strip()[:60]!r} is not what {command} prints (check "
+                         "[monitoring] command, and that nothing else prints on login)")
+    first, second, third = (float(n.replace(",", ".")) for n in match.groups())
+    return first, second, third
+
+
+def _any_loads(lines: Sequence[str], text: str) -> tuple[float, float, float]:
+    body = " ".join(lines)
+    marker = re.search(r"load averages?:", body, re.IGNORECASE)
+    numbers = _NUMBER.findall(body[marker.end():] if marker else lines[0])
+    values = [float(n.replace(",", ".")) for n in numbers]
+    if marker and len(values) >= 3:
+        return values[0], values[1], values[2]
+    if not marker and re.match(r"\s*[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+/\d+", lines[0]):
+        return values[0], values[1], values[2]
+    if values and not marker:
+        return (values[0],) * 3
+    raise ValueError(f"no load average in {text.strip()[:60]!r}")
+
+
 # --- SSH -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host to measure: a name, alias or address; for a VM ssh-scale deployed, its id (its
+    host key is then the VM's, not the address's: see vm_key_name)."""
+
+    name: str
+    vm_id: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +132,14 @@ class Target:
     user: str
     key_path: str
     known_hosts: str
+    vm_id: Optional[str] = None
+
+
+def vm_key_name(vm_id: str) -> str:
+    """The name a deployed VM's host key is recorded under in known_hosts, as OpenSSH's
+    HostKeyAlias would (`ssh -o HostKeyAlias=ssh-scale-vm-<id> <address>` checks it too): a
+    new VM on a reused address is another host, the same VM with another key a changed one."""
+    return f"{VM_KEY_PREFIX}{vm_id}"
 
 
 def read_ssh_config(path: str = "~/.ssh/config") -> Optional[Any]:
@@ -101,16 +154,17 @@ def read_ssh_config(path: str = "~/.ssh/config") -> Optional[Any]:
 
 
 def make_target(host: str, settings: Settings, ssh_config: Optional[Any],
-                default_key: str = "") -> Target:
+                default_key: str = "", vm_id: Optional[str] = None) -> Target:
     """Resolve a host name, alias or address like OpenSSH: ~/.ssh/config, then defaults
-    (a member reached at its IP uses the configured host's key unless one matches it)."""
+    (a member reached at its IP uses the configured host's key unless one matches it);
+    `vm_id`: a VM ssh-scale deployed, whose host key is recorded by its id."""
     options = lookup_ssh_config(ssh_config, host)
     port = settings.port or int(options.get("port", 22))
     user = settings.user or options.get("user") or getpass.getuser()
     known = (options.get("userknownhostsfile") or "~/.ssh/known_hosts").split()[0]
     return Target(label=host, hostname=options.get("hostname", host), port=port, user=user,
                   key_path=key_path_for(settings, options) or default_key,
-                  known_hosts=os.path.expanduser(known))
+                  known_hosts=os.path.expanduser(known), vm_id=vm_id)
 
 
 def load_private_key(path: str, pass_phrase: str) -> Any:
@@ -161,26 +215,63 @@ def fingerprint(key: Any) -> str:
     return f"SHA256:{digest.rstrip('=')}"
 
 
-def _accept_new_policy(known_hosts: str, record: bool) -> Any:
+def _accept_new_policy(target: Target, record: bool) -> Any:
     class AcceptNew(paramiko.MissingHostKeyPolicy):
         """OpenSSH's StrictHostKeyChecking=accept-new: record unknown keys, refuse changed;
-        a dry run (record=False) uses an unknown key and only says it would record it."""
+        a dry run (record=False) uses an unknown key and only says it would record it. A
+        deployed VM's key is recorded by the VM's id, with the address it was seen at."""
 
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            name = vm_key_name(target.vm_id) if target.vm_id else hostname
+            where = display_path(target.known_hosts) + (f" as {name}" if target.vm_id else "")
             new_key = f"{hostname}: new host key {key.get_name()} {fingerprint(key)}"
             if not record:
-                note("ssh", f"{new_key} would be recorded in {display_path(known_hosts)} (not "
-                            "by a dry run)")
+                note("ssh", f"{new_key} would be recorded in {where} (not by a dry run)")
                 return
-            line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-            with _known_hosts_lock:
-                os.makedirs(os.path.dirname(known_hosts) or ".", mode=0o700, exist_ok=True)
-                with open(known_hosts, "a", encoding="utf-8") as handle:
-                    fcntl.flock(handle, fcntl.LOCK_EX)
-                    handle.write(line)
-            note("ssh", f"{new_key} recorded in {display_path(known_hosts)}")
+            line = f"{name} {key.get_name()} {key.get_base64()}"
+            _record_host_key(target.known_hosts, f"{line} {hostname}" if target.vm_id else line,
+                             seen_at=hostname if target.vm_id else None)
+            note("ssh", f"{new_key} recorded in {where}")
 
     return AcceptNew()
+
+
+def _record_host_key(path: str, line: str, seen_at: Optional[str] = None) -> None:
+    """Add a line to known_hosts; with `seen_at`, a deployed VM's address, first drop the
+    records of the VMs seen there before: one address serves one VM at a time, so they are
+    gone (records of VMs whose address is never reused stay, one per address at most)."""
+    with _known_hosts_lock, _locked(path) as handle:
+        handle.seek(0)
+        lines = handle.read().splitlines(keepends=True)
+        kept = [old for old in lines if not (seen_at and _seen_before(old, seen_at))]
+        if len(kept) == len(lines):
+            handle.write(("" if not lines or lines[-1].endswith("\n") else "\n") + line + "\n")
+            return
+        real = os.path.realpath(path)
+        temporary = f"{real}.ssh-scale.{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8") as new:
+            os.chmod(temporary, os.stat(real).st_mode & 0o7777)
+            new.writelines(kept + [line + "\n"])
+        os.replace(temporary, real)
+
+
+def _seen_before(line: str, address: str) -> bool:
+    fields = line.split()
+    return len(fields) >= 4 and fields[0].startswith(VM_KEY_PREFIX) and fields[3] == address
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[Any]:
+    """known_hosts opened (created if absent) for reading and appending under an exclusive
+    flock; opened again when another process replaced the file while this one waited."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    while True:
+        with open(path, "a+", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if os.path.exists(path) and os.path.samestat(os.fstat(handle.fileno()),
+                                                         os.stat(path)):
+                yield handle
+                return
 
 
 def remote_command(settings: Settings) -> str:
@@ -228,11 +319,10 @@ def read_load(target: Target, settings: Settings, pkey: Any, known: Any,
     try:
         name = target.hostname if target.port == 22 else f"[{target.hostname}]:{target.port}"
         if settings.host_key_policy != "off":
-            for keytype, key in (known.lookup(name) or {}).items():
+            for keytype, key in _recorded_keys(known, target, name, settings).items():
                 client.get_host_keys().add(name, keytype, key)
         if settings.host_key_policy == "accept-new":
-            client.set_missing_host_key_policy(_accept_new_policy(target.known_hosts,
-                                                                  record=not dry_run))
+            client.set_missing_host_key_policy(_accept_new_policy(target, record=not dry_run))
         elif settings.host_key_policy == "off":
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         else:
@@ -249,7 +339,7 @@ def read_load(target: Target, settings: Settings, pkey: Any, known: Any,
         transport = client.get_transport()
         address = transport.getpeername()[0] if transport else None
         output = run_remote(client, remote_command(settings), settings.command_timeout)
-        loads, cpus = parse_load(output, settings.per_cpu)
+        loads, cpus = parse_load(output, settings.per_cpu, settings.command)
         log.debug("%s: %s in %.3f s", target.label, output.strip()[:80],
                   time.monotonic() - started)
         return HostLoad(target.label, address, loads, cpus)
@@ -259,6 +349,15 @@ def read_load(target: Target, settings: Settings, pkey: Any, known: Any,
         return HostLoad(target.label, error=_ssh_error_text(exc, target, settings, banner))
     finally:
         client.close()
+
+
+def _recorded_keys(known: Any, target: Target, name: str, settings: Settings) -> Any:
+    """The keys known_hosts holds for a host: a deployed VM's by its id (with strict, else by
+    its address, where the user may have put it); any other host's by its address (`name`)."""
+    keys = known.lookup(vm_key_name(target.vm_id)) if target.vm_id else None
+    if keys is None and (not target.vm_id or settings.host_key_policy == "strict"):
+        keys = known.lookup(name)
+    return keys or {}
 
 
 def run_remote(client: Any, command: str, timeout: float) -> str:
@@ -289,9 +388,12 @@ def _ssh_error_text(exc: BaseException, target: Target, settings: Settings,
     where = f"{target.hostname}:{target.port}"
     if isinstance(exc, CommandFailed):
         return f"{where}: {exc}"
+    known_hosts = display_path(target.known_hosts)
+    alias = vm_key_name(target.vm_id) if target.vm_id else ""  # a deployed VM's record
     if isinstance(exc, paramiko.BadHostKeyException):
+        record = f"{alias} in {known_hosts}" if alias else known_hosts
         return (f"{where}: host key changed ({exc.key.get_name()}); refusing to connect "
-                f"(check {display_path(target.known_hosts)})")
+                f"(check {record})")
     # paramiko gives up on a silent server with "Error reading SSH protocol banner", or,
     # when its connect timeout strikes first, with "No existing session" from the auth step.
     if isinstance(exc, paramiko.SSHException) and not banner:
@@ -313,7 +415,7 @@ def _ssh_error_text(exc: BaseException, target: Target, settings: Settings,
         return f"{where}: cannot resolve host name (check [monitoring] host)"
     if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
         return (f"{where}: unknown host key and host_key_policy = strict "
-                f"(add it to {display_path(target.known_hosts)})")
+                f"(add it to {known_hosts}{' as ' + alias if alias else ''})")
     if isinstance(exc, ValueError):
         return f"{where}: unusable command output: {exc}"
     return f"{where}: {_first_line(exc) or exc.__class__.__name__}"
@@ -324,7 +426,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def measure(hosts: Sequence[str], settings: Settings, ssh_config: Optional[Any],
+def measure(hosts: Sequence[Host], settings: Settings, ssh_config: Optional[Any],
             dry_run: bool = False) -> Measurement:
     """Measure every host in parallel (bounded workers, per-host timeouts); each host with
     its own key (~/.ssh/config IdentityFile), each key loaded once; a key that cannot be
@@ -333,7 +435,7 @@ def measure(hosts: Sequence[str], settings: Settings, ssh_config: Optional[Any],
         return Measurement()
     configured = settings.hosts[0] if settings.hosts else "*"
     default_key = key_path_for(settings, lookup_ssh_config(ssh_config, configured)) or ""
-    targets = [make_target(h, settings, ssh_config, default_key) for h in hosts]
+    targets = [make_target(h.name, settings, ssh_config, default_key, h.vm_id) for h in hosts]
     keys = {path: _key_or_error(path, settings.pass_phrase)
             for path in {t.key_path for t in targets}}
     known = {path: load_known_hosts(path) if settings.host_key_policy != "off" else None

@@ -19,7 +19,7 @@ from sshscale.config import lookup_ssh_config
 from sshscale.facts import history_from_tags
 from sshscale.fleet import checked_members, outdated, ssh_checks, with_checks
 from sshscale.logs import note
-from sshscale.measure import measure
+from sshscale.measure import Host, measure
 from sshscale.model import GONE, Check, History, Measurement, Observation, Pool, Settings, Vm
 from sshscale.ownership import Owner, judge, name_stem, named_by
 from sshscale.probe import probe
@@ -200,8 +200,9 @@ def monitored_names(settings: Settings, ssh_config: Optional[Any]) -> list[str]:
     return names
 
 
-def member_hosts(pool: Pool, settings: Settings, now: datetime) -> list[str]:
-    """Running members old enough to report a meaningful load (monitor_members = yes)."""
+def member_hosts(pool: Pool, settings: Settings, now: datetime) -> list[Host]:
+    """Running members old enough to report a meaningful load (monitor_members = yes), at
+    their address; a managed one (not the monitored VM) with its id, for its host key."""
     hosts = []
     for vm in pool.members:
         age = (now - vm.created).total_seconds() if vm.created else math.inf
@@ -211,7 +212,7 @@ def member_hosts(pool: Pool, settings: Settings, now: datetime) -> list[str]:
             note("measure", f"{vm.name} skipped ({age:.0f} s old, boot_grace "
                             f"{settings.boot_grace:g} s)")
         else:
-            hosts.append(vm.ip)
+            hosts.append(Host(vm.ip, vm.id if vm.managed and not vm.monitored else None))
     return hosts
 
 
@@ -243,7 +244,8 @@ def observe(settings: Settings, client: Client, ssh_config: Optional[Any],
             measuring = executor.submit(measure, member_hosts(pool, settings, now), settings,
                                         ssh_config, dry_run)
         else:
-            measuring = executor.submit(measure, settings.hosts, settings, ssh_config, dry_run)
+            measuring = executor.submit(measure, [Host(h) for h in settings.hosts], settings,
+                                        ssh_config, dry_run)
             pool = read_pool(client, settings, names, whole_group=dry_run)
             now = cloud_time(now, client)
         checks = _probe_members(pool, settings, now)

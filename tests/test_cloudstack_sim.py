@@ -697,6 +697,15 @@ def test_skew_clock_shifts_the_date_header(sim: Simulator, skew: int) -> None:
     assert ok(sim, "listZones")["count"] == 1                     # the API itself is unchanged
 
 
+def test_skew_clock_with_signatures_checks_expires_on_the_skewed_clock(sim: Simulator) -> None:
+    sim.skew_clock(1000, signatures=True)
+    now = datetime.now(timezone.utc)
+    for signed_at, status in ((now, 401), (now + timedelta(seconds=1000), 200)):
+        expires = (signed_at + timedelta(seconds=600)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+        response = request(sim, "listZones", signatureVersion="3", expires=expires)
+        assert response.status_code == status
+
+
 def test_config_sections_name_this_simulator(sim: Simulator) -> None:
     assert sim.config_sections() == {
         "account": {"host": sim.url, "api_key": DEFAULT_API_KEY, "secret_key": DEFAULT_SECRET_KEY},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -259,6 +260,39 @@ def test_decide_repair_ignores_unmanaged_and_needs_no_history_for_orphans():
 ])
 def test_parse_load_formats(text, loads):
     assert parse_load(text) == (loads, None)
+
+
+@pytest.mark.parametrize("command, text, loads", [
+    ("cat /proc/loadavg", "0.42 0.30 0.25 1/123 4567\n", (0.42, 0.30, 0.25)),
+    ("uptime", " 17:27:52 up 3 days,  2:01,  2 users,  load average: 0.42, 0.30, 0.25",
+     (0.42, 0.30, 0.25)),
+    ("uptime", "17:27:52 up 12 min,  1 user,  load average: 1,50, 0,75, 0,10", (1.5, 0.75, 0.1)),
+    ("/usr/bin/uptime", "10:00  up 2 days, 3:04, 1 user, load averages: 2.10 1.90 1.80",
+     (2.1, 1.9, 1.8)),
+    ("uptime", "10:00  up 2 days, 3:04, 1 user, load averages: 2,10 1,90 1,80", (2.1, 1.9, 1.8)),
+    ("uptime", " 17:27:52 up 3 days,  2:01,  load average: 0.00, 0.01, 0.05", (0.0, 0.01, 0.05)),
+])
+def test_parse_load_default_commands_exact_formats(command, text, loads):
+    assert parse_load(text, command=command) == (loads, None)
+
+
+@pytest.mark.parametrize("command, text", [
+    ("cat /proc/loadavg", "not a number 2/123 4567"),
+    ("cat /proc/loadavg", "Welcome to Ubuntu 22.04.3 LTS"),
+    ("cat /proc/loadavg", "Welcome to Ubuntu 22.04.3 LTS\n0.42 0.30 0.25 1/123 4567"),
+    ("cat /proc/loadavg", "0.42 0.30 0.25 1/123 4567 extra"),
+    ("cat /proc/loadavg", "0.42 0.30 0.25"),
+    ("cat /proc/loadavg", " 17:27:52 up 3 days,  load average: 0.42, 0.30, 0.25"),
+    ("uptime", "0.42 0.30 0.25 1/123 4567"),
+    ("uptime", "load average: 0.42, 0.30, 0.25"),
+    ("uptime", " 17:27:52 up 3 days,  load average: 0.42, 0.30"),
+    ("uptime", "up 3 days\n load average: 0.42, 0.30, 0.25"),
+    ("uptime", " 17:27:52 up 3 days, 2 users, load average: 1, 2, 3"),
+])
+def test_parse_load_default_commands_refuse_anything_else(command, text):
+    with pytest.raises(ValueError, match=re.escape(f"{text.strip()[:60]!r} is not what "
+                                                   f"{command} prints")):
+        parse_load(text, command=command)
 
 
 def test_parse_load_per_cpu():

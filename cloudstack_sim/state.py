@@ -210,6 +210,7 @@ class Cloud:
         self.groups: dict[str, str] = {}
         self.rules: dict[str, Rule] = {}
         self.tags: list[tags.Tag] = []
+        self.denied: set[str] = set()  # API names this account's role may not call
         self._ids = {table: itertools.count(first) for table, first in _FIRST_IDS.items()}
         self.account_id, self.user_id, self.domain_id = (new_id() for _ in range(3))
         self.network_id, self.ostype_id = new_id(), new_id()

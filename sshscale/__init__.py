@@ -29,6 +29,31 @@ demo`). idcf_api.py is the signed CloudStack client (layer 0) and
 cloudstack_sim/ the simulator the tests compare against; neither imports this package.
 """
 
+from __future__ import annotations
+
+import os
+import sys
+from types import TracebackType
+from typing import Optional
+
 __all__ = ["__version__"]
 
 __version__ = "1.1.0"
+STARTING = "ssh_scale.py: error: interrupted (Ctrl-C) while starting; nothing was changed\n"
+
+
+def _stopped_while_starting(kind: type[BaseException], value: BaseException,
+                            traceback: Optional[TracebackType]) -> None:
+    """Ctrl-C before main() runs (while the console script imports sshscale.cli) ends in the
+    line main() prints for it, not a traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.stderr.write(STARTING)
+        sys.stderr.flush()
+        os._exit(130)
+    sys.__excepthook__(kind, value, traceback)
+
+
+# Only for the command (its console script, the packages' /usr/bin/ssh_scale.py, python -m
+# ssh_scale), never for a program or a test that imports the package.
+if os.path.basename(getattr(sys, "argv", [""])[0] or "") == "ssh_scale.py":
+    sys.excepthook = _stopped_while_starting

@@ -26,7 +26,7 @@ from sshscale.facts import (
 )
 from sshscale.fleet import LAUNCH_IDS, outdated, replacement_of
 from sshscale.interrupts import step
-from sshscale.logs import note
+from sshscale.logs import ACTION, note
 from sshscale.model import (
     GONE,
     IN_SERVICE,
@@ -37,14 +37,12 @@ from sshscale.model import (
     Pool,
     Settings,
     Vm,
+    shown_time,
+    vm_count,
 )
 from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
 
 __all__ = ["Actor"]
-
-
-def _vms(count: int) -> str:
-    return f"{count} VM{'s' if count > 1 else ''}"
 
 
 class Actor:
@@ -102,15 +100,15 @@ class Actor:
 
     def start_scale_out(self, count: int) -> tuple[Deploy, ...]:
         """The deploy calls of a scale-out (each accepted with its VM's ID and its job)."""
-        note("scale out", f"+{count}")
-        with step(f"while starting the deploy of {_vms(count)}"):
+        note("scale out", f"+{count}", ACTION)
+        with step(f"while starting the deploy of {vm_count(count)}"):
             return self._start_deploys(count)
 
     def finish_deploys(self, deploys: Sequence[Deploy], pool_count: Optional[int]) -> str:
         """Wait for a scale-out's deploys, then add their VMs to the load balancer. The new
         count is pool_count plus the new VMs, or, when other runs may have changed the pool
         meanwhile (None), the members in service read again."""
-        with step(f"during the deploy of {_vms(len(deploys))}"):
+        with step(f"during the deploy of {vm_count(len(deploys))}"):
             new_ids = self._await_deploys(deploys)
         self._assign(new_ids)
         self._joined(deployed=True)
@@ -168,7 +166,7 @@ class Actor:
     def _destroy_failed(self, vm_id: str) -> None:
         if not vm_id:
             return
-        note("destroy", f"{vm_id} (left by the failed deploy)")
+        note("destroy", f"{vm_id} (left by the failed deploy)", ACTION)
         try:
             self._destroy_and_wait(vm_id, vm_id)
         except idcf_api.CloudStackError as exc:
@@ -179,8 +177,9 @@ class Actor:
         """One more failed deploy: the next one waits (1 min, then 2, 4, ... max_backoff)."""
         backoff = backoff_after_failure(self.history.backoff, self.clock(),
                                         self.settings.max_backoff)
+        until = shown_time(backoff.until, self.settings.zone)
         note("backoff", f"{backoff.failures} failed deploy(s) in a row: the next deploy waits "
-                        f"until {backoff.until:%Y-%m-%d %H:%M:%S} UTC", logging.WARNING)
+                        f"until {until}", logging.WARNING)
         self._record({BACKOFF: backoff_value(backoff)}, "the failed-deploy backoff")
 
     def _joined(self, deployed: bool) -> None:
@@ -235,7 +234,7 @@ class Actor:
         if vm.jobid:
             state = self._state_after_pending_job(vm)
             if state != "Running":
-                note("repair", f"{vm.name} is {state} after its job: not adopted")
+                note("repair", f"{vm.name} is {state} after its job: not adopted", ACTION)
                 return f"{vm.name} is {state}: not adopted"
         drained = vm.tag(DRAIN) is not None
         if drained:
@@ -246,7 +245,7 @@ class Actor:
         return self._new_count(pool.count + 1)
 
     def scale_in(self, vm: Vm, pool: Pool) -> str:
-        note("scale in", f"-1 ({vm.name}, {vm.ip or 'no ip'})")
+        note("scale in", f"-1 ({vm.name}, {vm.ip or 'no ip'})", ACTION)
         self._retire(vm, scale_time=True)
         return self._new_count(pool.count - 1)
 
@@ -276,9 +275,10 @@ class Actor:
         deploy leaves vm in place."""
         new = replacement_of(vm, pool)
         if new is not None:
-            note("replace", f"{vm.name} ({vm.ip or 'no ip'}): {new.name} serves in its place")
+            note("replace", f"{vm.name} ({vm.ip or 'no ip'}): {new.name} serves in its place",
+                 ACTION)
         else:
-            note("replace", f"{vm.name} ({vm.ip or 'no ip'}): deploying its replacement")
+            note("replace", f"{vm.name} ({vm.ip or 'no ip'}): deploying its replacement", ACTION)
             try:
                 with step(f"during the deploy of {vm.name}'s replacement"):
                     new_ids = self._await_deploys(self._start_deploys(1, replacing=vm))
@@ -313,9 +313,9 @@ class Actor:
         # for that job rather than destroy twice. (An Error VM's job is moot.)
         if vm.jobid and vm.state == "Stopped" and \
                 self._state_after_pending_job(vm) in ("gone", *GONE):
-            note("repair", f"{vm.name} was destroyed by its pending job")
+            note("repair", f"{vm.name} was destroyed by its pending job", ACTION)
             return f"{vm.name} already destroyed"
-        note("destroy", f"{vm.name} ({vm.id})")
+        note("destroy", f"{vm.name} ({vm.id})", ACTION)
         with step(f"during the destroy of {vm.name}"):
             self._destroy_and_wait(vm.id, vm.name)
         return f"destroyed {vm.name}"
@@ -327,5 +327,5 @@ class Actor:
 
     def _new_count(self, count: int) -> str:
         self.count_after = count
-        note("now vm count", str(count))
-        return f"pool has {count} VMs"
+        note("now vm count", str(count), ACTION)
+        return f"pool has {vm_count(count)}"

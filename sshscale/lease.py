@@ -11,14 +11,14 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Optional
 
 from idcf_api import Client, JobFailed
 from sshscale.errors import LeaseBusy
 from sshscale.facts import LEASE, lease_value, parse_lease
 from sshscale.logs import note
-from sshscale.model import Lease, Settings
+from sshscale.model import Lease, Settings, shown_time
 from sshscale.observe import read_rule_tags
 from sshscale.tags import LOAD_BALANCER, TagWriter, already_there, refused
 
@@ -104,7 +104,7 @@ def _take(client: Client, tags: TagWriter, settings: Settings, lease: Lease,
     held = parse_lease(raw)
     if held is not None and held.expires > now and not dead_here(held.holder):
         raise LeaseBusy(f"another run ({held.holder}) holds the pool's lease until "
-                        f"{held.expires:%Y-%m-%d %H:%M:%S} UTC")
+                        f"{shown_time(held.expires, settings.zone)}")
     if held is None:
         what = f"an unreadable lease {raw!r}"
     elif held.expires > now:
@@ -132,5 +132,5 @@ def _release(tags: TagWriter, settings: Settings, lease: Lease) -> None:
         note("lease", f"could not release the lease ({exc})", logging.WARNING)
     if not released:
         note("lease", f"the lease was not released; it expires at "
-                      f"{lease.expires.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
+                      f"{shown_time(lease.expires, settings.zone)}",
              logging.WARNING)

@@ -158,9 +158,9 @@ BROKEN = [
                                       ("scalling_policy_in", "target", "2.5")),
      "[scalling_policy_in] target: 2.5 must be below [scalling_policy_out] target 2"),
     ("forecast-negative", targeting(("scalling_policy_out", "forecast", "-1")),
-     "[scalling_policy_out] forecast: expected a number at least 0, got '-1'"),
+     "[scalling_policy_out] forecast: expected a duration of at least 0 s, got '-1'"),
     ("stabilization-nan", targeting(("scalling_policy_in", "stabilization", "nan")),
-     "[scalling_policy_in] stabilization: expected a number at least 0, got 'nan'"),
+     "[scalling_policy_in] stabilization: expected a duration of at least 0 s, got 'nan'"),
     ("target-typo", targeting(("scalling_policy_in", "stabilisation", "60")),
      "[scalling_policy_in] stabilisation: unknown key (did you mean stabilization?)"),
 ]

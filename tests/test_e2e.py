@@ -219,6 +219,8 @@ def test_changed_host_key_refused(tmp_path, cloud, key, sshd, home):
     done = run_cli("-c", str(path))
     assert done.returncode == 1
     assert "host key changed" in done.stderr
+    # what to do when the host was rebuilt: the line that removes the old key
+    assert f"remove the old key: ssh-keygen -R '[127.0.0.1]:{sshd.port}')" in done.stderr
     assert sshd.exec_count() == 0 and mutations(cloud) == []
 
 

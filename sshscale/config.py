@@ -66,6 +66,7 @@ SECTIONS = ("account", "launch_config", *(n for spellings in ALIASES.values() fo
             *(name for name in KNOWN_KEYS if name not in ALIASES))
 # Values where " #" is no mistake: a comment for the remote shell; a secret (never shown).
 HASH_ALLOWED = (("monitoring", "command"), ("monitoring", "pass_phrase"))
+NEAR_MISS = 0.85  # difflib's similarity from which a section name is taken for a misspelling
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
 REQUIRED_LAUNCH_KEYS = ("serviceofferingid", "templateid", "zoneid")
 HOST_KEY_POLICIES = ("accept-new", "strict", "off")
@@ -382,12 +383,12 @@ def _near_miss(name: str) -> Optional[str]:
     if name in SECTIONS or name.startswith("schedule "):
         return None
     lowered = name.lower()
-    close = difflib.get_close_matches(lowered, SECTIONS, n=1, cutoff=0.8)
+    close = difflib.get_close_matches(lowered, SECTIONS, n=1, cutoff=NEAR_MISS)
     if close:
         return close[0]
     head = re.split(r"[\s_\-:.]+", lowered)[0]
-    return "schedule NAME" if difflib.SequenceMatcher(None, head, "schedule").ratio() >= 0.8 \
-        else None
+    similar = difflib.SequenceMatcher(None, head, "schedule").ratio()
+    return "schedule NAME" if similar >= NEAR_MISS else None
 
 
 def _ours(section: str) -> bool:

@@ -242,6 +242,31 @@ def test_quiet_prints_only_actions(tmp_path, cloud, key, sshd):
     assert done.returncode == 0 and done.stdout == ""
 
 
+def test_quiet_prints_an_action_with_its_outcome(tmp_path, cloud, key, sshd):
+    # -q printed the decision, but neither "scale out : +1" nor the new count
+    sshd.set_output(HIGH)
+    path = config(tmp_path, cloud, key, sshd)
+    done = run_cli("-q", "-c", str(path))
+    assert done.returncode == 0, done.stderr
+    labels = [line[20:37].strip() for line in done.stdout.splitlines()]
+    assert labels == ["decision", "scale out", "now vm count"], done.stdout
+    assert done.stdout.splitlines()[-1].endswith("now vm count     : 2")
+    sshd.set_output(LOW)
+    done = run_cli("-q", "-c", str(path))
+    labels = [line[20:37].strip() for line in done.stdout.splitlines()]
+    assert labels == ["decision", "scale in", "destroy", "now vm count"], done.stdout
+
+
+def test_read_only_looks_create_no_lock_file(tmp_path, cloud, key, sshd, home):
+    # README: "--status and --dry-run change nothing and take no lock"; --status created it
+    sshd.set_output(MID)
+    path = config(tmp_path, cloud, key, sshd)
+    for option in ("--status", "--dry-run", "--check"):
+        done = run_cli("-c", str(path), option)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert not (home / ".cache").exists()
+
+
 def test_help_shows_cron_line_and_version():
     done = run_cli("--help")
     assert done.returncode == 0 and "* * * * * ssh_scale.py" in done.stdout

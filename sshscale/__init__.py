@@ -17,6 +17,9 @@ The modules follow one run's data path:
   run       one run: lock, observe, count health, decide (reading History only when
             needed), lease, act; a target scale-out's deploys finished after the lock
   views     Report -> log lines, the --status table, the --json object
+  preflight --check: what a run needs, checked read-only (files, API, clock, commands, the
+            IDs the config names, SSH); a dry run's launch checks; the config key behind a
+            call the cloud refused (431)
   cli       argv -> a live run or a replay -> exit status (the only module that knows both);
             after a live run, its outputs: notify ([notify] webhook and command) and metrics
             ([metrics] textfile for Prometheus), which cannot change it

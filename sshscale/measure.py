@@ -28,7 +28,7 @@ from sshscale.model import HostLoad, Measurement, Settings
 
 __all__ = ["Target", "fingerprint", "forget_host_key", "known_host_name", "load_known_hosts",
            "load_private_key", "make_target", "measure", "parse_load", "read_load",
-           "read_ssh_config", "remote_command", "run_remote", "targets"]
+           "read_ssh_config", "remote_command", "run_remote", "ssh_targets"]
 
 CPU_COMMAND = "getconf _NPROCESSORS_ONLN"
 
@@ -113,7 +113,8 @@ def make_target(host: str, settings: Settings, ssh_config: Optional[Any],
                   known_hosts=os.path.expanduser(known))
 
 
-def targets(hosts: Sequence[str], settings: Settings, ssh_config: Optional[Any]) -> list[Target]:
+def ssh_targets(hosts: Sequence[str], settings: Settings,
+                ssh_config: Optional[Any]) -> list[Target]:
     """Where and how each host is reached; a member reached at its IP uses the key of
     [monitoring] host unless ~/.ssh/config gives one for it."""
     configured = settings.hosts[0] if settings.hosts else "*"
@@ -354,7 +355,7 @@ def measure(hosts: Sequence[str], settings: Settings, ssh_config: Optional[Any],
     loaded fails the hosts that use it. A dry run writes no known_hosts."""
     if not hosts:
         return Measurement()
-    reached = targets(hosts, settings, ssh_config)
+    reached = ssh_targets(hosts, settings, ssh_config)
     keys = {path: _key_or_error(path, settings.pass_phrase)
             for path in {t.key_path for t in reached}}
     known = {path: load_known_hosts(path) if settings.host_key_policy != "off" else None

@@ -27,7 +27,7 @@ from sshscale.measure import (
     load_known_hosts,
     load_private_key,
     measure,
-    targets,
+    ssh_targets,
 )
 from sshscale.model import Pool, Settings, vm_count
 from sshscale.observe import IGNORED_SKEW, monitored_names, read_pool
@@ -346,7 +346,7 @@ def _ssh_findings(settings: Settings, ssh_config: Optional[Any],
                                      "member)")]
     measured = measure(hosts, settings, ssh_config, dry_run=True)
     return [_ssh_finding(target, host.loads, host.error, settings)
-            for target, host in zip(targets(hosts, settings, ssh_config), measured.hosts)]
+            for target, host in zip(ssh_targets(hosts, settings, ssh_config), measured.hosts)]
 
 
 def _ssh_finding(target: Target, loads: Optional[tuple[float, float, float]],
@@ -401,7 +401,7 @@ def run_checks(settings: Settings, client: Client, ssh_config: Optional[Any],
                path: str) -> Iterator[Finding]:
     """Every check, in order, as it is done: the files, the API and the clock, the commands,
     what the config names, the pool, SSH. Sends no change and writes no file."""
-    reached = targets(settings.hosts or ("*",), settings, ssh_config)
+    reached = ssh_targets(settings.hosts or ("*",), settings, ssh_config)
     yield from _file_findings(path, settings, reached)
     try:
         zones = client.list("listZones")

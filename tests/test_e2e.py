@@ -170,6 +170,23 @@ def test_failed_deploy_reports_errortext_and_destroys_error_vm(tmp_path, cloud, 
     assert member_names(cloud) == ["web1"]
 
 
+def test_backoff_and_cooldown_ends_print_in_the_log_lines_zone(tmp_path, cloud, key, sshd):
+    # The log lines are local, the held times were UTC: nine hours apart in Tokyo.
+    cloud.inject(Fault("job_fail", command="deployVirtualMachine", errortext="no capacity"))
+    sshd.set_output(HIGH)
+    path = config(tmp_path, cloud, key, sshd)
+    tokyo = dict(os.environ, TZ="Asia/Tokyo")
+    failed = run_cli("-c", str(path), env=tokyo)
+    held = run_cli("-c", str(path), env=tokyo)
+    stamp = r"\d{4}-\d\d-\d\d (\d\d):\d\d:\d\d"
+    for done, label, line in ((failed, "backoff", "the next deploy waits until"),
+                              (held, "decision", "held back by the failed-deploy backoff")):
+        found = re.search(rf"{stamp} {label} +: .*{line} .*?{stamp} JST", done.stdout)
+        assert found, done.stdout  # in the zone of the line's own time, with its name
+        logged, until = int(found.group(1)), int(found.group(2))
+        assert (until - logged) % 24 in (0, 1), done.stdout  # the next minute, not 9 h off
+
+
 def test_dry_run_sends_no_mutation(tmp_path, cloud, key, sshd):
     sshd.set_output(HIGH)
     done = run_cli("-c", str(config(tmp_path, cloud, key, sshd)), "--dry-run")

@@ -673,6 +673,17 @@ def refuse_misplaced_config(args: argparse.Namespace) -> None:
                          f"nothing was sent; for another account use --config {path}")
 
 
+def config_hint(args: Optional[argparse.Namespace]) -> str:
+    """For a command that failed (no such file, a 401 from the wrong account) while a -t/-c
+    field names a config file: the hint that it goes with --config."""
+    path = misplaced_config(args) if args is not None else None
+    if not path:
+        return ""
+    flag = output_fields(args)[0]
+    return (f"; note: {flag} {path}: {flag} takes output fields, so the account was the one "
+            f"in {config_path(args.config)}; for the account in {path} use --config {path}")
+
+
 def field_notes(args: argparse.Namespace, rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Notes for a -t/-c field that looks like a config file or matches no key of the answer."""
     flag, fields = output_fields(args)
@@ -758,6 +769,7 @@ def closed_pipe() -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of idcf-compute-api; returns the exit status (0, 1, 2 or 130)."""
     redactor = RedactingFilter()
+    args: Optional[argparse.Namespace] = None
     try:
         own, params = split_api_params(list(sys.argv[1:] if argv is None else argv))
         args = build_parser().parse_args(own)
@@ -765,10 +777,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_command(args, params, redactor)
     except SystemExit as exc:  # argparse: --help, --version, or a usage error (status 2)
         return int(exc.code or 0)
-    except (UsageError, ConfigError) as exc:
+    except UsageError as exc:
         return fail(exc, 2, redactor)
+    except ConfigError as exc:
+        return fail(f"{exc}{config_hint(args)}", 2, redactor)
     except CloudStackError as exc:
-        return fail(exc, 1, redactor)
+        return fail(f"{exc}{config_hint(args)}", 1, redactor)
     except KeyboardInterrupt:
         return fail("interrupted", 130, redactor)
     except BrokenPipeError:

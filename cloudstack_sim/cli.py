@@ -9,6 +9,7 @@ ssh_scale.py: an offline trial of the real command."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import signal
@@ -48,6 +49,14 @@ def _ini_snippet(sim: Simulator) -> str:
     return "\n".join(lines[:-1])
 
 
+def _version() -> str:
+    """The installed ssh-scale's version (the simulator imports none of its modules)."""
+    try:
+        return importlib.metadata.version("ssh-scale")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def _demand(text: str) -> float:
     from .trial import parse_demand
 
@@ -73,6 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="answer like this server version (default 4.19): older ones word "
                              "failed tag jobs differently, and before 4.17 events have no "
                              "resourceid/resourcetype")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     trial = parser.add_argument_group("offline trial")
     trial.add_argument("--ssh", action="store_true",
                        help="the VMs answer SSH (127.0.1.1-16), each Running member of the LB "
@@ -85,9 +95,10 @@ def _build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--load", type=_demand, default=1.5, metavar="DEMAND",
                        help="the demand the pool's Running VMs share at first (default 1.5)")
     commands = parser.add_subparsers(dest="command", metavar="load",
-                                     description="`load [DEMAND]`: show or set, from another "
-                                                 "terminal, the demand of a running --ssh "
-                                                 "simulator")
+                                     description="`load [DEMAND] [--port PORT]`: show or set, "
+                                                 "from another terminal, the demand of a "
+                                                 "running --ssh simulator (--port: the one it "
+                                                 f"serves the API on, default {DEFAULT_PORT})")
     load = commands.add_parser("load", help="show or set the demand of a running simulator",
                                description="Show, or set, the total demand (load units) the "
                                            "Running members of a --ssh simulator share.")

@@ -170,6 +170,9 @@ def deploy_vm(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, A
     for name, choices in (("zoneid", {cloud.zone_id}), ("serviceofferingid", {cloud.offering_id}),
                           ("templateid", cloud.templates)):
         known(command, name, required(command, params, name), choices)
+    for network in params.get("networkids", "").split(","):  # a list of UUIDs, each translated
+        if network:
+            known(command, "networkids", network, {cloud.network_id})
     name = params.get("name") or None
     if name is not None:
         _check_hostname(cloud, name)
@@ -259,6 +262,28 @@ def list_tags(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, A
     return _page(cloud, command, params, items, "tag")
 
 
+def list_networks(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
+    """The account's one guest network (the one its VMs' NICs and the LB rules are in)."""
+    for name, choices in (("id", {cloud.network_id}), ("zoneid", {cloud.zone_id})):
+        if name in params:
+            known(command, name, params[name], choices)
+    return _page(cloud, command, params, [views.network_json(cloud)], "network")
+
+
+def list_apis(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
+    """The API discovery plugin (ListApisCmd, ApiDiscoveryServiceImpl): the commands this
+    account may call, or the one named; an unknown or refused name is a 530. Not a list
+    command: no paging, count is the number of items."""
+    allowed = [name for name in COMMANDS if name not in cloud.denied]
+    if "name" in params:
+        if params["name"] not in allowed:
+            raise ApiError(530, "Api Discovery plugin was unable to find an api by that name "
+                                "or process any apis")
+        allowed = [params["name"]]
+    items = [views.api_json(name, name.lower() in views.JOB_CLASSES) for name in allowed]
+    return {"count": len(items), "api": items}
+
+
 def query_job(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, Any]:
     job_id = known(command, "jobid", required(command, params, "jobid"), cloud.jobs)
     return views.job_json(cloud, cloud.jobs[job_id])
@@ -281,4 +306,6 @@ COMMANDS: dict[str, Command] = {
     "createTags": create_tags,
     "deleteTags": delete_tags,
     "listTags": list_tags,
+    "listNetworks": list_networks,
+    "listApis": list_apis,
 }

@@ -28,6 +28,8 @@ __all__ = ["API_PATH", "Call", "Route", "Simulator"]
 
 API_PATH = "/client/api"
 _BAD_SIGNATURE = "unable to verify user credentials and/or request signature"
+# ApiServer.commandAvailable: the role checker refused the command (verifyRequest, API keys).
+_DENIED = "The given command '{}' either does not exist, is not available for user."
 _INTERNAL_ERROR = "Internal error executing command, please contact your system administrator"
 _HTML_BODY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 _NOT_FOUND_BODY = b"<html><body><h1>404 Not Found</h1></body></html>"
@@ -125,6 +127,7 @@ class Simulator:
                             untaggable=_resource_types(untaggable))
         self.zone_id = self._cloud.zone_id
         self.offering_id = self._cloud.offering_id
+        self.network_id = self._cloud.network_id
         #: The featured template (public); own_template_id is the account's own one.
         self.template_id = self._cloud.template_id
         self.own_template_id = self._cloud.own_template_id
@@ -341,6 +344,13 @@ class Simulator:
             else:
                 rule.service_states[vm_id] = state
 
+    def deny(self, *commands: str) -> None:
+        """Refuse these API names to the account, as a role without them does: each call is
+        a 401 and listApis leaves them out (deny "listApis" for a cloud without the API
+        discovery plugin's answer)."""
+        with self._lock:
+            self._cloud.denied.update(commands)
+
     def inject(self, fault: Fault) -> None:
         """Apply fault to the next fault.times matching requests (-1: forever)."""
         with self._lock:
@@ -458,6 +468,9 @@ class Simulator:
                                 timedelta(seconds=self.signature_skew)):
             status, headers = 401, {}
             body = ApiError(401, _BAD_SIGNATURE, None).body(f"{command}response")
+        elif name in self._cloud.denied:
+            status, headers = 401, {}
+            body = ApiError(401, _DENIED.format(name), None).body(f"{command}response")
         else:
             with self._lock:
                 fault = self._faults.take(command, REQUEST_FAULTS)

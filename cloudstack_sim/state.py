@@ -55,6 +55,7 @@ class Cloud(World):
         super().__init__(job_seconds=job_seconds, ip_addresses=ip_addresses, tz=tz, admin=admin,
                          server=server, untaggable=tags.UNTAGGABLE_TYPES | untaggable)
         self.faults = faults
+        self.denied: set[str] = set()  # API names this account's role may not call
 
     def new_job(self, command: str, *, vm: Optional[Vm] = None, rule_id: Optional[str] = None,
                 vm_ids: Optional[list[str]] = None, start: bool = True, expunge: bool = False,

@@ -27,7 +27,7 @@ from load_sshd import LoadServer
 from .simulator import Simulator
 
 __all__ = ["ADDRESSES", "LOAD_PATH", "ClosedLoop", "Trial", "load_report", "parse_demand",
-           "stale_known_hosts", "write_config"]
+           "refuse_foreign", "stale_known_hosts", "write_config"]
 
 ADDRESSES = tuple(f"127.0.1.{n}" for n in range(1, 17))
 LOAD_PATH = "/sim/load"
@@ -104,17 +104,20 @@ def load_report(state: Mapping[str, Any]) -> str:
 # --- files ----------------------------------------------------------------------------------
 
 
-def _key(path: Path, public: bool) -> paramiko.PKey:
-    """The ECDSA key at `path`, made (mode 600, with a .pub when `public`) if missing."""
+def _key(path: Path) -> tuple[paramiko.PKey, bool]:
+    """The ECDSA key at `path`, or a new one (not written yet: see _save), and whether new."""
     if path.exists():
-        return paramiko.ECDSAKey.from_private_key_file(str(path))
-    key = paramiko.ECDSAKey.generate()
+        return paramiko.ECDSAKey.from_private_key_file(str(path)), False
+    return paramiko.ECDSAKey.generate(), True
+
+
+def _save(key: paramiko.PKey, path: Path, public: bool) -> None:
+    """Write a new key (mode 600, with a .pub when `public`)."""
     key.write_private_key_file(str(path))
     path.chmod(0o600)
     if public:
         path.with_name(path.name + ".pub").write_text(
             f"{key.get_name()} {key.get_base64()} cloudstack-sim trial\n")
-    return key
 
 
 def _initial_config(owned: Mapping[str, Mapping[str, str]]) -> str:
@@ -198,17 +201,21 @@ def _update(text: str, owned: Mapping[str, Mapping[str, str]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def refuse_foreign(path: Path) -> None:
+    """FileExistsError when path is a file this command did not write (it may be a real
+    config, never to be overwritten)."""
+    if path.exists() and not path.read_text(encoding="utf-8").startswith(
+            HEADER.splitlines()[0]):
+        raise FileExistsError(f"{path} exists and was not written by cloudstack-sim; choose "
+                              "another path (a real config is never overwritten)")
+
+
 def write_config(path: Path, owned: Mapping[str, Mapping[str, str]]) -> None:
     """Write the trial's config (mode 600): a new one, or the owned keys updated in one this
     command wrote before. FileExistsError for any other file (it may be a real config)."""
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-        if not text.startswith(HEADER.splitlines()[0]):
-            raise FileExistsError(f"{path} exists and was not written by cloudstack-sim; "
-                                  "choose another path (a real config is never overwritten)")
-        text = _update(text, owned)
-    else:
-        text = _initial_config(owned)
+    refuse_foreign(path)
+    text = _update(path.read_text(encoding="utf-8"), owned) if path.exists() \
+        else _initial_config(owned)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -255,13 +262,20 @@ class Trial:
         self.server: Optional[LoadServer] = None
 
     def start(self, monitored: str) -> Trial:
-        """Serve SSH and write the config whose [monitoring] host is `monitored`. OSError when
-        the SSH port is taken; FileExistsError for a config this command did not write."""
-        client_key = _key(self.key_path, public=True)
-        self.host_key = _key(self.host_key_path, public=False)
+        """Serve SSH and write the config whose [monitoring] host is `monitored`, and the keys
+        it names (kept from an earlier start): nothing is written unless the trial starts.
+        OSError when the SSH port is taken; FileExistsError for a config this command did not
+        write."""
+        refuse_foreign(self.config)
+        client_key, new_client = _key(self.key_path)
+        self.host_key, new_host = _key(self.host_key_path)
         self.server = LoadServer(self.loop.respond, addresses=ADDRESSES, port=self.ssh_port,
                                  authorized_keys=[client_key], host_key=self.host_key).start()
         try:
+            if new_client:
+                _save(client_key, self.key_path, public=True)
+            if new_host:
+                _save(self.host_key, self.host_key_path, public=False)
             owned = self.sim.config_sections()
             # the account's own template, as listTemplates --templatefilter=self shows it
             owned["launch_config"]["templateid"] = self.sim.own_template_id

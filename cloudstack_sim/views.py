@@ -8,10 +8,12 @@ from typing import Any, Optional
 
 from .records import Event, Job, Rule, Tag, Template, Vm, World
 
-__all__ = ["JOB_CLASSES", "ZONE_NAME", "event_json", "format_time", "job_json", "offering_json",
-           "rule_json", "tag_json", "template_json", "vm_json", "zone_json"]
+__all__ = ["JOB_CLASSES", "NETWORK_NAME", "ZONE_NAME", "api_json", "event_json", "format_time",
+           "job_json", "network_json", "offering_json", "rule_json", "tag_json", "template_json",
+           "vm_json", "zone_json"]
 
 ZONE_NAME = "jp-east-t1v"
+NETWORK_NAME = "sim-network"
 JOB_CLASSES = {
     "deployvirtualmachine": "org.apache.cloudstack.api.command.user.vm.DeployVMCmd",
     "destroyvirtualmachine": "org.apache.cloudstack.api.command.user.vm.DestroyVMCmd",
@@ -77,6 +79,25 @@ def rule_json(cloud: World, rule: Rule) -> dict[str, Any]:
     }
 
 
+def network_json(cloud: World) -> dict[str, Any]:
+    """The account's isolated guest network (NetworkResponse, the fields a user sees)."""
+    return {
+        "id": cloud.network_id, "name": NETWORK_NAME, "displaytext": NETWORK_NAME,
+        "broadcastdomaintype": "Vlan", "traffictype": "Guest", "gateway": "127.0.0.1",
+        "netmask": "255.0.0.0", "cidr": "127.0.0.0/8", "zoneid": cloud.zone_id,
+        "zonename": ZONE_NAME,
+        "networkofferingname": "DefaultIsolatedNetworkOfferingWithSourceNatService",
+        "state": "Implemented", "type": "Isolated", "account": "sim",
+        "domainid": cloud.domain_id, "domain": "ROOT", "canusefordeploy": True, "tags": [],
+    }
+
+
+def api_json(name: str, is_async: bool) -> dict[str, Any]:
+    """One API as listApis shows it (ApiDiscoveryResponse: name, isasync and its parameter and
+    response sets, always present; the simulator keeps no descriptions)."""
+    return {"name": name, "isasync": is_async, "params": [], "response": []}
+
+
 def tag_json(cloud: World, tag: Tag) -> dict[str, Any]:
     """A resource tag (ResourceTagJoinDaoImpl.newResourceTagResponse; customer is null)."""
     return {"key": tag.key, "value": tag.value, "resourcetype": tag.resource_type,
@@ -105,7 +126,7 @@ def vm_json(cloud: World, vm: Vm, service_state: Optional[str] = None) -> dict[s
         "memory": _OFFERING["memory"], "guestosid": cloud.ostype_id,
         "rootdeviceid": 0, "rootdevicetype": "ROOT", "securitygroup": [],
         "nic": [{
-            "id": vm.nic_id, "networkid": cloud.network_id, "networkname": "sim-network",
+            "id": vm.nic_id, "networkid": cloud.network_id, "networkname": NETWORK_NAME,
             "netmask": "255.0.0.0", "gateway": "127.0.0.1", "ipaddress": vm.ip,
             "traffictype": "Guest", "type": "Isolated", "isdefault": True,
             "macaddress": "02:00:" + ":".join(f"{b:02x}" for b in vm.seq.to_bytes(4, "big")),

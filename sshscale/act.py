@@ -28,9 +28,9 @@ from sshscale.facts import (
 )
 from sshscale.fleet import replacement_of
 from sshscale.interrupts import step
-from sshscale.launch import Launcher, vms_text
-from sshscale.logs import note
-from sshscale.model import GONE, Action, Decision, Deploy, Pool, Vm
+from sshscale.launch import Launcher
+from sshscale.logs import ACTION, note
+from sshscale.model import GONE, Action, Decision, Deploy, Pool, Vm, shown_time, vm_count
 from sshscale.tags import USER_VM
 
 __all__ = ["Actor"]
@@ -69,7 +69,8 @@ class Actor(Launcher):
             backoff = backoff_after_failure(parse_backoff(vm.tag(REPAIR)), now,
                                             self.settings.max_backoff)
             note("repair", f"{vm.name}: {backoff.failures} failed repair(s) in a row; the next "
-                           f"waits until {backoff.until:%Y-%m-%d %H:%M:%S} UTC", logging.WARNING)
+                           f"waits until {shown_time(backoff.until, self.settings.zone)}",
+                 logging.WARNING)
             try:
                 self.tags.replace(USER_VM, vm.id, {REPAIR: backoff_value(backoff)})
             except (idcf_api.CloudStackError, ScaleError) as exc:
@@ -81,8 +82,8 @@ class Actor(Launcher):
 
     def start_scale_out(self, count: int) -> tuple[Deploy, ...]:
         """The deploy calls of a scale-out (each accepted with its VM's ID and its job)."""
-        note("scale out", f"+{count}")
-        with step(f"while starting the deploy of {vms_text(count)}"):
+        note("scale out", f"+{count}", ACTION)
+        with step(f"while starting the deploy of {vm_count(count)}"):
             return self.start_deploys(count)
 
     def _state_after_pending_job(self, vm: Vm) -> str:
@@ -102,7 +103,7 @@ class Actor(Launcher):
             if state == "Running":
                 ready.append(vm)
             else:
-                note("repair", f"{vm.name} is {state} after its job: not adopted")
+                note("repair", f"{vm.name} is {state} after its job: not adopted", ACTION)
         if not ready:
             return f"{', '.join(v.name for v in vms)}: not adopted"
         drained = any(vm.tag(DRAIN) is not None for vm in ready)
@@ -119,7 +120,7 @@ class Actor(Launcher):
         return self.new_count(pool.count + len(ready))
 
     def scale_in(self, vm: Vm, pool: Pool) -> str:
-        note("scale in", f"-1 ({vm.name}, {vm.ip or 'no ip'})")
+        note("scale in", f"-1 ({vm.name}, {vm.ip or 'no ip'})", ACTION)
         self._retire(vm, scale_time=True)
         return self.new_count(pool.count - 1)
 
@@ -151,14 +152,15 @@ class Actor(Launcher):
         its generation (ssh-scale:tries) until it passes."""
         new = replacement_of(vm, pool)
         if new is not None:
-            note("replace", f"{vm.name} ({vm.ip or 'no ip'}): {new.name} serves in its place")
+            note("replace", f"{vm.name} ({vm.ip or 'no ip'}): {new.name} serves in its place",
+                 ACTION)
         else:
             tries = parse_tries(vm.tag(TRIES)).count
             if tries:
                 note("replace", f"{vm.name} replaced {tries} time(s) in a row and never "
                                 "healthy: counted as a failed deploy", logging.WARNING)
                 self.back_off()
-            note("replace", f"{vm.name} ({vm.ip or 'no ip'}): deploying its replacement")
+            note("replace", f"{vm.name} ({vm.ip or 'no ip'}): deploying its replacement", ACTION)
             self._replace_first_half(vm, tries + 1)
         self._retire(vm, scale_time=False)
         return self.new_count(pool.count - 1 if new is not None else pool.count)
@@ -197,9 +199,9 @@ class Actor(Launcher):
         # for that job rather than destroy twice. (An Error VM's job is moot.)
         if vm.jobid and vm.state == "Stopped" and \
                 self._state_after_pending_job(vm) in ("gone", *GONE):
-            note("repair", f"{vm.name} was destroyed by its pending job")
+            note("repair", f"{vm.name} was destroyed by its pending job", ACTION)
             return f"{vm.name} already destroyed"
-        note("destroy", f"{vm.name} ({vm.id})")
+        note("destroy", f"{vm.name} ({vm.id})", ACTION)
         with step(f"during the destroy of {vm.name}"):
             self.destroy_and_wait(vm.id, vm.name)
         return f"destroyed {vm.name}"

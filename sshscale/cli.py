@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit codes: 0 acted, nothing to do, or another run busy; 1 SSH, API or job "
-               "failure; 2 usage or configuration error; 130 interrupted (Ctrl-C); "
-               "143 terminated (SIGTERM).")
+        epilog="Exit codes: 0 acted, nothing to do, or another run busy (--check: every check "
+               "passed); 1 SSH, API or job failure (--check: a check failed); 2 usage or "
+               "configuration error; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).")
     parser.add_argument("-c", "--config", metavar="PATH",
                         help="config file (default: $IDCFRC, else ~/.idcfrc)")
     parser.add_argument("-n", "--dry-run", action="store_true",
@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show the pool and the decision that would be taken; change nothing")
     views.add_argument("--json", action="store_true",
                        help="one JSON object per run on stdout; log lines go to stderr")
+    views.add_argument("--check", action="store_true",
+                       help="check, read-only, what a run needs: the config and key files, the "
+                            "API and the clock, the IDs the config names, the commands a run "
+                            "calls, SSH to the hosts; one line each; exit 1 if one fails")
     parser.add_argument("--replay", metavar="FILE", nargs="*",
                         help="what-if: replay load history through the decision code: a "
                              "minute,demand trace, sar -q reports (one per VM) or this tool's "
@@ -98,11 +102,13 @@ def check_options(args: argparse.Namespace) -> None:
     replaying = args.replay is not None
     modes = [name for name, on in (("--replay", replaying), ("--history", args.history),
                                    ("--adopt", args.adopt is not None),
-                                   ("--status", args.status)) if on]
+                                   ("--check", args.check), ("--status", args.status)) if on]
     if len(modes) > 1:
         raise ConfigError(f"{modes[0]} and {modes[1]} do not go together")
     if (replaying or args.history) and (args.status or args.dry_run):
         raise ConfigError(f"{modes[0]} runs offline: it cannot be combined with --status or -n")
+    if args.check and args.dry_run:
+        raise ConfigError("--check changes nothing already: it cannot be combined with -n")
     if args.json and (args.history or args.adopt is not None):
         raise ConfigError(f"{modes[0]} prints no --json object")
     if not replaying and any(getattr(args, name) is not None for name in REPLAY_ONLY):
@@ -185,7 +191,7 @@ def adopt(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitS
         redactor.add(settings.account.api_key, settings.account.secret_key,
                      settings.pass_phrase)
         path = idcf_api.config_path(args.config)
-        warn_insecure(path)
+        warn_config(path, aside=False)
     adopt_vms(settings, idcf_api.Client(settings.account), args.adopt, path,
               ssh_config=ssh_config, dry_run=args.dry_run,
               clock=lambda: datetime.now(timezone.utc))
@@ -210,6 +216,7 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
         from sshscale.measure import read_ssh_config
         from sshscale.model import Report
         from sshscale.notify import webhook_secrets
+        from sshscale.preflight import check_launch, explain
         from sshscale.run import finish_pending, other_run_on_this_monitor, run_lock, run_once
 
         ssh_config = read_ssh_config()
@@ -218,7 +225,7 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
                      settings.pass_phrase)
         redactor.add(*webhook_secrets(settings))
         path = idcf_api.config_path(args.config)
-        warn_insecure(path)
+        warn_config(path, args.status)
         monitor_name()  # a bad $SSH_SCALE_MONITOR is a config error before anything is sent
     read_only = args.dry_run or args.status
     report = Report(time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -231,6 +238,8 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
             with contextlib.nullcontext() if read_only else run_lock(path):
                 run_once(settings, client, report, ssh_config=ssh_config,
                          other_run=other_run_on_this_monitor(path) if read_only else None)
+            if args.dry_run:  # a deploy's IDs, checked before the live run needs them
+                check_launch(settings, client, path)
         except SshError:  # raised after any min/max action, whose deploys still need finishing
             finish_pending(settings, client, report)
             raise
@@ -242,10 +251,13 @@ def live(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitSt
         emit(report, args)  # the run that holds it writes the outputs when it ends
         return ExitStatus.OK
     except BaseException as exc:
-        report.error = idcf_api.redact(message_of(exc), redactor.secrets)
+        named = explain(exc, settings, client, path)  # a refused parameter: the key to change
+        report.error = idcf_api.redact(message_of(named or exc), redactor.secrets)
         emit(report, args)
         if not (read_only or _ctrl_c(exc)):  # SIGTERM (a systemd timeout) is a failure to tell
             after_run(report, settings, time.monotonic() - started, redactor.secrets, path)
+        if named is not None:
+            raise named from exc
         raise
     emit(report, args)
     if not read_only:
@@ -274,16 +286,48 @@ def after_run(report: Report, settings: Settings, duration: float,
     metrics.write(report, settings, duration, time.time())
 
 
-def warn_insecure(path: str) -> None:
-    """A warning line when the config (which holds secrets) is readable by others."""
+def warn_config(path: str, aside: bool) -> None:
+    """The config's warnings, one line each: readable by others (it holds secrets), a
+    misspelt section, a " #" in a value. In the log; `aside` (a view that logs nothing, such
+    as --status): on stderr."""
     import logging
 
-    from sshscale.config import display_path, insecure_permissions
+    from sshscale.config import config_warnings, display_path, insecure_permissions
     from sshscale.logs import note
 
-    if insecure_permissions(path):
-        note("warning", f"{display_path(path)} is readable by group or others; it holds "
-                        "secrets (chmod 600 it)", logging.WARNING)
+    lines = [f"{display_path(path)} is readable by group or others; it holds secrets (chmod "
+             "600 it)"] if insecure_permissions(path) else []
+    for line in lines + config_warnings(path):
+        if aside:
+            print(f"{PROG}: warning: {line}", file=sys.stderr)
+        else:
+            note("warning", line, logging.WARNING)
+
+
+def check(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) -> ExitStatus:
+    """--check: every finding on its own line as it is made; exit 1 when one failed."""
+    with step("while starting", changing=False):
+        import idcf_api
+        from sshscale.config import load_settings
+        from sshscale.errors import ExitStatus, ScaleError
+        from sshscale.measure import read_ssh_config
+        from sshscale.preflight import line, run_checks
+
+        ssh_config = read_ssh_config()
+        settings = load_settings(args.config, ssh_config=ssh_config)
+        redactor.add(settings.account.api_key, settings.account.secret_key,
+                     settings.pass_phrase)
+        path = idcf_api.config_path(args.config)
+    with step("during the checks", changing=False):
+        findings = []
+        for finding in run_checks(settings, idcf_api.Client(settings.account), ssh_config, path):
+            print(idcf_api.redact(line(finding), redactor.secrets), flush=True)
+            findings.append(finding)
+    failed = [f.topic for f in findings if f.failed]
+    if failed:
+        raise ScaleError(f"{len(failed)} of {len(findings)} checks failed: "
+                         f"{', '.join(dict.fromkeys(failed))}")
+    return ExitStatus.OK
 
 
 def emit(report: Report, args: argparse.Namespace) -> None:
@@ -311,6 +355,8 @@ def run_command(args: argparse.Namespace, redactor: idcf_api.RedactingFilter) ->
             return replay(args, redactor)
         if args.history:
             return history(args, redactor)
+        if args.check:
+            return check(args, redactor)
         return adopt(args, redactor) if args.adopt is not None else live(args, redactor)
     except BrokenPipeError:  # e.g. --json piped into head
         return idcf_api.closed_pipe()
@@ -331,9 +377,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args = build_parser().parse_args(argv)
             from sshscale import logs
 
+            aside = args.status or args.check  # views that print their own lines
             redactor = logs.configure(args.verbose, args.quiet,
-                                      sys.stderr if args.json or args.status else sys.stdout,
-                                      silent=args.status)
+                                      sys.stderr if args.json or aside else sys.stdout,
+                                      silent=aside)
         return run_command(args, redactor)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         print(f"{PROG}: error: {stopped_message(exc)}", file=sys.stderr)

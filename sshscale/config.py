@@ -19,6 +19,7 @@ from __future__ import annotations
 import configparser
 import contextlib
 import hashlib
+import difflib
 import math
 import os
 import re
@@ -30,11 +31,12 @@ from typing import Any, Optional
 import idcf_api
 from sshscale.errors import ConfigError
 from sshscale.fleet import HEALTH_CHECKS, TERMINATION_POLICIES, parse_limit
-from sshscale.fleet_config import NOTIFY_KEYS, metrics_textfile, notify, schedules
+from sshscale.fleet_config import NOTIFY_KEYS, local_zone, metrics_textfile, notify, schedules
 from sshscale.model import PERIODS, Settings
 
-__all__ = ["config_digest", "display_path", "insecure_permissions", "key_path_for",
-           "load_settings", "lookup_ssh_config", "settings_from_config"]
+__all__ = ["config_digest", "config_warnings", "display_path", "insecure_permissions",
+           "key_path_for", "load_settings", "lookup_ssh_config", "parse_seconds",
+           "settings_from_config"]
 
 ALIASES = {
     "scaling": ("scalling", "scaling"),
@@ -62,6 +64,13 @@ POLICY_KEYS = {
                   "policy_in": ("cooldown", "period")},
     "target": {"policy_out": ("target", "forecast"), "policy_in": ("target", "stabilization")},
 }
+# Every section this tool reads (besides [schedule NAME]); another one is another tool's.
+SECTIONS = ("account", "launch_config", *(n for spellings in ALIASES.values() for n in spellings),
+            *(name for name in KNOWN_KEYS if name not in ALIASES))
+# Values where " #" is no mistake: a comment for the remote shell; a secret (never shown).
+HASH_ALLOWED = (("monitoring", "command"), ("monitoring", "pass_phrase"))
+NEAR_MISS = 0.85  # difflib's similarity from which a section name is taken for a misspelling
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
 REQUIRED_LAUNCH_KEYS = ("serviceofferingid", "templateid", "zoneid")
 HOST_KEY_POLICIES = ("accept-new", "strict", "off")
 DEFAULTS = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
@@ -94,6 +103,19 @@ class _Section:
         if not math.isfinite(value) or value < minimum or (above and value == minimum):
             relation = "greater than" if above else "at least"
             raise self.error(key, f"expected a number {relation} {minimum:g}, got {raw!r}")
+        return value
+
+    def seconds(self, key: str, default: Optional[float] = None, minimum: float = 0.0,
+                above: bool = False) -> float:
+        """A duration: a number of seconds, or one with an s, m or h suffix (90s, 30m, 11h)."""
+        raw = self.text(key, None if default is None else repr(default))
+        value = parse_seconds(raw)
+        if value is None:
+            raise self.error(key, f"expected a duration like 90s, 30m or 11h (or a number of "
+                                  f"seconds), got {raw!r}")
+        if not math.isfinite(value) or value < minimum or (above and value == minimum):
+            relation = "greater than" if above else "of at least"
+            raise self.error(key, f"expected a duration {relation} {minimum:g} s, got {raw!r}")
         return value
 
     def integer(self, key: str, default: Optional[int] = None, minimum: int = 0) -> int:
@@ -130,6 +152,15 @@ def config_digest(path: str) -> str:
     return hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:16]
 
 
+def parse_seconds(text: str) -> Optional[float]:
+    """Seconds from a plain number (as always) or a number with an s, m or h suffix; None when
+    it is neither. Every duration key of the config reads this way."""
+    with contextlib.suppress(ValueError):
+        return float(text)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smh])", text.strip().lower())
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)] if match else None
+
+
 def display_path(path: str) -> str:
     """The path with the home directory shown as ~."""
     home = os.path.expanduser("~")
@@ -145,7 +176,9 @@ def _section(parser: configparser.ConfigParser, source: str, logical: str,
                           "keep one spelling of the section")
     if not present:
         if required:
-            raise ConfigError(f"{source}: [{names[0]}]: missing section")
+            misspelt = [f"[{n}]" for n in parser.sections() if _near_miss(n) in names]
+            hint = f" ({', '.join(misspelt)} is there: a misspelling?)" if misspelt else ""
+            raise ConfigError(f"{source}: [{names[0]}]: missing section{hint}")
         return _Section(source, names[0], {})
     section = _Section(source, present[0], dict(parser[present[0]]))
     if logical in KNOWN_KEYS:
@@ -193,27 +226,27 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         load_balancer=scaling.text("load_balancer"),
         threshold_out=threshold_out, threshold_in=threshold_in,
         port=port,
-        connect_timeout=mon.number("connect_timeout", default["connect_timeout"], above=True),
-        command_timeout=mon.number("command_timeout", default["command_timeout"], above=True),
+        connect_timeout=mon.seconds("connect_timeout", default["connect_timeout"], above=True),
+        command_timeout=mon.seconds("command_timeout", default["command_timeout"], above=True),
         command=mon.text("command", default["command"]),
         host_key_policy=mon.choice("host_key_policy", default["host_key_policy"],
                                    HOST_KEY_POLICIES),
         monitor_members=monitor_members,
-        boot_grace=mon.number("boot_grace", default["boot_grace"]),
+        boot_grace=mon.seconds("boot_grace", default["boot_grace"]),
         min_reporting=mon.integer("min_reporting", default["min_reporting"], minimum=1),
         quorum=_limit(mon, "quorum", default["quorum"]),
         aggregate=mon.choice("aggregate", default["aggregate"], ("mean", "max")),
         per_cpu=mon.boolean("per_cpu", default["per_cpu"]),
         max_parallel=mon.integer("max_parallel", default["max_parallel"], minimum=1),
-        job_timeout=scaling.number("job_timeout", default["job_timeout"], above=True),
+        job_timeout=scaling.seconds("job_timeout", default["job_timeout"], above=True),
         expunge=scaling.boolean("expunge", default["expunge"]),
-        drain_seconds=scaling.number("drain_seconds", default["drain_seconds"]),
+        drain_seconds=scaling.seconds("drain_seconds", default["drain_seconds"]),
         protect_unmanaged=scaling.boolean("protect_unmanaged", default["protect_unmanaged"]),
-        max_backoff=scaling.number("max_backoff", default["max_backoff"], minimum=60.0),
+        max_backoff=scaling.seconds("max_backoff", default["max_backoff"], minimum=60.0),
         launch_budget=scaling.integer("launch_budget", 0, minimum=1)
         if scaling.values.get("launch_budget", "").strip() else None,
-        cooldown_out=out.number("cooldown", default["cooldown_out"]),
-        cooldown_in=inn.number("cooldown", default["cooldown_in"]),
+        cooldown_out=out.seconds("cooldown", default["cooldown_out"]),
+        cooldown_in=inn.seconds("cooldown", default["cooldown_in"]),
         period_out=_period(out, default["period_out"]),
         period_in=_period(inn, default["period_in"]),
         step_out=out.choice("step", default["step_out"], ("1", "proportional")),
@@ -223,6 +256,7 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         notify=notify(_section(parser, source, "notify", required=False)),
         metrics_textfile=metrics_textfile(_section(parser, source, "metrics", required=False)),
         **_policy_settings(scaling, out, inn, threshold_out),
+        zone=local_zone(os.environ if environ is None else environ),
     )
     _check_identities(settings, launch, mon)
     if check_key:
@@ -285,9 +319,9 @@ def _fleet_settings(health: _Section, scaling: _Section,
     limit = _limit(health, "max_unhealthy", default["max_unhealthy"])
     return dict(
         health_check=check, health_url=url,
-        health_timeout=health.number("timeout", default["health_timeout"], above=True),
+        health_timeout=health.seconds("timeout", default["health_timeout"], above=True),
         unhealthy_runs=health.integer("unhealthy_runs", default["unhealthy_runs"], minimum=1),
-        health_grace=health.number("grace", default["health_grace"]),
+        health_grace=health.seconds("grace", default["health_grace"]),
         max_unhealthy=limit,
         termination_policy=scaling.choice("termination_policy", default["termination_policy"],
                                           TERMINATION_POLICIES),
@@ -322,8 +356,8 @@ def _policy_settings(scaling: _Section, out: _Section, inn: _Section,
     if target_in is not None and target_in >= upper:
         raise inn.error("target", f"{target_in:g} must be below [{out.name}] {name} {upper:g}")
     return {"policy": policy, "target_out": target_out, "target_in": target_in,
-            "forecast": out.number("forecast", DEFAULTS["forecast"]),
-            "stabilization": inn.number("stabilization", DEFAULTS["stabilization"])}
+            "forecast": out.seconds("forecast", DEFAULTS["forecast"]),
+            "stabilization": inn.seconds("stabilization", DEFAULTS["stabilization"])}
 
 
 def _period(section: _Section, default: int) -> int:
@@ -375,6 +409,44 @@ def load_settings(path: Optional[str] = None, environ: Optional[Mapping[str, str
     with _client_config_errors():
         parser = idcf_api.read_config(resolved)
     return settings_from_config(parser, display_path(resolved), environ, ssh_config, check_key)
+
+
+def _near_miss(name: str) -> Optional[str]:
+    """The section this tool reads that `name` looks like a misspelling of ("notify" for
+    notfy, "schedule NAME" for schedule-night), or None: the section is ours, or another
+    tool's (the file is shared)."""
+    if name in SECTIONS or name.startswith("schedule "):
+        return None
+    lowered = name.lower()
+    close = difflib.get_close_matches(lowered, SECTIONS, n=1, cutoff=NEAR_MISS)
+    if close:
+        return close[0]
+    head = re.split(r"[\s_\-:.]+", lowered)[0]
+    similar = difflib.SequenceMatcher(None, head, "schedule").ratio()
+    return "schedule NAME" if similar >= NEAR_MISS else None
+
+
+def _ours(section: str) -> bool:
+    return section in SECTIONS or section.startswith("schedule ")
+
+
+def config_warnings(path: str) -> list[str]:
+    """What a run warns about in a loaded config, one line each (the run goes on): a section
+    named like one this tool reads, which is ignored; a " #" inside a value of ours (a "#"
+    after a value is part of it: comments go on lines of their own)."""
+    source = display_path(path)
+    with _client_config_errors():
+        parser = idcf_api.read_config(path)
+    lines = [f"{source}: [{name}] is not a section ssh_scale.py reads, so it is ignored (did "
+             f"you mean [{near}]?)" for name in parser.sections()
+             if (near := _near_miss(name)) is not None]
+    for name in filter(_ours, parser.sections()):
+        kind = name.split(" ")[0]
+        lines += [f"{source}: [{name}] {key}: the value holds \" #\", which is part of it, not a "
+                  "comment (comments go on lines of their own)"
+                  for key, value in parser[name].items()
+                  if (kind, key) not in HASH_ALLOWED and re.search(r"\s#", value)]
+    return lines
 
 
 def insecure_permissions(path: str) -> bool:

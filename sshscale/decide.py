@@ -42,12 +42,13 @@ from sshscale.model import (
     Pool,
     Settings,
     Vm,
+    shown_time,
+    vm_count,
 )
 from sshscale.schedule import effective_bounds, name_schedules, with_bounds
 
 __all__ = ["aggregate_load", "decide", "quorum_shortfall", "scale_in_load"]
 
-UNTIL_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 GIVES_BACK = (Action.ADOPT, Action.READD)
 
 
@@ -93,6 +94,7 @@ def decide(measurement: Measurement, pool: Pool, settings: Settings, now: dateti
     """The one change to make now, within the bounds in force at `now` (those of the open
     [schedule NAME] windows, else [scaling]'s); the reason names the schedule that set a
     bound it mentions."""
+    now = now.astimezone(settings.zone)  # so that the held times the reasons show are local
     bounds = effective_bounds(settings, now)
     decision = _decide_rules(measurement, pool, with_bounds(settings, bounds), now, history)
     reason = name_schedules(decision.reason, bounds)
@@ -118,14 +120,14 @@ def _decide_rules(measurement: Measurement, pool: Pool, settings: Settings, now:
     if repair is not None and (repair.action in GIVES_BACK or count >= settings.min_size):
         return repair
     if count < settings.min_size and pool.committed < settings.max_size:
-        return _deploy(Decision(Action.SCALE_OUT, f"pool has {count} VMs, below min_size "
+        return _deploy(Decision(Action.SCALE_OUT, f"pool has {vm_count(count)}, below min_size "
                                 f"{settings.min_size}", count=1, rule="min_size"), history, now,
                        settings)
     if repair is not None:
         return repair
     if count > settings.max_size:
         return _scale_in(pool, settings, "max_size",
-                         f"pool has {count} VMs, above max_size {settings.max_size}")
+                         f"pool has {vm_count(count)}, above max_size {settings.max_size}")
     replacement = plan_replacement(pool, settings)
     if replacement is not None and replacement.action is Action.REPLACE:
         return _deploy(replacement, history, now, settings)
@@ -248,7 +250,7 @@ def _plan_repair(pool: Pool, settings: Settings, now: datetime) -> Optional[Deci
     if vm.tag(DRAIN) is not None:
         if count < settings.min_size:
             return Decision(Action.READD, f"repair: drained VM {vm.name} re-added, pool has "
-                            f"{count} VMs, below min_size {settings.min_size}",
+                            f"{vm_count(count)}, below min_size {settings.min_size}",
                             vms=(vm,), count=1, rule="repair")
         return Decision(Action.DESTROY, f"repair: VM {vm.name} was taken out of the load "
                         "balancer but not destroyed", vms=(vm,), count=1, rule="repair")
@@ -285,7 +287,8 @@ def _deploy(decision: Decision, history: Optional[History], now: datetime,
     if backoff is not None and now < backoff.until:
         return Decision(Action.NONE, f"{decision.action.value} ({decision.reason}) held back "
                         f"by the failed-deploy backoff ({backoff.failures} failed in a row) "
-                        f"until {_utc(backoff.until)}", rule="backoff", held_until=backoff.until)
+                        f"until {_shown(backoff.until, now)}", rule="backoff",
+                        held_until=backoff.until)
     recent = sorted(when for _, when in history.launches if when > now - LAUNCH_WINDOW)
     left = settings.budget() - len(recent)
     if left >= decision.count:
@@ -295,8 +298,8 @@ def _deploy(decision: Decision, history: Optional[History], now: datetime,
                        f"{decision.count} within the launch budget")
     until = recent[0] + LAUNCH_WINDOW
     text = (f"{decision.action.value} ({decision.reason}) held back by the launch budget: "
-            f"{len(recent)} VMs created in the last hour, at most {settings.budget()} "
-            f"([scalling] launch_budget); the next one may start at {_utc(until)}")
+            f"{vm_count(len(recent))} created in the last hour, at most {settings.budget()} "
+            f"([scalling] launch_budget); the next one may start at {_shown(until, now)}")
     notice = None if history.budget_notice is not None else \
         Notice(BUDGET, time_value(now), text)
     return Decision(Action.NONE, text, rule="budget", held_until=until, notice=notice)
@@ -346,12 +349,13 @@ def _cooldown_hold(history: Optional[History], now: datetime, settings: Settings
         return None
     until = last + timedelta(seconds=cooldown)
     return Decision(Action.NONE, f"{action.value} held back by the {name} ({cooldown:g} s) "
-                    f"until {_utc(until)}",
+                    f"until {_shown(until, now)}",
                     rule="cooldown", held_until=until)
 
 
-def _utc(when: datetime) -> str:
-    return f"{when.astimezone(timezone.utc):{UNTIL_FORMAT}}"
+def _shown(when: datetime, now: datetime) -> str:
+    """A time as the reason shows it: in now's zone (the monitor's: decide() puts it there)."""
+    return shown_time(when, now.tzinfo or timezone.utc)
 
 
 def _load_label(measurement: Measurement, period: int, settings: Settings,
@@ -378,4 +382,4 @@ def _steady_reason(load_out: float, load_in: float, pool: Pool, settings: Settin
     if load_in < settings.threshold_in:
         return f"load {load_in:.2f} is low but the pool is at min_size {settings.min_size}"
     return (f"load between thresholds ({settings.threshold_in:g} <= {load_in:.2f}, "
-            f"{load_out:.2f} <= {settings.threshold_out:g}); pool has {count} VMs")
+            f"{load_out:.2f} <= {settings.threshold_out:g}); pool has {vm_count(count)}")

@@ -11,8 +11,9 @@ import idcf_api
 from sshscale.interrupts import INTERRUPTED, TERMINATED, Terminated, stopped_message, \
     stopped_status
 
-__all__ = ["ConfigError", "ExitStatus", "LeaseBusy", "LeaseExpired", "LockBusy", "ScaleError",
-           "SshError", "TagError", "Terminated", "exit_status", "expected", "message_of"]
+__all__ = ["CloudConfigError", "ConfigError", "ExitStatus", "LeaseBusy", "LeaseExpired",
+           "LockBusy", "ScaleError", "SshError", "TagError", "Terminated", "exit_status",
+           "expected", "message_of"]
 
 
 class ScaleError(Exception):
@@ -21,6 +22,12 @@ class ScaleError(Exception):
 
 class ConfigError(ScaleError):
     """The config file, ~/.ssh/config, an option or an input file is unusable."""
+
+
+class CloudConfigError(ScaleError):
+    """A config value names nothing this account has in the cloud (a zone, template, ...), or
+    something a run cannot use: found by reading the cloud (--check, a dry run, a call the
+    cloud refused for a parameter)."""
 
 
 class SshError(ScaleError):

@@ -28,7 +28,6 @@ SCHEDULE_KEYS = ("cron", "duration", "timezone", "min_size", "max_size")
 NOTIFY_KEYS = ("webhook", "command", "events", "timeout")
 NOTIFY_EVENTS = ("scale_out", "scale_in", "repair", "replace", "failure", "brake")
 MAX_NOTIFY_TIMEOUT = 60.0
-DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 def schedules(parser: configparser.ConfigParser, make_section: Callable[..., Any],
               environ: Optional[Mapping[str, str]], scaling: Any,
@@ -65,18 +64,8 @@ def _schedule(section: Any, name: str, environ: Optional[Mapping[str, str]],
     if low is not None and high is None and low > max_size:
         raise section.error("min_size", f"{low} is above [{scaling.name}] max_size "
                                         f"{max_size}: set max_size here too")
-    return Schedule(name=name, cron=cron, duration=_duration(section, "duration"),
+    return Schedule(name=name, cron=cron, duration=section.seconds("duration", above=True),
                     zone=_zone(section, environ), min_size=low, max_size=high)
-
-
-def _duration(section: Any, key: str) -> float:
-    """A duration: seconds, or a number with an s, m or h suffix (90s, 30m, 11h)."""
-    raw = section.text(key)
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smh]?)", raw.lower())
-    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)] if match else 0.0
-    if seconds <= 0:
-        raise section.error(key, f"expected a duration like 90s, 30m or 11h, got {raw!r}")
-    return seconds
 
 
 def _zone(section: Any, environ: Optional[Mapping[str, str]]) -> tzinfo:
@@ -128,7 +117,7 @@ def notify(section: Any) -> Optional[Notify]:
             raise section.error("events", f"unknown event {event!r}"
                                 f"{textio.did_you_mean(event, NOTIFY_EVENTS)} (expected "
                                 f"some of {', '.join(NOTIFY_EVENTS)})")
-    timeout = section.number("timeout", Notify.timeout, above=True)
+    timeout = section.seconds("timeout", Notify.timeout, above=True)
     if timeout > MAX_NOTIFY_TIMEOUT:
         raise section.error("timeout", f"expected at most {MAX_NOTIFY_TIMEOUT:g} seconds (a "
                                        f"run must not wait long for a notification), got "

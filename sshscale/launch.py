@@ -33,20 +33,15 @@ from sshscale.facts import (
 )
 from sshscale.fleet import LAUNCH_IDS, outdated
 from sshscale.interrupts import step
-from sshscale.logs import note
-from sshscale.model import IN_SERVICE, Deploy, History, Settings
+from sshscale.logs import ACTION, note
+from sshscale.model import IN_SERVICE, Deploy, History, Settings, shown_time, vm_count
 from sshscale.observe import parse_time
 from sshscale.ownership import vm_name
 from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter, refused
 
-__all__ = ["Awaited", "Launcher", "vms_text"]
+__all__ = ["Awaited", "Launcher"]
 
 TOKEN_BYTES = 3  # the random part of a VM name: 6 hex digits
-
-
-def vms_text(count: int) -> str:
-    """"1 VM", "3 VMs"."""
-    return f"{count} VM{'s' if count > 1 else ''}"
 
 
 @dataclass(frozen=True)
@@ -113,8 +108,8 @@ class Launcher:
 
     def new_count(self, count: int) -> str:
         self.count_after = count
-        note("now vm count", str(count))
-        return f"pool has {vms_text(count)}"
+        note("now vm count", str(count), ACTION)
+        return f"pool has {vm_count(count)}"
 
     # --- deploys -----------------------------------------------------------------------------
 
@@ -140,7 +135,7 @@ class Launcher:
             if not started:
                 raise failure
             note("scale out", f"deployVirtualMachine: {failure}; going on with "
-                              f"{vms_text(len(started))}", logging.ERROR)
+                              f"{vm_count(len(started))}", logging.ERROR)
         return tuple(started)
 
     def _deploy(self, name: str) -> Deploy:
@@ -247,7 +242,7 @@ class Launcher:
     def destroy_failed(self, vm_id: str) -> None:
         if not vm_id:
             return
-        note("destroy", f"{vm_id} (left by the failed deploy)")
+        note("destroy", f"{vm_id} (left by the failed deploy)", ACTION)
         try:
             self.destroy_and_wait(vm_id, vm_id)
         except idcf_api.CloudStackError as exc:
@@ -265,7 +260,7 @@ class Launcher:
                                         self.settings.max_backoff)
         self.history = replace(self.history, backoff=backoff)
         note("backoff", f"{backoff.failures} failed deploy(s) in a row: the next deploy waits "
-                        f"until {backoff.until:%Y-%m-%d %H:%M:%S} UTC", logging.WARNING)
+                        f"until {shown_time(backoff.until, self.settings.zone)}", logging.WARNING)
         self.record({BACKOFF: backoff_value(backoff)}, "the failed-deploy backoff")
 
     # --- joining the load balancer -----------------------------------------------------------
@@ -273,7 +268,7 @@ class Launcher:
     def finish_deploys(self, deploys: Sequence[Deploy], pool_count: Optional[int]) -> str:
         """Wait for a scale-out's deploys, then add every VM that came up to the load balancer
         (see join)."""
-        with step(f"during the deploy of {vms_text(len(deploys))}"):
+        with step(f"during the deploy of {vm_count(len(deploys))}"):
             awaited = self.await_deploys(deploys)
         return self.join(awaited, pool_count)
 

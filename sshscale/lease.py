@@ -12,14 +12,14 @@ import os
 import re
 import socket
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Optional
 
 from idcf_api import Client
 from sshscale.errors import ConfigError, LeaseBusy, TagError
 from sshscale.facts import LEASE, lease_value, parse_lease
 from sshscale.logs import note
-from sshscale.model import Action, Lease, Settings
+from sshscale.model import Action, Lease, Settings, shown_time
 from sshscale.tags import LOAD_BALANCER, TAG_JOB_SECONDS, TagWriter, refused
 
 __all__ = ["boot_id", "change_deadline", "dead_here", "holder_id", "lease_seconds",
@@ -146,7 +146,7 @@ def _take(tags: TagWriter, settings: Settings, lease: Lease, now: datetime) -> b
     parsed = parse_lease(held)
     if parsed is not None and parsed.expires > now and not dead_here(parsed.holder):
         raise LeaseBusy(f"another run ({parsed.holder}) holds the pool's lease until "
-                        f"{parsed.expires:%Y-%m-%d %H:%M:%S} UTC")
+                        f"{shown_time(parsed.expires, settings.zone)}")
     note("lease", f"breaking {_broken(parsed, held, now)}", logging.WARNING)
     tags.delete(LOAD_BALANCER, rule, {LEASE: held})  # by value: a newer lease stays
     _create_again(tags, rule, value)
@@ -182,5 +182,4 @@ def _release(tags: TagWriter, settings: Settings, lease: Lease) -> None:
         tags.delete(LOAD_BALANCER, settings.load_balancer, {LEASE: lease_value(lease)})
     except Exception as exc:  # the action's outcome matters more; the lease expires anyway
         note("lease", f"the lease was not released ({exc}); it expires at "
-                      f"{lease.expires.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
-             logging.WARNING)
+                      f"{shown_time(lease.expires, settings.zone)}", logging.WARNING)

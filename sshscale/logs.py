@@ -8,10 +8,14 @@ from typing import Any
 
 import idcf_api
 
-__all__ = ["LABEL_WIDTH", "TIME_FORMAT", "configure", "log", "note"]
+__all__ = ["ACTION", "LABEL_WIDTH", "TIME_FORMAT", "configure", "log", "note"]
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 LABEL_WIDTH = 17
+# The level of the lines -q keeps besides warnings and errors: a run's decision, the changes
+# it makes to the pool (scale out +1, scale in -1, destroy, replace) and their outcome (now vm
+# count); not the steps between (query job, assign to lb, drain).
+ACTION = logging.WARNING
 
 log = logging.getLogger("ssh_scale")
 

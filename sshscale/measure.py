@@ -27,9 +27,10 @@ from sshscale.errors import ConfigError, SshError
 from sshscale.logs import log, note
 from sshscale.model import HostLoad, Measurement, Settings
 
-__all__ = ["Host", "Target", "fingerprint", "known_format", "load_known_hosts",
-           "load_private_key", "make_target", "measure", "parse_load", "read_load",
-           "read_ssh_config", "remote_command", "run_remote", "vm_key_name"]
+__all__ = ["Host", "Target", "fingerprint", "forget_host_key", "known_format",
+           "known_host_name", "load_known_hosts", "load_private_key", "make_target", "measure",
+           "parse_load", "read_load", "read_ssh_config", "remote_command", "run_remote",
+           "ssh_targets", "vm_key_name"]
 
 CPU_COMMAND = "getconf _NPROCESSORS_ONLN"
 VM_KEY_PREFIX = "ssh-scale-vm-"
@@ -165,6 +166,21 @@ def make_target(host: str, settings: Settings, ssh_config: Optional[Any],
     return Target(label=host, hostname=options.get("hostname", host), port=port, user=user,
                   key_path=key_path_for(settings, options) or default_key,
                   known_hosts=os.path.expanduser(known), vm_id=vm_id)
+
+
+def ssh_targets(hosts: Sequence[Host], settings: Settings,
+                ssh_config: Optional[Any]) -> list[Target]:
+    """Where and how each host is reached; a member reached at its IP uses the key of
+    [monitoring] host unless ~/.ssh/config gives one for it."""
+    configured = settings.hosts[0] if settings.hosts else "*"
+    default_key = key_path_for(settings, lookup_ssh_config(ssh_config, configured)) or ""
+    return [make_target(h.name, settings, ssh_config, default_key, h.vm_id) for h in hosts]
+
+
+def known_host_name(target: Target) -> str:
+    """The target's address as known_hosts names it, as OpenSSH writes it: host, or
+    [host]:port."""
+    return target.hostname if target.port == 22 else f"[{target.hostname}]:{target.port}"
 
 
 def load_private_key(path: str, pass_phrase: str) -> Any:
@@ -317,7 +333,7 @@ def read_load(target: Target, settings: Settings, pkey: Any, known: Any,
     client = paramiko.SSHClient()
     started = time.monotonic()
     try:
-        name = target.hostname if target.port == 22 else f"[{target.hostname}]:{target.port}"
+        name = known_host_name(target)
         if settings.host_key_policy != "off":
             for keytype, key in _recorded_keys(known, target, name, settings).items():
                 client.get_host_keys().add(name, keytype, key)
@@ -392,8 +408,9 @@ def _ssh_error_text(exc: BaseException, target: Target, settings: Settings,
     alias = vm_key_name(target.vm_id) if target.vm_id else ""  # a deployed VM's record
     if isinstance(exc, paramiko.BadHostKeyException):
         record = f"{alias} in {known_hosts}" if alias else known_hosts
-        return (f"{where}: host key changed ({exc.key.get_name()}); refusing to connect "
-                f"(check {record})")
+        return (f"{where}: host key changed ({exc.key.get_name()}); refusing to connect (check "
+                f"{record}; if the host was rebuilt, remove the old key: "
+                f"{forget_host_key(target)})")
     # paramiko gives up on a silent server with "Error reading SSH protocol banner", or,
     # when its connect timeout strikes first, with "No existing session" from the auth step.
     if isinstance(exc, paramiko.SSHException) and not banner:
@@ -421,6 +438,16 @@ def _ssh_error_text(exc: BaseException, target: Target, settings: Settings,
     return f"{where}: {_first_line(exc) or exc.__class__.__name__}"
 
 
+def forget_host_key(target: Target) -> str:
+    """The ssh-keygen line that removes the target's recorded host key (a deployed VM's: the
+    record by its id)."""
+    name = vm_key_name(target.vm_id) if target.vm_id else known_host_name(target)
+    quoted = f"'{name}'" if name.startswith("[") else name
+    default = os.path.expanduser("~/.ssh/known_hosts")
+    where = "" if target.known_hosts == default else f" -f {display_path(target.known_hosts)}"
+    return f"ssh-keygen{where} -R {quoted}"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
@@ -433,13 +460,11 @@ def measure(hosts: Sequence[Host], settings: Settings, ssh_config: Optional[Any]
     loaded fails the hosts that use it. A dry run writes no known_hosts."""
     if not hosts:
         return Measurement()
-    configured = settings.hosts[0] if settings.hosts else "*"
-    default_key = key_path_for(settings, lookup_ssh_config(ssh_config, configured)) or ""
-    targets = [make_target(h.name, settings, ssh_config, default_key, h.vm_id) for h in hosts]
+    reached = ssh_targets(hosts, settings, ssh_config)
     keys = {path: _key_or_error(path, settings.pass_phrase)
-            for path in {t.key_path for t in targets}}
+            for path in {t.key_path for t in reached}}
     known = {path: load_known_hosts(path) if settings.host_key_policy != "off" else None
-             for path in {t.known_hosts for t in targets}}
+             for path in {t.known_hosts for t in reached}}
 
     def one(target: Target) -> HostLoad:
         key = keys[target.key_path]
@@ -447,9 +472,9 @@ def measure(hosts: Sequence[Host], settings: Settings, ssh_config: Optional[Any]
             return HostLoad(target.label, error=str(key))
         return read_load(target, settings, key, known[target.known_hosts], dry_run)
 
-    workers = min(settings.max_parallel, len(targets))
+    workers = min(settings.max_parallel, len(reached))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return Measurement(tuple(pool.map(one, targets)))
+        return Measurement(tuple(pool.map(one, reached)))
 
 
 def _key_or_error(path: str, pass_phrase: str) -> Any:

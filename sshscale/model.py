@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["BROKEN", "GONE", "IN_SERVICE", "PERIODS", "SCOPE_KEYS", "TRANSITIONAL", "Action",
            "Backoff", "Bounds", "Check", "Decision", "Deploy", "History", "HostLoad", "Lease",
            "Measurement", "Notice", "Notify", "Observation", "Pending", "Pool", "Report",
-           "Schedule", "Settings", "Vm", "Window"]
+           "Schedule", "Settings", "Vm", "Window", "shown_time", "vm_count"]
 
 PERIODS = (1, 5, 15)
 IN_SERVICE = ("Running", "Starting", "Migrating")
@@ -25,6 +25,16 @@ GONE = ("Destroyed", "Expunging")
 # States a VM passes through on its way somewhere: stuck there without a job, it is broken.
 TRANSITIONAL = ("Starting", "Stopping")
 SCOPE_KEYS = ("projectid", "account", "domainid")
+
+
+def vm_count(count: int) -> str:
+    """"1 VM", "3 VMs": a number of VMs as the lines say it."""
+    return f"{count} VM{'' if count == 1 else 's'}"
+
+
+def shown_time(when: datetime, zone: tzinfo) -> str:
+    """A time as the lines show it: in the monitor's zone (the log lines' own), with its name."""
+    return when.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 class Action(enum.Enum):
@@ -95,6 +105,7 @@ class Settings:
     target_in: Optional[float] = None
     forecast: float = 240.0
     stabilization: float = 600.0
+    zone: tzinfo = timezone.utc  # the monitor's, for the times the lines show (config sets it)
 
     @property
     def group(self) -> str:

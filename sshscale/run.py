@@ -58,12 +58,16 @@ def run_lock(config: str) -> Iterator[None]:
 
 
 def other_run_on_this_monitor(config: str) -> Optional[str]:
-    """Whether another run of this config holds the lock here (for read-only looks)."""
+    """Whether another run of this config holds the lock here (for read-only looks, which
+    create nothing: without a lock file no run holds it)."""
     try:
-        with run_lock(config):
-            return None
-    except LockBusy:
+        with open(lock_path(config)) as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return None
+    except BlockingIOError:
         return "a run on this monitor holds the lock"
+    return None
 
 
 def decide_with_history(observation: Observation, settings: Settings,

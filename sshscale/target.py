@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
-from sshscale.model import Action, History, Pool, Settings, Vm
+from sshscale.model import Action, History, Pool, Settings, Vm, vm_count
 
 __all__ = ["RULE", "Estimate", "Plan", "booting_vms", "estimate", "inverse_average", "plan",
            "pool_changes", "targets"]
@@ -139,10 +139,11 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
     where = f"{count} in service, {len(booting)} booting"
     if have < settings.min_size and room > 0:
         return Plan(Action.SCALE_OUT, min(settings.min_size - have, room),
-                    f"pool has {have} VMs ({where}), below min_size {settings.min_size}")
+                    f"pool has {vm_count(have)} ({where}), below min_size "
+                    f"{settings.min_size}")
     if pool.count > settings.max_size:
-        return Plan(Action.SCALE_IN, 1, f"pool has {pool.count} VMs, above max_size "
-                    f"{settings.max_size}")
+        return Plan(Action.SCALE_IN, 1, f"pool has {vm_count(pool.count)}, above "
+                    f"max_size {settings.max_size}")
     if one is None or five is None or count == 0:
         return Plan(Action.NONE, 0, "load unknown (fewer than "
                     f"{settings.min_reporting} host(s) answered): only min/max may act")
@@ -153,11 +154,11 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
             f"(1-min load {one:.2f})")
     if wanted > have:
         if room <= 0:  # wanted <= max_size: VMs that are neither in service nor booting
-            return Plan(Action.NONE, 0, f"{seen}: {wanted} VMs at target {target:g}, but "
-                        f"{pool.committed - have} other managed VM(s) outside the pool count "
-                        f"against max_size {settings.max_size}")
+            return Plan(Action.NONE, 0, f"{seen}: {vm_count(wanted)} at target {target:g}, "
+                        f"but {pool.committed - have} other managed VM(s) outside the pool "
+                        f"count against max_size {settings.max_size}")
         return Plan(Action.SCALE_OUT, min(wanted - have, room),
-                    f"{seen}: {wanted} VMs at target {target:g} ({where})")
+                    f"{seen}: {vm_count(wanted)} at target {target:g} ({where})")
     steady = f"{seen}; {where}"
     if booting or count <= settings.min_size:
         return Plan(Action.NONE, 0, steady)
@@ -167,5 +168,5 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
                     "of the last scale-out")
     if demand.high <= target_in * (count - 1):
         return Plan(Action.SCALE_IN, 1, f"demand {demand.high:.2f} (highest estimate) fits "
-                    f"{count - 1} VMs at target_in {target_in:g}")
+                    f"{vm_count(count - 1)} at target_in {target_in:g}")
     return Plan(Action.NONE, 0, steady)

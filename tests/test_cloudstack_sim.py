@@ -275,15 +275,57 @@ def test_http_missing_parameter_is_431(sim: Simulator) -> None:
      "zoneid"),
     ("destroyVirtualMachine", {"id": "nope"}, "id"),
     ("assignToLoadBalancerRule", {"id": "LB", "virtualmachineids": "nope"}, "virtualmachineids"),
+    ("deployVirtualMachine", {"zoneid": "ZONE", "serviceofferingid": "OFFERING",
+                              "templateid": "TEMPLATE", "networkids": "nope"}, "networkids"),
+    ("listNetworks", {"id": "nope"}, "id"),
 ])
 def test_http_unknown_uuid_is_431(sim: Simulator, command: str, params: dict[str, str],
                                   name: str) -> None:
-    params = {k: sim.lb_id if v == "LB" else v for k, v in params.items()}
-    response = request(sim, command, **params)
+    ids = {"LB": sim.lb_id, "ZONE": sim.zone_id, "OFFERING": sim.offering_id,
+           "TEMPLATE": sim.template_id}
+    response = request(sim, command, **{k: ids.get(v, v) for k, v in params.items()})
     assert response.status_code == 431
     error = response.json()[f"{command.lower()}response"]
     assert error["errortext"].startswith(f"Unable to execute API command {command.lower()} due "
                                          f"to invalid value. Invalid parameter {name} value=")
+
+
+def test_list_networks_shows_the_network_of_the_vms_and_the_rule(sim: Simulator) -> None:
+    vm = sim.add_vm("web1")
+    (network,) = ok(sim, "listNetworks", zoneid=sim.zone_id)["network"]
+    assert network["id"] == sim.network_id == vm["nic"][0]["networkid"]
+    assert network["zoneid"] == sim.zone_id and network["state"] == "Implemented"
+    rule = ok(sim, "listLoadBalancerRules", id=sim.lb_id)["loadbalancerrule"][0]
+    assert rule["networkid"] == sim.network_id
+    assert deploy(sim, networkids=sim.network_id)["jobid"]
+
+
+def test_list_apis_names_every_command_the_account_may_call(sim: Simulator) -> None:
+    answer = ok(sim, "listApis")
+    names = {api["name"]: api["isasync"] for api in answer["api"]}
+    assert answer["count"] == len(names)
+    assert names["deployVirtualMachine"] is True and names["listZones"] is False
+    assert {"createTags", "deleteTags", "listApis", "queryAsyncJobResult"} <= set(names)
+    assert ok(sim, "listApis", name="listZones")["api"] == [
+        {"name": "listZones", "isasync": False, "params": [], "response": []}]
+
+
+def test_denied_commands_are_401_and_left_out_of_list_apis(sim: Simulator) -> None:
+    sim.deny("createTags", "listZones")
+    names = {api["name"] for api in ok(sim, "listApis")["api"]}
+    assert "createTags" not in names and "listZones" not in names and "deleteTags" in names
+    response = request(sim, "listZones")
+    assert response.status_code == 401
+    assert response.json() == {"listzonesresponse": {
+        "uuidList": [], "errorcode": 401,
+        "errortext": "The given command 'listZones' either does not exist, is not available "
+                     "for user."}}
+    # the plugin answers a name it cannot give (unknown, or refused) with an internal error
+    for name in ("createTags", "noSuchApi"):
+        response = request(sim, "listApis", name=name)
+        assert response.status_code == 530
+        assert "unable to find an api by that name" in response.json()["listapisresponse"][
+            "errortext"]
 
 
 def test_http_list_templates_validates_filter(sim: Simulator) -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from sshscale.cli import main
-from sshscale.config import load_settings
+from sshscale.config import config_warnings, load_settings
 from sshscale.measure import make_target, read_ssh_config
 from sshscale.target import targets
-from tests.conftest import assert_no_secrets, base_sections, render, write_config
+from tests.conftest import assert_no_secrets, base_sections, render, run_cli, write_config
 
 Sections = dict[str, dict[str, str]]
 
@@ -158,9 +160,9 @@ BROKEN = [
                                       ("scalling_policy_in", "target", "2.5")),
      "[scalling_policy_in] target: 2.5 must be below [scalling_policy_out] target 2"),
     ("forecast-negative", targeting(("scalling_policy_out", "forecast", "-1")),
-     "[scalling_policy_out] forecast: expected a number at least 0, got '-1'"),
+     "[scalling_policy_out] forecast: expected a duration of at least 0 s, got '-1'"),
     ("stabilization-nan", targeting(("scalling_policy_in", "stabilization", "nan")),
-     "[scalling_policy_in] stabilization: expected a number at least 0, got 'nan'"),
+     "[scalling_policy_in] stabilization: expected a duration of at least 0 s, got 'nan'"),
     ("target-typo", targeting(("scalling_policy_in", "stabilisation", "60")),
      "[scalling_policy_in] stabilisation: unknown key (did you mean stabilization?)"),
 ]
@@ -281,6 +283,118 @@ def test_group_readable_config_warns(sim, key, tmp_path, capsys):
     assert "readable by group or others" in out and "chmod 600" in out
 
 
+def test_status_shows_the_warnings_a_run_prints(sim, key, tmp_path, capsys):
+    # --status printed neither "readable by group or others" nor any other config warning
+    sections = base_sections(sim, key, port=1)
+    sections["helth"] = {"check": "ssh"}
+    path = write_config(tmp_path / "idcfrc", sections)
+    path.chmod(0o644)
+    main(["-c", str(path), "--status"])
+    out, err = capsys.readouterr()
+    assert f"ssh_scale.py: warning: {path} is readable by group or others; it holds secrets " \
+           "(chmod 600 it)\n" in err
+    assert f"ssh_scale.py: warning: {path}: [helth] is not a section ssh_scale.py reads, so " \
+           "it is ignored (did you mean [health]?)\n" in err
+    assert "decision now" in out and "warning" not in out
+
+
+@pytest.mark.parametrize("section, near", [
+    ("notfy", "notify"), ("helth", "health"), ("metric", "metrics"), ("Monitoring", "monitoring"),
+    ("scaling_policy", "scaling_policy_in"), ("schedule-night", "schedule NAME"),
+    ("Schedule night", "schedule NAME"), ("schedules night", "schedule NAME"),
+    ("schedule_night", "schedule NAME"),
+    # other tools' sections are left alone
+    ("default", None), ("aws", None), ("profile web", None), ("notes", None), ("heat", None),
+])
+def test_a_section_named_like_ours_is_a_warning(sim, key, tmp_path, section, near):
+    sections = base_sections(sim, key)
+    sections[section] = {"some": "value"}
+    path = write_config(tmp_path / "idcfrc", sections)
+    load_settings(str(path))  # loads: the file may hold other tools' sections
+    expected = [f"{path}: [{section}] is not a section ssh_scale.py reads, so it is ignored "
+                f"(did you mean [{near}]?)"] if near else []
+    assert config_warnings(str(path)) == expected
+
+
+def test_a_missing_section_names_its_misspelling(sim, key, tmp_path, capsys):
+    sections = base_sections(sim, key)
+    sections["monitering"] = sections.pop("monitoring")
+    assert main(["-c", str(write_config(tmp_path / "idcfrc", sections))]) == 2
+    assert capsys.readouterr().err.endswith(
+        "[monitoring]: missing section ([monitering] is there: a misspelling?)\n")
+
+
+def test_a_comment_after_a_value_is_a_warning(sim, key, tmp_path):
+    # `group = ssh_scale-<lb>   # marks the VMs` made every managed VM unmanaged, silently
+    sections = base_sections(sim, key)
+    sections["launch_config"]["group"] = "ssh_scale-web   # marks the VMs"
+    sections["monitoring"]["command"] = "cat /proc/loadavg # the remote shell's comment"
+    sections["other"] = {"note": "not ours # at all"}
+    path = write_config(tmp_path / "idcfrc", sections)
+    assert config_warnings(str(path)) == [
+        f"{path}: [launch_config] group: the value holds \" #\", which is part of it, not a "
+        "comment (comments go on lines of their own)"]
+    settings = load_settings(str(path))
+    assert settings.group == "ssh_scale-web   # marks the VMs"  # the rule stays the rule
+
+
+def test_a_run_warns_about_the_config_and_goes_on(tmp_path, sim, key, sshd):
+    sim.add_vm("web1", ip="127.0.0.1")
+    sections = base_sections(sim, key, port=sshd.port)
+    sections["launch_config"]["displayname"] = "web   # the VMs' name"
+    sections["metric"] = {"textfile": "/tmp/x.prom"}
+    done = run_cli("-c", str(write_config(tmp_path / "idcfrc", sections)))
+    assert done.returncode == 0, done.stderr
+    warnings = [line[20:] for line in done.stdout.splitlines() if "warning  " in line]
+    assert [w.split(": ", 2)[2][:30] for w in warnings] == [
+        "[metric] is not a section ssh_", "[launch_config] displayname: t"]
+    assert "decision         : none" in done.stdout
+
+
+SECONDS_KEYS = [  # every duration of the config: (section, key, Settings field)
+    ("monitoring", "connect_timeout", "connect_timeout"),
+    ("monitoring", "command_timeout", "command_timeout"),
+    ("monitoring", "boot_grace", "boot_grace"),
+    ("scalling", "job_timeout", "job_timeout"),
+    ("scalling", "drain_seconds", "drain_seconds"),
+    ("scalling", "max_backoff", "max_backoff"),
+    ("scalling_policy_out", "cooldown", "cooldown_out"),
+    ("scalling_policy_in", "cooldown", "cooldown_in"),
+    ("health", "timeout", "health_timeout"),
+    ("health", "grace", "health_grace"),
+]
+TARGET_SECONDS_KEYS = [("scalling_policy_out", "forecast", "forecast"),
+                       ("scalling_policy_in", "stabilization", "stabilization")]
+
+
+@pytest.mark.parametrize("value, seconds", [("30s", 30), ("2m", 120), ("1.5h", 5400),
+                                            ("90", 90), ("90.5", 90.5), ("2 M", 120)])
+def test_every_duration_takes_s_m_and_h(sim, key, tmp_path, value, seconds):
+    # `cooldown = 30s` was refused while `[schedule NAME] duration = 30m` was accepted
+    plain, target = base_sections(sim, key), base_sections(sim, key)
+    targeting()(target)
+    for sections, keys in ((plain, SECONDS_KEYS), (target, TARGET_SECONDS_KEYS)):
+        for section, name, _ in keys:
+            sections.setdefault(section, {})[name] = value
+        sections["scalling"]["max_backoff"] = "2h"  # at least 60 s
+        settings = load_settings(str(write_config(tmp_path / "idcfrc", sections)))
+        for section, name, field in keys:
+            expected = 7200.0 if name == "max_backoff" else seconds
+            assert getattr(settings, field) == expected, (section, name)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("30x", "expected a duration like 90s, 30m or 11h (or a number of seconds), got '30x'"),
+    ("-1m", "expected a duration like 90s, 30m or 11h (or a number of seconds), got '-1m'"),
+    ("-5", "expected a duration of at least 0 s, got '-5'"),
+])
+def test_a_bad_duration_names_the_rule(sim, key, tmp_path, capsys, value, message):
+    sections = base_sections(sim, key)
+    sections["scalling_policy_out"]["cooldown"] = value
+    assert main(["-c", str(write_config(tmp_path / "idcfrc", sections))]) == 2
+    assert capsys.readouterr().err.endswith(f"[scalling_policy_out] cooldown: {message}\n")
+
+
 def test_launch_displayname_is_passed_to_every_deploy(sim, key, tmp_path):
     sections = base_sections(sim, key)
     sections["launch_config"]["displayname"] = "web"
@@ -290,6 +404,39 @@ def test_launch_displayname_is_passed_to_every_deploy(sim, key, tmp_path):
 
 def test_render_round_trip_is_ini(sim, key):
     assert "[scalling]" in render(base_sections(sim, key))
+
+
+def uncommented(text: str, skip: tuple[str, ...]) -> str:
+    """sample.idcfrc with its optional "# key = value" lines uncommented (by removing "# ", as a
+    user would), up to the fleet sections, except the keys named in skip."""
+    lines = []
+    for line in text.partition("# Optional fleet operations")[0].splitlines():
+        optional = re.fullmatch(r"# ([a-z_]+) = .*", line)
+        lines.append(line[2:] if optional and optional.group(1) not in skip else line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("policy, skip", [("target", ("cooldown", "period", "step")),
+                                          ("threshold", ("target", "forecast", "stabilization"))])
+def test_sample_optional_lines_uncomment_cleanly_to_their_defaults(sim, key, tmp_path, policy,
+                                                                   skip):
+    # "# optional: group = ssh_scale-<load_balancer>   marks the VMs ..." uncommented kept the
+    # explanation in the value: the group changed and every managed VM became unmanaged.
+    text = (Path(__file__).parent.parent / "sample.idcfrc").read_text()
+    text = text.replace("~/.ssh/id_rsa", str(key)).replace("policy = target",
+                                                           f"policy = {policy}")
+    original, edited = tmp_path / "sample", tmp_path / "uncommented"
+    original.write_text(text)
+    edited.write_text(uncommented(text, skip))
+    assert edited.read_text().count("\n# ") < text.count("\n# ") - 30  # they were uncommented
+    before, after = load_settings(str(original)), load_settings(str(edited))
+    assert config_warnings(str(edited)) == []
+    assert targets(after) == targets(before)  # the default targets, written out
+    assert after.port == 22 and before.port is None  # 22 unless ~/.ssh/config says otherwise
+    assert after.group == before.group == "ssh_scale-12345"  # set, and the same
+    same = {"source": "", "port": None, "target_out": None, "target_in": None, "launch": {},
+            "zone": before.zone}
+    assert replace(after, **same) == replace(before, **same)
 
 
 def test_sample_config_is_valid(sim, key, tmp_path):

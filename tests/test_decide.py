@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -47,7 +48,7 @@ A = Action
 
 @pytest.mark.parametrize("count, measurement, action, rule, reason_part", [
     # min/max rules first, with or without a load
-    (1, load(0.0), A.SCALE_OUT, "min_size", "below min_size 2"),
+    (1, load(0.0), A.SCALE_OUT, "min_size", "pool has 1 VM, below min_size 2"),
     (1, UNKNOWN, A.SCALE_OUT, "min_size", "below min_size"),
     (6, load(9.0), A.SCALE_IN, "max_size", "above max_size 5"),
     (6, UNKNOWN, A.SCALE_IN, "max_size", "above max_size"),
@@ -69,19 +70,30 @@ def test_decide_rules(count, measurement, action, rule, reason_part):
     assert reason_part in d.reason
 
 
-def test_decide_writes_a_held_time_in_utc_whatever_the_local_zone(monkeypatch):
+def test_decide_writes_a_held_time_in_the_settings_zone_whatever_the_process_zone(monkeypatch):
+    # The log lines are local: a held time printed in UTC was hours off the line it was on.
+    # decide() stays pure: the zone comes with the settings (the config's monitor zone).
     import time
     reasons = []
     for zone in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
         monkeypatch.setenv("TZ", zone)
         time.tzset()
-        held = decide(load(9.0), pool(2), replace(BASE, cooldown_out=120), NOW,
-                      History(last_scale_out=NOW - timedelta(seconds=30)))
-        reasons.append(held.reason)
+        for shown in (timezone.utc, ZoneInfo("Asia/Tokyo")):
+            held = decide(load(9.0), pool(2), replace(BASE, cooldown_out=120, zone=shown), NOW,
+                          History(last_scale_out=NOW - timedelta(seconds=30)))
+            reasons.append(held.reason)
     monkeypatch.undo()
     time.tzset()
-    assert reasons[0] == reasons[1] == reasons[2]
+    assert reasons[0::2] == [reasons[0]] * 3 and reasons[1::2] == [reasons[1]] * 3
     assert reasons[0].endswith("until 2026-11-28 12:01:30 UTC")
+    assert reasons[1].endswith("until 2026-11-28 21:01:30 JST")
+
+
+def test_decide_backoff_end_in_the_settings_zone():
+    backoff = Backoff(2, NOW + timedelta(minutes=3))
+    held = decide(load(9.0), pool(1), replace(BASE, zone=ZoneInfo("Asia/Tokyo")), NOW,
+                  History(backoff=backoff))
+    assert held.rule == "backoff" and held.reason.endswith("until 2026-11-28 21:03:00 JST")
 
 
 def test_decide_scale_in_picks_newest_managed_not_monitored():

@@ -169,6 +169,23 @@ def test_failed_deploy_reports_errortext_and_destroys_error_vm(tmp_path, cloud, 
     assert member_names(cloud) == ["web1"]
 
 
+def test_backoff_and_cooldown_ends_print_in_the_log_lines_zone(tmp_path, cloud, key, sshd):
+    # The log lines are local, the held times were UTC: nine hours apart in Tokyo.
+    cloud.inject(Fault("job_fail", command="deployVirtualMachine", errortext="no capacity"))
+    sshd.set_output(HIGH)
+    path = config(tmp_path, cloud, key, sshd)
+    tokyo = dict(os.environ, TZ="Asia/Tokyo")
+    failed = run_cli("-c", str(path), env=tokyo)
+    held = run_cli("-c", str(path), env=tokyo)
+    stamp = r"\d{4}-\d\d-\d\d (\d\d):\d\d:\d\d"
+    for done, label, line in ((failed, "backoff", "the next deploy waits until"),
+                              (held, "decision", "held back by the failed-deploy backoff")):
+        found = re.search(rf"{stamp} {label} +: .*{line} .*?{stamp} JST", done.stdout)
+        assert found, done.stdout  # in the zone of the line's own time, with its name
+        logged, until = int(found.group(1)), int(found.group(2))
+        assert (until - logged) % 24 in (0, 1), done.stdout  # the next minute, not 9 h off
+
+
 def test_dry_run_sends_no_mutation(tmp_path, cloud, key, sshd):
     sshd.set_output(HIGH)
     done = run_cli("-c", str(config(tmp_path, cloud, key, sshd)), "--dry-run")
@@ -218,6 +235,8 @@ def test_changed_host_key_refused(tmp_path, cloud, key, sshd, home):
     done = run_cli("-c", str(path))
     assert done.returncode == 1
     assert "host key changed" in done.stderr
+    # what to do when the host was rebuilt: the line that removes the old key
+    assert f"remove the old key: ssh-keygen -R '[127.0.0.1]:{sshd.port}')" in done.stderr
     assert sshd.exec_count() == 0 and mutations(cloud) == []
 
 
@@ -237,6 +256,31 @@ def test_quiet_prints_only_actions(tmp_path, cloud, key, sshd):
     sshd.set_output(MID)
     done = run_cli("-q", "-c", str(config(tmp_path, cloud, key, sshd)))
     assert done.returncode == 0 and done.stdout == ""
+
+
+def test_quiet_prints_an_action_with_its_outcome(tmp_path, cloud, key, sshd):
+    # -q printed the decision, but neither "scale out : +1" nor the new count
+    sshd.set_output(HIGH)
+    path = config(tmp_path, cloud, key, sshd)
+    done = run_cli("-q", "-c", str(path))
+    assert done.returncode == 0, done.stderr
+    labels = [line[20:37].strip() for line in done.stdout.splitlines()]
+    assert labels == ["decision", "scale out", "now vm count"], done.stdout
+    assert done.stdout.splitlines()[-1].endswith("now vm count     : 2")
+    sshd.set_output(LOW)
+    done = run_cli("-q", "-c", str(path))
+    labels = [line[20:37].strip() for line in done.stdout.splitlines()]
+    assert labels == ["decision", "scale in", "destroy", "now vm count"], done.stdout
+
+
+def test_read_only_looks_create_no_lock_file(tmp_path, cloud, key, sshd, home):
+    # README: "--status and --dry-run change nothing and take no lock"; --status created it
+    sshd.set_output(MID)
+    path = config(tmp_path, cloud, key, sshd)
+    for option in ("--status", "--dry-run", "--check"):
+        done = run_cli("-c", str(path), option)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert not (home / ".cache").exists()
 
 
 def test_help_shows_cron_line_and_version():

@@ -285,12 +285,12 @@ BROKEN = [
     ({"health": {"check": "http", "url": "http://10.0.0.1/healthz"}}, "[health] url: expected"),
     ({"health": {"url": "ftp://{ip}/x"}}, "[health] url: expected an http:// or https:// URL"),
     ({"health": {"url": "http://{ip}:{port}/"}}, "[health] url: expected"),
-    ({"health": {"timeout": "0"}}, "[health] timeout: expected a number greater than 0"),
-    ({"health": {"timeout": "soon"}}, "[health] timeout: expected a number"),
+    ({"health": {"timeout": "0"}}, "[health] timeout: expected a duration greater than 0 s"),
+    ({"health": {"timeout": "soon"}}, "[health] timeout: expected a duration like 90s"),
     ({"health": {"unhealthy_runs": "0"}}, "[health] unhealthy_runs: expected an integer of at "
                                           "least 1"),
     ({"health": {"unhealthy_runs": "2.5"}}, "[health] unhealthy_runs: expected an integer"),
-    ({"health": {"grace": "-1"}}, "[health] grace: expected a number at least 0"),
+    ({"health": {"grace": "-1"}}, "[health] grace: expected a duration of at least 0 s"),
     ({"health": {"max_unhealthy": "most"}}, "[health] max_unhealthy: expected a count (e.g. 1) "
                                             "or a percentage (e.g. 50%), got 'most'"),
     ({"health": {"max_unhealthy": "150%"}}, "[health] max_unhealthy: expected a count"),

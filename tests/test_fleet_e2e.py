@@ -92,7 +92,7 @@ def test_status_and_json_show_windows_and_bounds(tmp_path, cloud, key, sshd):
     assert "schedule: night closed" in status.stdout
     assert ("schedule: bounds now: min_size 2 (schedule peak), max_size 3 (schedule peak)"
             in status.stdout)
-    assert "decision now: scale out: pool has 1 VMs, below min_size 2 (schedule peak)" in \
+    assert "decision now: scale out: pool has 1 VM, below min_size 2 (schedule peak)" in \
         status.stdout
     as_json = run_cli("-c", str(path), "--json")
     bounds = json.loads(as_json.stdout)["bounds"]
@@ -121,7 +121,7 @@ def test_scale_out_notifies_webhook_and_command_without_secrets(tmp_path, cloud,
     assert (data["event"], data["action"], data["host"]) == ("scale_out", "scale out",
                                                             "monitor-a")
     assert (data["pool_before"], data["pool_after"], data["vm_ids"]) == (1, 2, new)
-    assert data["text"].endswith("scale out: pool has 1 VMs, below min_size 2; pool 1 -> 2 VMs")
+    assert data["text"].endswith("scale out: pool has 1 VM, below min_size 2; pool 1 -> 2 VMs")
     command_env = read_env(out)
     assert command_env["SSH_SCALE_EVENT"] == "scale_out"
     assert command_env["SSH_SCALE_VM_IDS"] == ",".join(new)

@@ -563,6 +563,27 @@ def test_cli_change_with_a_config_path_as_fields_is_refused_unsent(rc, sim, caps
     assert sim.calls == [] and sim.add_vm  # nothing was sent
 
 
+@pytest.mark.parametrize("home_rc, status, error", [
+    ("wrong-account", 1, "listZones: HTTP 401"),     # ~/.idcfrc of another account
+    (None, 2, "/.idcfrc: no such file"),             # no ~/.idcfrc at all
+])
+def test_cli_a_failed_command_with_a_config_as_fields_points_to_config(
+        sim, home, capsys, monkeypatch, tmp_path, home_rc, status, error):
+    # `idcf-compute-api -c trial.idcfrc listZones`: the hint came only with an answer
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "trial.idcfrc").write_text(f"[account]\nhost = {sim.url}\n")
+    if home_rc:
+        (home / ".idcfrc").write_text(f"[account]\nhost = {sim.url}\napi_key = other\n"
+                                      "secret_key = other-secret\n")
+    assert idcf_api.main(["-c", "trial.idcfrc", "listZones"]) == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and error in err
+    assert err.rstrip().endswith("-c trial.idcfrc: -c takes output fields, so the account was "
+                                 f"the one in {home}/.idcfrc; for the account in trial.idcfrc "
+                                 "use --config trial.idcfrc")
+    assert_no_secrets(err, extra=("other-secret",))
+
+
 def test_cli_field_matching_no_key_is_noted(rc, capsys):
     assert idcf_api.main(["listZones", "-c", "id,nmae"]) == 0
     out, err = capsys.readouterr()

@@ -25,7 +25,7 @@ NEW = vm("m9")
 
 def report(action: Action = Action.SCALE_OUT, error: Optional[str] = None,
            members: int = 1) -> Report:
-    decision = Decision(action, "pool has 1 VMs, below min_size 2", count=1, rule="min_size",
+    decision = Decision(action, "pool has 1 VM, below min_size 2", count=1, rule="min_size",
                         vms=(NEW,) if action is Action.SCALE_IN else ())
     return Report(time="2026-12-01T10:00:00+09:00", pool=pool(members), pool_read=True,
                   decision=decision, result="pool has 2 VMs", error=error,
@@ -54,9 +54,9 @@ def test_event_of(run, expected):
 def test_payload_fields():
     data = payload(report(), "scale_out", BASE, "monitor-1")
     assert data["text"] == ("ssh-scale on monitor-1, load balancer lb-1: scale out: pool has 1 "
-                            "VMs, below min_size 2; pool 1 -> 2 VMs")
+                            "VM, below min_size 2; pool 1 -> 2 VMs")
     assert (data["event"], data["action"], data["reason"]) == (
-        "scale_out", "scale out", "pool has 1 VMs, below min_size 2")
+        "scale_out", "scale out", "pool has 1 VM, below min_size 2")
     assert (data["pool_before"], data["pool_after"], data["vm_ids"]) == (1, 2, ["vm-new-1"])
     assert (data["time"], data["host"], data["load_balancer"]) == (
         "2026-12-01T10:00:00+09:00", "monitor-1", "lb-1")
@@ -127,7 +127,7 @@ def test_command_gets_the_fields_and_no_secret(tmp_path):
     send(report(), settings(command=command), "monitor-1", SECRETS, environ=environ)
     env = read_env(out)
     assert (env["SSH_SCALE_EVENT"], env["SSH_SCALE_ACTION"]) == ("scale_out", "scale out")
-    assert env["SSH_SCALE_REASON"] == "pool has 1 VMs, below min_size 2"
+    assert env["SSH_SCALE_REASON"] == "pool has 1 VM, below min_size 2"
     assert (env["SSH_SCALE_POOL_BEFORE"], env["SSH_SCALE_POOL_AFTER"]) == ("1", "2")
     assert (env["SSH_SCALE_VM_IDS"], env["SSH_SCALE_HOST"]) == ("vm-new-1", "monitor-1")
     assert env["SSH_SCALE_ERROR"] == "" and env["SSH_SCALE_LOAD_BALANCER"] == "lb-1"

@@ -208,7 +208,7 @@ PLANS = [
     ("after-stabilization", pool(4, newest_age_min=10.1), load(0.5), IN, 1, "fits 3 VMs"),
     ("at-min-no-in", pool(2), load(0.1), NONE, 0, "2 in service"),
     ("above-max", pool(6), load(9.0), IN, 1, "pool has 6 VMs, above max_size 5"),
-    ("below-min", pool(1), UNKNOWN, OUT, 1, "pool has 1 VMs (1 in service, 0 booting), "
+    ("below-min", pool(1), UNKNOWN, OUT, 1, "pool has 1 VM (1 in service, 0 booting), "
      "below min_size 2"),
     ("below-min-booting", pool(1, booting("b1")), UNKNOWN, NONE, 0, "load unknown"),
     ("unknown", pool(3), UNKNOWN, NONE, 0, "load unknown (fewer than 1 host(s) answered)"),

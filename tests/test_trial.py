@@ -135,6 +135,26 @@ def test_a_file_the_simulator_did_not_write_is_never_overwritten(tmp_path, home)
                            "cloudstack-sim; choose another path (a real config is never "
                            "overwritten)\n")
     assert config.read_text() == "[account]\nhost = https://cloud.example/client/api\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "idcfrc"]  # no key files
+
+
+def test_a_taken_ssh_port_writes_no_file(tmp_path, home):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.1.1", 0))
+        taken.listen()
+        done = sim_cli("--port", "0", "--ssh-port", str(taken.getsockname()[1]),
+                       "--write-config", str(tmp_path / "trial.idcfrc"))
+    assert done.returncode == 1 and "choose another --ssh-port" in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_cloudstack_sim_has_a_version_and_its_help_names_load_port():
+    from sshscale import __version__
+
+    assert sim_cli("--version").stdout == f"cloudstack-sim {__version__}\n"
+    assert "load [DEMAND] [--port PORT]" in " ".join(sim_cli("--help").stdout.split())
 
 
 def test_load_without_a_simulator_or_without_its_trial_is_one_line(sim):

@@ -49,7 +49,7 @@ tools:  ## install sshd and rpmbuild for the tests, when missing and installable
 
 lint: $(STAMP)  ## ruff, vermin (Python 3.9) and the import-linter contracts
 	$(BIN)/ruff check .
-	$(BIN)/vermin -q -t=3.9- --no-tips --violations --exclude-regex '^\.venv' *.py sshscale cloudstack_sim tests bench examples
+	$(BIN)/vermin -q -t=3.9- --no-tips --violations --exclude-regex '^\.venv' *.py sshscale cloudstack_sim tests bench examples packaging/clidoc.py
 	$(BIN)/lint-imports --no-cache
 
 test: $(STAMP) tools lint  ## lint, then the whole test suite (what CI runs)

@@ -27,7 +27,7 @@ from .signing import DEFAULT_API_KEY, DEFAULT_SECRET_KEY
 from .simulator import Simulator
 from .versions import CLOUDSTACK_VERSIONS
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 PROG = "cloudstack-sim"
 DEFAULT_PORT = 8080
@@ -66,7 +66,8 @@ def _demand(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The cloudstack-sim argument parser (also read by packaging/clidoc.py)."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
@@ -183,7 +184,7 @@ def _start_trial(sim: Simulator, args: argparse.Namespace) -> Any:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the simulator until Ctrl-C (130) or SIGTERM (0); `load` asks a running one.
     1 if it cannot listen or write the trial's config."""
-    parser = _build_parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     _check(parser, args)
     if args.command == "load":

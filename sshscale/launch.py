@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Callable, Optional
 
 import idcf_api
-from idcf_api import Client, JobFailed
+from idcf_api import Client, JobFailed, JobTimeout
 from sshscale.errors import LeaseExpired, ScaleError, TagError
 from sshscale.facts import (
     BACKOFF,
@@ -217,6 +217,8 @@ class Launcher:
             except JobFailed as exc:
                 self.destroy_failed(exc.instance_id or deploy.vm_id)
                 raise
+            except JobTimeout as exc:  # said as job_timeout, which the shared deadline is
+                raise JobTimeout(exc.jobid, self.settings.job_timeout) from None
             data = result.get("virtualmachine") or {}
         else:  # a deploy read back after its call failed: its state now
             found = self.client.list("listVirtualMachines", id=deploy.vm_id)

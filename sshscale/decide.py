@@ -134,7 +134,8 @@ def _decide_target(measurement: Measurement, pool: Pool, settings: Settings, now
     if replacement is not None:
         return _deploy(replacement, history, now)
     plan = target.plan(aggregate_load(measurement, 1, settings),
-                       aggregate_load(measurement, 5, settings), pool, settings, now, history)
+                       aggregate_load(measurement, 5, settings), pool, settings, now, history,
+                       fifteen=aggregate_load(measurement, 15, settings))
     if plan.action is Action.SCALE_OUT:
         return _deploy(Decision(Action.SCALE_OUT, plan.reason, count=plan.count,
                                 rule=target.RULE), history, now)

@@ -29,7 +29,8 @@ from tests.configs import example_config
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_TRACES = ("daily.csv", "spike.csv", "sawtooth.csv", "ramp.csv", "flash.csv",
-                  "plateau.csv", "weekday.csv")
+                  "plateau.csv", "weekday.csv", "noisy-plateau.csv", "noisy-weekday.csv",
+                  "launch.csv")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -193,8 +194,10 @@ def test_replay_error_is_a_config_error_so_main_exits_2() -> None:
 def test_replay_constant_low_demand_makes_no_change(settings: Settings) -> None:
     result = rp.replay(trace_of((0, 1.5), (29, 1.5)), settings)
     assert result.changes == ()
+    # 1.5 needs ceil(1.5 / 3) = 1 VM: one VM too many all the time
     assert result.summary == rp.Summary(minutes=30, vm_minutes=2 * 30, overload_minutes=0,
-                                        scale_outs=0, scale_ins=0, flips=0, peak_vms=2)
+                                        scale_outs=0, scale_ins=0, flips=0, peak_vms=2,
+                                        accuracy_over=1.0, timeshare_over=1.0)
     assert len(result.runs) == 30 and not any(r.skipped for r in result.runs)
 
 
@@ -226,9 +229,12 @@ def test_replay_scale_out_accounting_by_hand(settings: Settings) -> None:
     # share 4 > 3 at once: scale out at 0 s, joins at 150 s, then 8/3 = 2.67 per VM
     result = rp.replay(trace_of((0, 8), (9, 8)), replace(settings, max_size=3))
     assert change_seconds(result) == [0]
+    # 8 needs 3 VMs: one short for the 30 steps of 5 s before the join (of 120), one change of
+    # supply and none of demand in 10 minutes: jitter 1 / (1/6 h)
     assert result.summary == rp.Summary(minutes=10, vm_minutes=2 * 10 + 10,
                                         overload_minutes=3, scale_outs=1, scale_ins=0, flips=0,
-                                        peak_vms=3)
+                                        peak_vms=3, accuracy_under=0.25, timeshare_under=0.25,
+                                        jitter=6.0)
 
 
 def test_replay_scale_in_removes_the_newest_vm_and_bills_its_drain(settings: Settings) -> None:

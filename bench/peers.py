@@ -32,6 +32,7 @@ createAutoScalePolicy API; AutoScaleManagerImpl):
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -94,7 +95,7 @@ class Hpa:
 
     target: float
     run_seconds: int = HPA_SYNC_SECONDS
-    recommendations: list[tuple[datetime, int]] = field(default_factory=list)
+    recommendations: deque[tuple[datetime, int]] = field(default_factory=deque)
 
     @property
     def name(self) -> str:
@@ -106,8 +107,9 @@ class Hpa:
         desired = self.desired(measurement, current)
         if desired is None:
             return Decision(Action.NONE, "HPA: no metric", rule="hpa")
-        self.recommendations = [(t, r) for t, r in self.recommendations
-                                if (now - t).total_seconds() < HPA_DOWN_WINDOW]
+        window = now - timedelta(seconds=HPA_DOWN_WINDOW)
+        while self.recommendations and self.recommendations[0][0] <= window:
+            self.recommendations.popleft()
         highest = max([desired] + [r for _, r in self.recommendations])
         self.recommendations.append((now, desired))
         wanted = current

@@ -422,7 +422,7 @@ def test_bench_results_are_what_the_command_writes() -> None:
     deterministic, and the file is what `bench/replay_compare.py --write` produces now."""
     from bench import replay_compare
 
-    results, _, _ = replay_compare.document(replay_compare.read_traces())
+    results, _ = replay_compare.document(replay_compare.read_traces())
     assert results == Path(replay_compare.RESULTS).read_text()
     benchmarks = Path(replay_compare.BENCHMARKS).read_text()
     assert benchmarks.endswith(replay_compare.benchmarks_section(results))

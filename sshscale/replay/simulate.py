@@ -67,8 +67,9 @@ DEFAULT_BOOT_SECONDS = 150.0  # the deploy time observed in the 2013 walk-throug
 
 def kernel_step(loads: tuple[float, float, float], running: float) -> tuple[float, float, float]:
     """One 5-second calc_load step: each average decays toward `running` tasks."""
-    one, five, fifteen = (load * e + running * (1.0 - e) for load, e in zip(loads, DECAY))
-    return one, five, fifteen
+    (one, five, fifteen), (e1, e5, e15) = loads, DECAY
+    return (one * e1 + running * (1.0 - e1), five * e5 + running * (1.0 - e5),
+            fifteen * e15 + running * (1.0 - e15))
 
 
 def warmed_loads(running: float) -> tuple[float, float, float]:
@@ -201,6 +202,7 @@ class _SimVm:
     state: str = BOOTING
     destroyed: Optional[float] = None
     loads: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    listing: Optional[Vm] = None  # how pool() lists it in its current state
 
 
 def _latest(known: Optional[float], second: float) -> float:
@@ -278,13 +280,18 @@ class _Simulation:
         serving = self.in_state(SERVING)
         demand = self.demand[(second - TICK_SECONDS) // RUN_SECONDS]
         share = demand / len(serving) if serving else 0.0
+        stepped: dict[tuple[float, float, float], tuple[float, float, float]] = {}
         for vm in serving if self.settings.monitor_members else serving[:1]:
-            vm.loads = kernel_step(vm.loads, share)
+            if vm.loads not in stepped:  # VMs that joined together have the same loads
+                stepped[vm.loads] = kernel_step(vm.loads, share)
+            vm.loads = stepped[vm.loads]
 
     def apply_due_events(self, second: float) -> None:
         """Booted VMs join the load balancer; drained VMs are destroyed. (The scale-in
         cooldown counts from leaving the load balancer, as live runs read it from the
         LB.REMOVE.FROM.RULE event, not from the destroy.)"""
+        if not self.in_state(BOOTING) and not self.in_state(DRAINING):
+            return
         for vm in [vm for vm in self.in_state(BOOTING) if vm.joins <= second]:
             self.set_state(vm, SERVING)
             self.last_out = _latest(self.last_out, vm.joins)
@@ -360,17 +367,19 @@ class _Simulation:
         outside the load balancer, Starting, with their deploy job pending (their run assigns
         them when it ends); for classic, Starting members (the threshold policy never sees
         them: it waits for the boot under the lock)."""
-        vms = []
-        for vm in self.vms:
-            if vm.state not in (SERVING, BOOTING):
-                continue
-            outside = self.unlocked_boots and vm.state == BOOTING
-            vms.append(Vm(id=vm.id, name=self.host_name(vm),
-                          state="Running" if vm.state == SERVING else "Starting",
-                          created=self.virtual_time(vm.created) if vm.managed else None,
-                          in_lb=not outside, managed=vm.managed, monitored=not vm.managed,
-                          jobid=f"deploy-{vm.id}" if outside else None))
-        return Pool(tuple(vms))
+        return Pool(tuple(self.listed(vm) for vm in self.vms if vm.state in (SERVING, BOOTING)))
+
+    def listed(self, vm: _SimVm) -> Vm:
+        """A VM as the cloud lists it (kept until its state changes: runs list them often)."""
+        outside = self.unlocked_boots and vm.state == BOOTING
+        if vm.listing is None or vm.listing.in_lb == outside or \
+                (vm.listing.state == "Running") != (vm.state == SERVING):
+            vm.listing = Vm(id=vm.id, name=self.host_name(vm),
+                            state="Running" if vm.state == SERVING else "Starting",
+                            created=self.virtual_time(vm.created) if vm.managed else None,
+                            in_lb=not outside, managed=vm.managed, monitored=not vm.managed,
+                            jobid=f"deploy-{vm.id}" if outside else None)
+        return vm.listing
 
     def scale_out(self, second: int, decision: Decision) -> None:
         joins = second + self.boot_seconds

@@ -26,7 +26,9 @@ createAutoScalePolicy API; AutoScaleManagerImpl):
     then the policy waits its `quiettime` (300 s);
   * a scale-up deploys, starts and assigns the VM before the group is evaluated again (the
     group is in state SCALING), and statistics older than a scale action are not used (the
-    manager's inactive records), so a policy decides on a full `duration` after each change.
+    manager's inactive records), so a policy decides on a full `duration` of statistics, after
+    each change as after the group's first evaluation (the conditions must hold "for the
+    entire duration").
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ class CloudStackAutoScale:
     quiettime: float = 300.0
     name: str = "CloudStack AutoScale"
     samples: list[tuple[datetime, float]] = field(default_factory=list)
-    last_change: Optional[datetime] = None
+    last_change: Optional[datetime] = None  # or the first evaluation: statistics start there
     quiet_until: dict[Action, datetime] = field(default_factory=dict)
 
     @property
@@ -164,7 +166,8 @@ class CloudStackAutoScale:
         if loads:
             self.samples.append((now, sum(loads) / len(loads)))
         cutoff = now - timedelta(seconds=self.duration)
-        if self.last_change is not None and self.last_change > cutoff:
+        self.last_change = self.last_change or now
+        if self.last_change > cutoff:
             return Decision(Action.NONE, "statistics since the last change cover less than "
                             "the duration", rule="cloudstack")
         self.samples = [(t, v) for t, v in self.samples if t > cutoff]

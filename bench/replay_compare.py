@@ -38,6 +38,7 @@ from bench.replay_text import (  # noqa: E402
     pareto_words,
     plateau_floor,
     reading,
+    steady_pool,
     wrap,
 )
 from sshscale import replay as rp  # noqa: E402
@@ -347,9 +348,9 @@ def document(traces: dict) -> tuple[str, dict[str, Any]]:
     boots = list(boot_rows(traces, SMOOTH))
     tradeoff = list(tradeoff_rows(traces["plateau.csv"]))
     seeds = list(seed_rows())
-    classic_plateau = results["plateau.csv"].classic
-    floors, why = plateau_floor(traces["plateau.csv"], load_replay_settings(CONFIG),
-                                classic_plateau, BOOT_SECONDS, COST_BAR)
+    settings = load_replay_settings(CONFIG)
+    floors, why = plateau_floor(traces["plateau.csv"], settings, results["plateau.csv"].classic,
+                                BOOT_SECONDS, COST_BAR)
     sections = [
         HEADER, "## The bar: target against classic\n", markdown_table(bars, BAR_COLUMNS), "",
         *(f"![target on {name}](../docs/{png})" for name, png in PLOTS),
@@ -362,7 +363,8 @@ def document(traces: dict) -> tuple[str, dict[str, Any]]:
         "\n## Trade-off on the plateau: overload against VM-minutes\n",
         markdown_table(tradeoff, TRADEOFF_COLUMNS), "", wrap(why), "",
         f"![plateau.csv: overload against cost](../docs/{TRADEOFF_PLOT})", "",
-        reading(results, bars, variants, boots, seeds),
+        reading(results, bars, variants, boots, seeds,
+                steady_pool(traces["noisy-plateau.csv"], 4, settings.threshold_out)),
     ]
     return "\n".join(sections) + "\n", {"results": results, "tradeoff": tradeoff,
                                         "floors": floors}

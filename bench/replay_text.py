@@ -11,7 +11,7 @@ from sshscale import replay as rp
 from sshscale.model import Settings
 
 __all__ = ["HEADER", "bullet", "markdown_table", "pareto_words", "plateau_floor", "reading",
-           "wrap"]
+           "steady_pool", "wrap"]
 
 WIDTH = 95
 NUMERIC = {"overload minutes", "VM-minutes", "scale-outs", "scale-ins", "flips", "peak VMs",
@@ -153,9 +153,16 @@ def _names(items: Sequence[str]) -> str:
     return ", ".join(items) or "none"
 
 
+def steady_pool(trace: rp.Trace, vms: int, threshold_out: float) -> tuple[int, int, int]:
+    """(VMs, overload minutes, VM-minutes) of a pool held at `vms` VMs all along."""
+    overload = sum(1 for demand in trace.per_minute() if demand > vms * threshold_out)
+    return vms, overload, vms * trace.minutes
+
+
 def reading(results: Mapping[str, Any], bars: Sequence[dict], variants: Sequence[dict],
-            boots: Sequence[dict], seeds: Sequence[dict]) -> str:
-    """The findings, with the figures they rest on taken from the tables above."""
+            boots: Sequence[dict], seeds: Sequence[dict], steady: tuple[int, int, int]) -> str:
+    """The findings, with the figures they rest on taken from the tables above; `steady` is
+    what a pool held at one size would score on the noisy plateau (steady_pool)."""
     held = [row["trace"] for row in bars if row["bar"] == "holds"]
     failed = [f"{row['trace']} ({row['bar'].strip('*')[len('fails ('):-1]})" for row in bars
               if row["bar"] != "holds"]
@@ -184,8 +191,11 @@ def reading(results: Mapping[str, Any], bars: Sequence[dict], variants: Sequence
         f"{min(ratios):.3f}-{max(ratios):.3f} x classic's VM-minutes. It fails on "
         f"{_names(failed)}.",
         "plateau.csv's cost part is out of reach for any policy that reacts to the load "
-        "(the arithmetic is under its trade-off table); the noisy traces are not: holding the "
-        "one VM more that the noise needs, and no more, meets the bar there.",
+        "(the arithmetic is under its trade-off table). Noise alone does not make the bar "
+        f"impossible: on noisy-plateau, {steady[0]} VMs from the first minute to the last (one "
+        f"more than the mean needs) would have {steady[1]} overload minutes and {steady[2]} "
+        f"VM-minutes, against classic's {results['noisy-plateau.csv'].classic.overload_minutes} "
+        f"and {results['noisy-plateau.csv'].classic.vm_minutes}.",
         "**Flips** (target / classic): "
         + ", ".join(f"{name} {mine} / {theirs}" for name, mine, theirs in flips) + ".",
         f"**One draw of the noise decides a lot**: over {len(draws)} draws of noisy-plateau and "

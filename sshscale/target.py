@@ -211,13 +211,13 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
     seen = (f"demand {demand.now:.2f} now, {demand.ahead:.2f} in {settings.forecast:g} s "
             f"({demand.trend}; 1-min load {one:.2f})")
     wanted = _vms_for(demand.wanted, target, settings)
-    flip = _within_flip(history, now, settings)
-    if wanted > have and flip and demand.trend != "step":
-        held = _vms_for(demand.five, target, settings)
+    since_in = _since_scale_in(history, now)
+    if wanted > have and since_in <= settings.stabilization and demand.trend != "step":
+        held = _vms_for(demand.five, target, settings)  # a flip: only the 5-min may ask
         if held <= have:
-            return Plan(Action.NONE, 0, f"{seen}: {wanted} VMs at target {target:g}, but within "
-                        f"{settings.stabilization:g} s of the last scale-in only the 5-min "
-                        f"{demand.five:.2f} or a step may add VMs; {where}")
+            return Plan(Action.NONE, 0, f"{seen}: {wanted} VMs at target {target:g}, but the "
+                        f"last scale-in was {since_in:.0f} s ago and the 5-min "
+                        f"{demand.five:.2f} asks for {held} (flip guard); {where}")
         wanted = held
     if wanted > have:
         if room <= 0:  # wanted <= max_size: VMs that are neither in service nor booting
@@ -246,11 +246,10 @@ def _vms_for(demand: float, target: float, settings: Settings) -> int:
     return max(settings.min_size, min(settings.max_size, math.ceil(demand / target - 1e-9)))
 
 
-def _within_flip(history: Optional[History], now: datetime, settings: Settings) -> bool:
-    """Whether the last change was a scale-in less than `stabilization` seconds ago (a
-    scale-out now would be a flip)."""
-    if history is None or history.last_scale_in is None:
-        return False
-    if history.last_scale_out is not None and history.last_scale_out > history.last_scale_in:
-        return False
-    return (now - history.last_scale_in).total_seconds() <= settings.stabilization
+def _since_scale_in(history: Optional[History], now: datetime) -> float:
+    """Seconds since the last scale-in when it was the last change (a scale-out now would be
+    a flip), else infinity."""
+    if history is None or history.last_scale_in is None or (
+            history.last_scale_out is not None and history.last_scale_out > history.last_scale_in):
+        return math.inf
+    return (now - history.last_scale_in).total_seconds()

@@ -291,6 +291,28 @@ def test_plan_scale_in_respects_the_target_in_and_stabilization_keys():
     assert plan(load(0.5, 0.5, 0.7), young, replace(BASE, stabilization=60.0)).action is IN
 
 
+@pytest.mark.parametrize("measurement, scale_in_min_ago, action, reason_part", [
+    # 5 minutes after a scale-in, the 1-minute load alone (noise) asks for a 4th VM: held
+    (load(3.4, 2.5, 2.5), 5, NONE, "the last scale-in was 300 s ago and the 5-min 8.26 asks "
+     "for 3 (flip guard)"),
+    (load(3.4, 3.0, 3.0), 5, OUT, "4 VMs at target 3"),  # the 5-minute average asks too
+    (load(5.0, 2.5, 2.5), 5, OUT, "(step;"),  # a step is no noise
+    (load(3.4, 2.5, 2.5), 10.1, OUT, "4 VMs at target 3"),  # past stabilization (600 s)
+])
+def test_plan_after_a_scale_in_only_the_five_minute_average_or_a_step_adds_vms(
+        measurement, scale_in_min_ago, action, reason_part):
+    history = History(last_scale_out=NOW - timedelta(hours=1),
+                      last_scale_in=NOW - timedelta(minutes=scale_in_min_ago))
+    result = plan(measurement, pool(3), history=history)
+    assert result.action is action and reason_part in result.reason
+
+
+def test_plan_the_flip_guard_ends_with_a_later_scale_out():
+    history = History(last_scale_in=NOW - timedelta(minutes=5),
+                      last_scale_out=NOW - timedelta(minutes=2))
+    assert plan(load(3.4, 2.5, 2.5), pool(3), history=history).action is OUT
+
+
 def test_plan_a_recent_scale_in_raises_the_estimate():
     # loads 2.0 on 3 VMs; a VM left 60 s ago: the averages still weigh the old pool of 4
     left = History(last_scale_in=NOW - timedelta(seconds=60))

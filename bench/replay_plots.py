@@ -33,7 +33,8 @@ def plot_pareto(title: str, points: Mapping[str, tuple[int, int]],
             axes.plot([vm_minutes], [overload], marker, color=color,
                       markersize=14 if label == "target" else 8, label=label)
     axes.set_xlabel("VM-minutes (cost)")
-    axes.set_ylabel("overload minutes (demand per VM > 3)")
+    axes.set_yscale("symlog", linthresh=10)  # the HPA curve spans 0 to hundreds of minutes
+    axes.set_ylabel("overload minutes (demand per VM > 3; log above 10)")
     axes.set_title(f"{title}: overload against cost")
     axes.legend(fontsize="small")
     axes.grid(alpha=0.3)

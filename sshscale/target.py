@@ -177,7 +177,7 @@ def scale_in_check(demand: Estimate, vms_left: int,
     d1, d5, d15 = demand.one, demand.five, demand.fifteen
     head = f"fits {vms_left} VMs at target_in {target_in:g}"
     if d15 - d5 >= FALL * d15 and d1 <= d5:
-        return True, f"{head}, falling (5-min {d5:.2f} {FALL:.0%} below 15-min {d15:.2f})"
+        return True, f"{head}, falling (5-min {d5:.2f} at least {FALL:.0%} below 15-min {d15:.2f})"
     margin = (1.0 - NOISE_MARGIN) * fits
     if d15 > margin:
         return False, f"{head}, but the 15-min {d15:.2f} is above the noise margin {margin:.2f}"

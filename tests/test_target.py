@@ -234,7 +234,7 @@ PLANS = [
     ("fits-but-noise", pool(4), load(1.875), NONE, 0,
      "fits 3 VMs at target_in 2.5, but the 15-min 7.50 is above the noise margin 6.38"),
     ("fits-falling", pool(4), load(1.75, 1.75, 2.2), IN, 1,
-     "fits 3 VMs at target_in 2.5, falling (5-min 7.00 20% below 15-min 8.80)"),
+     "fits 3 VMs at target_in 2.5, falling (5-min 7.00 at least 20% below 15-min 8.80)"),
     ("fits-rise-stopped", pool(4), load(1.5, 1.5, 1.2), IN, 1, "within the noise margin"),
     ("fits-still-rising", pool(4), load(1.6, 1.5, 1.2), NONE, 0,
      "but still rising (5-min 6.00 above 15-min 4.80)"),

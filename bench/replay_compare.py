@@ -1,10 +1,13 @@
-"""Compare scaling policies by replaying the example traces through sshscale.decide.
+"""Compare scaling policies by replaying the example traces through sshscale.decide, and against
+the autoscalers a user would run instead (bench/peers.py).
 
 Policies: "default" (examples/replay.idcfrc as is: threshold rules, one VM per run, scale-out
 cooldown 120 s after a VM joined, scale-in cooldown 300 s), "proportional" (the same with
-step = proportional), "classic" (the 2013 tool's rules) and "target"
+step = proportional), "classic" (the 2013 tool's rules), "target"
 (examples/replay-target.idcfrc: the 2013 keys only plus [scalling] policy = target, every
-target key at its default). Thresholds 3/1, 2-8 VMs, boot 150 s unless a table says otherwise.
+target key at its default); peers: Kubernetes' HPA at targets 2, 2.5 and 3 (and a curve over
+more targets) and a CloudStack AutoScale VM group. Thresholds 3/1, boot 150 s, 2-8 VMs unless
+a trace needs more.
 
 Deterministic: the same traces give the same bytes. Without --write, the Markdown goes to
 stdout; with it, to bench/results-replay.md and BENCHMARKS.md's last section, and the plots
@@ -18,20 +21,30 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import textwrap
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Any, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import idcf_api  # noqa: E402
+from bench import peers  # noqa: E402
+from bench.replay_plots import plot_pareto, plot_tradeoff  # noqa: E402
+from bench.replay_text import (  # noqa: E402
+    HEADER,
+    markdown_table,
+    pareto_words,
+    plateau_floor,
+    reading,
+    steady_pool,
+    wrap,
+)
 from sshscale import replay as rp  # noqa: E402
 from sshscale.config import settings_from_config  # noqa: E402
 from sshscale.model import Settings  # noqa: E402
-from sshscale.replay.plot import plot_replay, require_matplotlib  # noqa: E402
+from sshscale.replay.plot import plot_replay  # noqa: E402
 
 EXAMPLES = os.path.join(ROOT, "examples")
 CONFIG = os.path.join(EXAMPLES, "replay.idcfrc")
@@ -39,21 +52,51 @@ TARGET_CONFIG = os.path.join(EXAMPLES, "replay-target.idcfrc")
 RESULTS = os.path.join(HERE, "results-replay.md")
 BENCHMARKS = os.path.join(ROOT, "BENCHMARKS.md")
 SECTION = "## What-if replay: policies compared"
-TRACES = ("daily.csv", "spike.csv", "sawtooth.csv", "ramp.csv", "flash.csv", "plateau.csv",
-          "weekday.csv")
+
+
+@dataclass(frozen=True)
+class TraceSetup:
+    """A trace of the comparison: its name in the tables, its file under examples/, and the
+    max_size it is replayed with (min_size is 2)."""
+
+    name: str
+    path: str
+    max_size: int = 8
+
+    @property
+    def stem(self) -> str:
+        return self.name.split(".")[0]
+
+
+TRACES = (TraceSetup("daily.csv", "daily.csv"), TraceSetup("spike.csv", "spike.csv"),
+          TraceSetup("sawtooth.csv", "sawtooth.csv"), TraceSetup("ramp.csv", "ramp.csv"),
+          TraceSetup("flash.csv", "flash.csv"), TraceSetup("plateau.csv", "plateau.csv"),
+          TraceSetup("weekday.csv", "weekday.csv"),
+          TraceSetup("noisy-plateau.csv", "noisy-plateau.csv", 10),
+          TraceSetup("noisy-weekday.csv", "noisy-weekday.csv"),
+          TraceSetup("launch.csv", "launch.csv", 12),
+          TraceSetup("wc98", "wc98/wc98_1998-06-28_3d.csv", 12))
+SMOOTH = ("daily.csv", "spike.csv", "sawtooth.csv", "ramp.csv", "flash.csv", "plateau.csv",
+          "weekday.csv")  # the variants and other boot times are replayed on these
 PLOTS = (("flash.csv", "replay-target-flash.png"), ("sawtooth.csv", "replay-target-sawtooth.png"))
 TRADEOFF_PLOT = "replay-tradeoff-plateau.png"
 BOOT_SECONDS = 150.0
-COST_BAR = 0.95  # the issue's bar: VM-minutes at most 95 % of classic's
-COLUMNS = ("trace", "policy", "overload minutes", "VM-minutes", "scale-outs", "scale-ins",
-           "flips", "peak VMs")
-BAR_COLUMNS = ("trace", "classic ovl / VM-min / flips", "default ovl / VM-min (ratio) / flips",
-               "target ovl / VM-min (ratio) / flips", "bar")
+COST_BAR = 0.95  # the bar: VM-minutes at most 95 % of classic's
+HPA_CURVE = (1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5)
+SEEDS = 3  # other seeds of the noisy examples
+METRICS = ("overload minutes", "VM-minutes", "flips", "scale-outs", "scale-ins", "peak VMs")
+COLUMNS = ("policy", *METRICS, *rp.ELASTICITY_COLUMNS)
+VARIANT_COLUMNS = ("trace", "policy", *METRICS)
+BAR_COLUMNS = ("trace", "VMs", "classic ovl / VM-min / flips",
+               "default ovl / VM-min (ratio) / flips", "target ovl / VM-min (ratio) / flips",
+               "bar", "peers")
 TRADEOFF_COLUMNS = ("trace", "policy", "parameter", "overload minutes", "VM-minutes",
                     "x classic", "flips")
 BOOT_COLUMNS = ("boot", "trace", "classic ovl / VM-min / flips",
                 "target ovl / VM-min (ratio) / flips", "bar",
                 "forecast boot + 90 s: ovl / VM-min (ratio) / flips", "bar ")
+SEED_COLUMNS = ("trace", "seed", "classic ovl / VM-min / flips",
+                "target ovl / VM-min (ratio) / flips", "bar")
 # (label, config, replay policy, Settings overrides, replay options)
 Variant = tuple[str, str, str, dict, dict]
 POLICIES: tuple[Variant, ...] = (
@@ -77,8 +120,7 @@ VARIANTS: tuple[Variant, ...] = (
     ("target, target_in 3 (no margin)", TARGET_CONFIG, "current", {"target_in": 3.0}, {}),
     ("target, target_in 2 (mid-band)", TARGET_CONFIG, "current", {"target_in": 2.0}, {}),
 )
-TRADEOFF_TRACES = ("plateau.csv",)  # where target cannot meet the bar
-# (policy, parameter label, config, replay policy, overrides) per point of a curve
+# (policy, parameter label, config, replay policy, overrides) per point of the plateau's curves
 TRADEOFF_POINTS: tuple[tuple[str, str, str, str, dict], ...] = tuple(
     [("classic", f"threshold_out {t:g}", CONFIG, "classic", {"threshold_out": t})
      for t in (2.6, 2.8, 3.0, 3.2, 3.3, 3.4)]
@@ -91,41 +133,6 @@ TRADEOFF_POINTS: tuple[tuple[str, str, str, str, dict], ...] = tuple(
 )
 BOOTS = (90.0, 240.0)  # the boot-time table: besides the 150 s of every other table
 
-HEADER = """\
-# Replay comparison of scaling policies
-
-Produced by (from the repository root; deterministic, about 20 s; `--write` also rewrites the
-last section of BENCHMARKS.md and the plots in `docs/`):
-
-```
-.venv/bin/python examples/make_traces.py
-.venv/bin/python bench/replay_compare.py --write
-```
-
-Setup: boot 150 s, thresholds 3/1 on the 1-minute load of the monitored VM, 2-8 VMs, drain
-30 s. "default" is `examples/replay.idcfrc` (threshold rules, cooldown_out 120 s after a VM
-joined, cooldown_in 300 s); "proportional" adds `step = proportional`; "classic" is the 2013
-tool's rules (1-minute load of one VM, no cooldown, no lock, one VM per run, booting VMs
-counted against max_size, no drain); "target" is `examples/replay-target.idcfrc`: the 2013
-keys only plus `[scalling] policy = target`, so every target key takes its default derived
-from the thresholds (target 3, target_in 2.5, forecast 240 s, stabilization 600 s). A target
-scale-out gives the per-config lock back once its deploy calls are accepted, as the live run
-does; threshold runs hold it through the boot.
-
-Traces (`examples/make_traces.py`, seeded noise): daily (1440 min, ~2 at night, lunch ~7,
-evening peak ~14), spike (240 min, 2 -> 16 for 90 min), sawtooth (360 min, hourly ramps
-2 -> 14 over 50 min then 10 min at 2), ramp (240 min, 2 -> 20 in 15 min, an hour at 20, an
-hour's decline), flash (300 min, base 3, flash crowds +12 and +17 decaying with half-lives of
-20 and 12 min), plateau (240 min, 3 h at 5.8 +- 0.35: 2.9 per VM on min_size's 2 VMs),
-weekday (1440 min, up to 12 from 9:30 to 17:00, a lunch dip to 6 from 12:00 to 13:00).
-
-Columns: overload minutes = minutes in which demand per in-service VM exceeded threshold_out (3)
-at any 5-s tick; VM-minutes = started minutes in which each VM existed (booting, in service or
-draining); scale-outs/-ins = VMs added/removed; flips = direction changes within 10 minutes of
-the previous change; peak VMs = most VMs booting or in service at once. The bar (the issue):
-target's overload minutes <= classic's, VM-minutes <= 0.95 x classic's, flips <= classic's.
-"""
-
 
 def load_replay_settings(path: str) -> Settings:
     """Settings from an example config (a replay neither reads nor checks the key file)."""
@@ -135,26 +142,79 @@ def load_replay_settings(path: str) -> Settings:
 
 
 def read_traces() -> dict[str, rp.Trace]:
-    return {name: rp.read_trace(os.path.join(EXAMPLES, name)) for name in TRACES}
+    """Every trace of the comparison by name."""
+    return {setup.name: rp.read_trace(os.path.join(EXAMPLES, setup.path)) for setup in TRACES}
+
+
+def setup_of(name: str) -> TraceSetup:
+    return next(setup for setup in TRACES if setup.name == name)
 
 
 def run(trace: rp.Trace, config: str, policy: str, overrides: dict,
-        options: Optional[dict] = None, boot: float = BOOT_SECONDS) -> rp.ReplayResult:
+        options: Optional[dict] = None, boot: float = BOOT_SECONDS,
+        max_size: int = 8) -> rp.ReplayResult:
     """One replay; overload is always scored against the example's threshold_out (3)."""
-    settings = replace(load_replay_settings(config), **overrides)
+    settings = replace(load_replay_settings(config), max_size=max_size, **overrides)
     line = load_replay_settings(CONFIG).threshold_out
     return rp.replay(trace, settings, policy, boot, overload_threshold=line, **(options or {}))
 
 
-def replay_rows(traces: dict, variants: Sequence[Variant]) -> Iterator[dict]:
-    """One table row per trace and variant."""
-    for name, trace in traces.items():
-        for label, config, policy, overrides, options in variants:
-            summary = run(trace, config, policy, overrides, options).summary
-            yield {"trace": name, "policy": label, "overload minutes": summary.overload_minutes,
-                   "VM-minutes": summary.vm_minutes, "scale-outs": summary.scale_outs,
-                   "scale-ins": summary.scale_ins, "flips": summary.flips,
-                   "peak VMs": summary.peak_vms}
+def run_peer(trace: rp.Trace, peer: rp.Peer, max_size: int) -> rp.Summary:
+    """One replay of a peer on the example's config (thresholds, sizes, drain)."""
+    settings = peers.peer_settings(replace(load_replay_settings(CONFIG), max_size=max_size))
+    return rp.replay(trace, settings, boot_seconds=BOOT_SECONDS, peer=peer).summary
+
+
+def policy_row(label: str, summary: rp.Summary) -> dict[str, Any]:
+    """One row of a per-trace table."""
+    return {"policy": label, "overload minutes": summary.overload_minutes,
+            "VM-minutes": summary.vm_minutes, "flips": summary.flips,
+            "scale-outs": summary.scale_outs, "scale-ins": summary.scale_ins,
+            "peak VMs": summary.peak_vms, **rp.elasticity_cells(summary)}
+
+
+@dataclass(frozen=True)
+class TraceResults:
+    """Every policy's score on one trace: ssh-scale's (by label), the peers' (by name) and
+    the HPA curve (target -> summary)."""
+
+    setup: TraceSetup
+    ours: dict[str, rp.Summary]
+    peers: dict[str, rp.Summary]
+    curve: dict[float, rp.Summary]
+
+    @property
+    def classic(self) -> rp.Summary:
+        return self.ours["classic"]
+
+    @property
+    def target(self) -> rp.Summary:
+        return self.ours["target"]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return ([policy_row(label, summary) for label, summary in self.ours.items()]
+                + [policy_row(name, summary) for name, summary in self.peers.items()])
+
+    def dominating(self) -> list[tuple[str, rp.Summary]]:
+        """The peer points (the HPA curve included) with both fewer overload minutes and
+        fewer VM-minutes than target."""
+        points = [(f"HPA {t:g}", s) for t, s in self.curve.items()]
+        points += [(name, s) for name, s in self.peers.items() if not name.startswith("HPA")]
+        mine = self.target
+        return [(name, s) for name, s in points if s.overload_minutes < mine.overload_minutes
+                and s.vm_minutes < mine.vm_minutes]
+
+
+def trace_results(setup: TraceSetup, trace: rp.Trace) -> TraceResults:
+    """Replay every policy and peer on one trace."""
+    ours = {label: run(trace, config, policy, overrides, options,
+                       max_size=setup.max_size).summary
+            for label, config, policy, overrides, options in POLICIES}
+    curve = {target: run_peer(trace, peers.Hpa(target), setup.max_size) for target in HPA_CURVE}
+    table = {f"HPA {t:g}": curve[t] for t in peers.HPA_TARGETS}
+    table[peers.CloudStackAutoScale.name] = run_peer(trace, peers.CloudStackAutoScale(),
+                                                    setup.max_size)
+    return TraceResults(setup, ours, table, curve)
 
 
 def verdict(candidate: rp.Summary, classic: rp.Summary) -> str:
@@ -176,21 +236,33 @@ def plain(summary: rp.Summary) -> str:
     return f"{summary.overload_minutes} / {summary.vm_minutes} / {summary.flips}"
 
 
-def bar_rows(traces: dict) -> Iterator[tuple[dict, rp.Summary, rp.Summary]]:
-    """Per trace: classic, the default threshold config and target, against the bar."""
-    for name, trace in traces.items():
-        classic = run(trace, CONFIG, "classic", {}).summary
-        default = run(trace, CONFIG, "current", {}).summary
-        target = run(trace, TARGET_CONFIG, "current", {}).summary
-        yield ({"trace": name, BAR_COLUMNS[1]: plain(classic),
-                BAR_COLUMNS[2]: against(default, classic), BAR_COLUMNS[3]: against(target, classic),
-                "bar": verdict(target, classic)}, target, classic)
+def bar_row(results: TraceResults) -> dict[str, str]:
+    """The bar on one trace: classic, the default threshold config and target."""
+    classic, setup = results.classic, results.setup
+    return {"trace": setup.name, "VMs": f"2-{setup.max_size}",
+            BAR_COLUMNS[2]: plain(classic), BAR_COLUMNS[3]: against(results.ours["default"],
+                                                                    classic),
+            BAR_COLUMNS[4]: against(results.target, classic),
+            "bar": verdict(results.target, classic),
+            "peers": pareto_words(results.dominating(), short=True)}
 
 
-def boot_rows(traces: dict) -> Iterator[dict]:
+def variant_rows(traces: dict, setups: Sequence[str]) -> Iterator[dict]:
+    """One table row per trace and variant."""
+    for name in setups:
+        for label, config, policy, overrides, options in VARIANTS:
+            summary = run(traces[name], config, policy, overrides, options).summary
+            yield {"trace": name, "policy": label, "overload minutes": summary.overload_minutes,
+                   "VM-minutes": summary.vm_minutes, "scale-outs": summary.scale_outs,
+                   "scale-ins": summary.scale_ins, "flips": summary.flips,
+                   "peak VMs": summary.peak_vms}
+
+
+def boot_rows(traces: dict, setups: Sequence[str]) -> Iterator[dict]:
     """The bar at other boot times, with the default forecast and with forecast = boot + 90."""
     for boot in BOOTS:
-        for name, trace in traces.items():
+        for name in setups:
+            trace = traces[name]
             classic = run(trace, CONFIG, "classic", {}, boot=boot).summary
             target = run(trace, TARGET_CONFIG, "current", {}, boot=boot).summary
             tuned = run(trace, TARGET_CONFIG, "current", {"forecast": boot + 90}, boot=boot).summary
@@ -199,187 +271,103 @@ def boot_rows(traces: dict) -> Iterator[dict]:
                    BOOT_COLUMNS[5]: against(tuned, classic), "bar ": verdict(tuned, classic)}
 
 
-def tradeoff_rows(traces: dict) -> Iterator[dict]:
-    """Overload against cost over each policy's main parameter, every point scored against
-    the same overload line (3), whatever threshold or target the point decides with."""
-    for name in TRADEOFF_TRACES:
-        classic = run(traces[name], CONFIG, "classic", {}).summary
-        for policy, parameter, config, replay_policy, overrides in TRADEOFF_POINTS:
-            summary = run(traces[name], config, replay_policy, overrides).summary
-            yield {"trace": name, "policy": policy, "parameter": parameter,
-                   "overload minutes": summary.overload_minutes,
-                   "VM-minutes": summary.vm_minutes,
-                   "x classic": f"{summary.vm_minutes / classic.vm_minutes:.3f}",
-                   "flips": summary.flips}
-
-
-def plateau_floor(trace: rp.Trace) -> tuple[tuple[int, int], str]:
-    """Why no policy that reacts to the load meets the cost bar on the plateau: the least
-    VM-minutes that keep overload at classic's, and the arithmetic as a sentence. Demand there
-    never needs more than one VM beyond min_size, so only the minutes over min_size x
-    threshold_out count: an extra VM must serve all but classic's number of them, billed from
-    its creation (a boot before it serves, in started minutes) through the minute it leaves."""
-    settings = load_replay_settings(CONFIG)
-    line = settings.min_size * settings.threshold_out
-    over = [m for m, demand in enumerate(trace.per_minute()) if demand > line]
+def tradeoff_rows(trace: rp.Trace) -> Iterator[dict]:
+    """Overload against cost over each policy's main parameter on the plateau, every point
+    scored against the same overload line (3), whatever threshold or target it decides with."""
     classic = run(trace, CONFIG, "classic", {}).summary
-    allowed, boot = classic.overload_minutes, -(-int(BOOT_SECONDS) // 60)
-
-    def stretch(first: int, last: int) -> int:
-        return over[last] + 1 - over[first] + boot + 1
-
-    # in one stretch: the allowed uncovered minutes at its ends
-    single = min(stretch(i, len(over) - 1 - (allowed - i)) for i in range(allowed + 1))
-    # in as many stretches as pays (a schedule that knows every peak a boot ahead)
-    best: dict[tuple[int, int], int] = {}
-    for first in range(len(over), -1, -1):
-        for left in range(allowed + 1):
-            if first == len(over):
-                best[first, left] = 0
-                continue
-            options = [best[first + 1, left - 1]] if left else []
-            options += [stretch(first, last) + best[last + 1, left]
-                        for last in range(first, len(over))]
-            best[first, left] = min(options)
-    base, bar = settings.min_size * trace.minutes, COST_BAR * classic.vm_minutes
-    span = over[-1] + 1 - over[0]
-    chance = len(over) / span
-    short = base + single - bar
-    return (base + single, base + best[0, allowed]), (
-        f"plateau.csv: demand exceeds {line:g} (the overload line of the {settings.min_size} "
-        f"VMs of min_size) in {len(over)} of the {span} minutes from minute {over[0]} to "
-        f"{over[-1]}. Keeping overload at classic's {allowed} minutes needs a third VM for at "
-        f"least {single} VM-minutes in one stretch, {base + single} in all, above "
-        f"{COST_BAR:g} x classic's {classic.vm_minutes} = {bar:g}. Only a schedule that knows "
-        f"each noise peak a boot ahead, and drops and re-adds the VM between them, gets down "
-        f"to {base + best[0, allowed]}; the noise is independent from minute to minute (a "
-        f"minute in that span exceeds {line:g} with a chance of {chance:.2f}), so a policy "
-        f"that reacts to the load pays about {chance:.2f} overload minutes for each minute "
-        f"without the third VM: the {short:g} VM-minutes the bar asks for, plus a boot for "
-        f"the re-add, would cost about {chance * (short + boot + 1):.0f} more overload "
-        "minutes.")
+    for policy, parameter, config, replay_policy, overrides in TRADEOFF_POINTS:
+        summary = run(trace, config, replay_policy, overrides).summary
+        yield {"trace": "plateau.csv", "policy": policy, "parameter": parameter,
+               "overload minutes": summary.overload_minutes, "VM-minutes": summary.vm_minutes,
+               "x classic": f"{summary.vm_minutes / classic.vm_minutes:.3f}",
+               "flips": summary.flips}
 
 
-def plot_tradeoff(rows: Sequence[dict], floors: tuple[int, int], path: str) -> None:
-    """Overload minutes against VM-minutes, one colour per policy, for plateau.csv."""
-    figure = require_matplotlib()(figsize=(7, 4.5), constrained_layout=True)
-    axes = figure.subplots()
-    for policy, color in (("classic", "tab:orange"), ("target", "tab:green")):
-        points = sorted((r for r in rows if r["policy"] == policy), key=lambda r: r["VM-minutes"])
-        names = ", ".join(sorted({r["parameter"].split()[0] for r in points}))
-        axes.plot([r["VM-minutes"] for r in points], [r["overload minutes"] for r in points],
-                  "o", color=color, alpha=0.8, label=f"{policy}: {names}")
-    classic = next(r for r in rows if r["parameter"] == "threshold_out 3")
-    target = next(r for r in rows if r["parameter"] == "target 3")
-    for point, text in ((classic, "classic (2013 config)"), (target, "target (defaults)")):
-        axes.annotate(text, (point["VM-minutes"], point["overload minutes"]),
-                      textcoords="offset points", xytext=(8, 10), fontsize="small")
-    for floor, marker, text in zip(floors, ("kx", "k+"), ("with the third VM in one stretch",
-                                                          "knowing the noise a boot ahead")):
-        axes.plot([floor], [classic["overload minutes"]], marker, markersize=9,
-                  label=f"least at classic's overload, {text} ({floor})")
-    axes.axvline(COST_BAR * classic["VM-minutes"], color="gray", linestyle="--",
-                 label=f"{COST_BAR:g} x classic's VM-minutes")
-    axes.axhline(classic["overload minutes"], color="gray", linestyle=":",
-                 label="classic's overload minutes")
-    axes.set_xlabel("VM-minutes")
-    axes.set_ylabel("overload minutes (demand per VM > 3)")
-    axes.set_title("plateau.csv: overload against cost over each policy's parameters")
-    axes.legend(fontsize="small")
-    axes.grid(alpha=0.3)
-    figure.savefig(path, dpi=100)
+def make_traces_module() -> Any:
+    """examples/make_traces.py as a module (it is a script, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_traces",
+                                                  os.path.join(EXAMPLES, "make_traces.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """A GitHub-flavoured Markdown table; numbers right-aligned."""
-    numeric = {"overload minutes", "VM-minutes", "scale-outs", "scale-ins", "flips", "peak VMs",
-               "x classic"}
-    lines = ["| " + " | ".join(c.strip() for c in columns) + " |",
-             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+def seed_rows() -> Iterator[dict]:
+    """The bar on the two noisy examples made with other seeds (the noise, not the shape,
+    changes), and on the mean over the example's seed and these: whether a result depends
+    on one draw of the noise."""
+    make = make_traces_module()
+    shapes = (("noisy-plateau.csv", [7.5] * 360, 2.0, 10, make.SEED + 5),
+              ("noisy-weekday.csv", make.weekday_values(), 0.8, 8, make.SEED + 6))
+    for name, values, sigma, max_size, example in shapes:
+        pairs = []
+        for seed in (example, *range(make.SEED + 101, make.SEED + 101 + SEEDS)):
+            rows = make.noisy(values, seed, sigma)
+            trace = rp.parse_trace([f"{m},{d}" for m, d in rows], f"{name} seed {seed}")
+            classic = run(trace, CONFIG, "classic", {}, max_size=max_size).summary
+            target = run(trace, TARGET_CONFIG, "current", {}, max_size=max_size).summary
+            pairs.append((classic, target))
+            yield {"trace": name, "seed": f"{seed}{' (the example)' if seed == example else ''}",
+                   SEED_COLUMNS[2]: plain(classic), SEED_COLUMNS[3]: against(target, classic),
+                   "bar": verdict(target, classic)}
+        classic, target = (mean_summary([pair[side] for pair in pairs]) for side in (0, 1))
+        yield {"trace": name, "seed": f"mean of {len(pairs)}", SEED_COLUMNS[2]: plain(classic),
+               SEED_COLUMNS[3]: against(target, classic), "bar": verdict(target, classic)}
 
 
-def bullet(text: str) -> str:
-    """A Markdown list item wrapped like the rest of the file."""
-    return textwrap.fill(text, width=95, initial_indent="- ", subsequent_indent="  ")
+def mean_summary(summaries: Sequence[rp.Summary]) -> rp.Summary:
+    """The mean of the bar's three figures over several replays (rounded to one decimal)."""
+    def mean(values: Sequence[int]) -> Any:
+        return round(sum(values) / len(values), 1)
+
+    first = summaries[0]
+    return replace(first, overload_minutes=mean([s.overload_minutes for s in summaries]),
+                   vm_minutes=mean([s.vm_minutes for s in summaries]),
+                   flips=mean([s.flips for s in summaries]))
 
 
-def reading(bars: Sequence[tuple[dict, rp.Summary, rp.Summary]], variants: Sequence[dict],
-            boots: Sequence[dict]) -> str:
-    """The findings, with the figures they rest on taken from the tables above."""
-    held = [row["trace"] for row, _, _ in bars if row["bar"] == "holds"]
-    failed = [row["trace"] for row, _, _ in bars if row["bar"] != "holds"]
-    ratios = [t.vm_minutes / c.vm_minutes for row, t, c in bars if row["bar"] == "holds"]
-    classic = {row["trace"]: c for row, _, c in bars}
-    lock_misses = [f"{r['trace']} ({r['overload minutes']} > "
-                   f"{classic[r['trace']].overload_minutes} overload minutes)" for r in variants
-                   if r["policy"] == "target, lock held through the boot"
-                   and r["overload minutes"] > classic[r["trace"]].overload_minutes]
-
-    def misses(boot: str, column: str) -> str:
-        found = [f"{r['trace']} ({r[column].strip('*')[len('fails ('):-1]})" for r in boots
-                 if r["boot"] == boot and r[column] != "holds"]
-        return ", ".join(found) or "none"
-
-    return "\n".join(["## Reading", "", *(bullet(text) for text in (
-        f"**The bar holds on {len(held)} of the {len(bars)} traces** ({', '.join(held)}), at "
-        f"{min(ratios):.3f}-{max(ratios):.3f} x classic's VM-minutes, with no flips.",
-        f"**It fails on {', '.join(failed) or 'none'}**, on the cost part, where no policy "
-        "that reacts to the load can pass: classic adds exactly the one VM that the plateau "
-        "needs and holds it, so there is no overshoot to save (the arithmetic is under the "
-        "trade-off table). No point of either policy's trade-off curve reaches the bar's "
-        "corner; target's defaults pay a little more than classic there for fewer overload "
-        "minutes (its trend sees the step to the plateau and adds the third VM as the plateau "
-        "begins; classic waits for the 1-minute load to pass 3).",
-        "**Why the live run waits for a target scale-out's deploys without the lock**: with "
-        "the lock held through the boot (the threshold policy's way, the variant \"target, "
-        "lock held through the boot\") a run cannot add VMs while others boot, and the "
-        f"overload part of the bar fails on {', '.join(lock_misses) or 'no trace'}.",
-        "Each ingredient, by the variants: without the trend (`forecast = 0`: the corrected "
-        "1-minute load as is) target is late on every rise; without the stabilization (or "
-        "with 300 s) a flash crowd's peak is followed by scale-ins within the 10 minutes that "
-        "count as a flip; scale-in at the target itself (`target_in = 3`) flaps on daily, "
-        "plateau and weekday; at the middle of the band (`target_in = 2`) it costs more on "
-        "every trace.",
-        "Steps overshoot: a jump looks like a steep ramp to the three load averages, so "
-        "target runs to max_size on spike and flash where fewer VMs suffice (as classic does); "
-        "its faster scale-in keeps the cost below classic's. A run that remembered the "
-        "previous run's estimate could tell a step from a ramp; ssh-scale keeps no local "
-        "state.",
-        "The defaults fit the 150-s boot of the bar. At other boot times (their table) the "
-        f"bar fails, with the default forecast, at 90 s on {misses('90 s', 'bar')} and at "
-        f"240 s on {misses('240 s', 'bar')}; with forecast = boot + 90 s at 90 s on "
-        f"{misses('90 s', 'bar ')} and at 240 s on {misses('240 s', 'bar ')}. A faster boot "
-        "lets classic overshoot less, so there is less to save; a slower one needs the longer "
-        "forecast for rises, which then flaps on the sawtooth's teeth.",
-        "Threshold policy (unchanged): `step = proportional` halves the spike's overload for "
-        "+2 % cost; `[policy_in] period = 5` removes the sawtooth's flips for +8 % VM-minutes "
-        "there; classic beats it on overload only because it overshoots.",
-    ))])
+def trace_section(results: TraceResults) -> list[str]:
+    """One trace's table of every policy, whether target is on the peers' Pareto front, and
+    its plot."""
+    setup = results.setup
+    return [f"### {setup.name} (2-{setup.max_size} VMs)", "",
+            markdown_table(results.rows(), COLUMNS), "",
+            wrap(f"Peers: {pareto_words(results.dominating(), short=False)}"), "",
+            f"![{setup.name}: overload against cost](../docs/replay-pareto-{setup.stem}.png)",
+            ""]
 
 
-def document(traces: dict) -> tuple[str, list[dict], tuple[int, int]]:
-    """The whole Markdown file; also the trade-off rows and the plateau's floor."""
-    bars = list(bar_rows(traces))
-    variants = list(replay_rows(traces, VARIANTS))
-    boots = list(boot_rows(traces))
-    tradeoff = list(tradeoff_rows(traces))
-    floors, why = plateau_floor(traces["plateau.csv"])
+def document(traces: dict) -> tuple[str, dict[str, Any]]:
+    """The whole Markdown file, and what the plots need."""
+    results = {setup.name: trace_results(setup, traces[setup.name]) for setup in TRACES}
+    bars = [bar_row(r) for r in results.values()]
+    variants = list(variant_rows(traces, SMOOTH))
+    boots = list(boot_rows(traces, SMOOTH))
+    tradeoff = list(tradeoff_rows(traces["plateau.csv"]))
+    seeds = list(seed_rows())
+    settings = load_replay_settings(CONFIG)
+    floors, why = plateau_floor(traces["plateau.csv"], settings, results["plateau.csv"].classic,
+                                BOOT_SECONDS, COST_BAR)
     sections = [
-        HEADER, "## The bar: target against classic\n",
-        markdown_table([row for row, _, _ in bars], BAR_COLUMNS), "",
+        HEADER, "## The bar: target against classic\n", markdown_table(bars, BAR_COLUMNS), "",
         *(f"![target on {name}](../docs/{png})" for name, png in PLOTS),
-        "\n## Every policy\n", markdown_table(list(replay_rows(traces, POLICIES)), COLUMNS),
-        "\n## Variants\n", markdown_table(variants, COLUMNS),
+        "\n## Every trace: ssh-scale's policies and their peers\n",
+        *(line for r in results.values() for line in trace_section(r)),
+        "## The noisy examples with other seeds\n", markdown_table(seeds, SEED_COLUMNS),
+        "\n## Variants (the first seven traces)\n", markdown_table(variants, VARIANT_COLUMNS),
         "\n## Other boot times (target's forecast 240 s; or boot + 90 s)\n",
         markdown_table(boots, BOOT_COLUMNS),
         "\n## Trade-off on the plateau: overload against VM-minutes\n",
-        markdown_table(tradeoff, TRADEOFF_COLUMNS), "", textwrap.fill(why, width=95), "",
+        markdown_table(tradeoff, TRADEOFF_COLUMNS), "", wrap(why), "",
         f"![plateau.csv: overload against cost](../docs/{TRADEOFF_PLOT})", "",
-        reading(bars, variants, boots),
+        reading(results, bars, variants, boots, seeds,
+                steady_pool(traces["noisy-plateau.csv"], 4, settings.threshold_out)),
     ]
-    return "\n".join(sections) + "\n", tradeoff, floors
+    return "\n".join(sections) + "\n", {"results": results, "tradeoff": tradeoff,
+                                        "floors": floors}
 
 
 def benchmarks_section(results: str) -> str:
@@ -395,8 +383,7 @@ def benchmarks_section(results: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(results: str, tradeoff: Sequence[dict], floors: tuple[int, int],
-          traces: dict) -> None:
+def write(results: str, extra: dict[str, Any], traces: dict) -> None:
     """bench/results-replay.md, BENCHMARKS.md's last section, and the plots in docs/."""
     with open(RESULTS, "w", encoding="utf-8") as handle:
         handle.write(results)
@@ -405,9 +392,17 @@ def write(results: str, tradeoff: Sequence[dict], floors: tuple[int, int],
     with open(BENCHMARKS, "w", encoding="utf-8") as handle:
         handle.write(text[:text.index(SECTION)] + benchmarks_section(results))
     docs = os.path.join(ROOT, "docs")
-    plot_tradeoff(tradeoff, floors, os.path.join(docs, TRADEOFF_PLOT))
+    plot_tradeoff(extra["tradeoff"], extra["floors"], COST_BAR, os.path.join(docs, TRADEOFF_PLOT))
     for name, png in PLOTS:
         plot_replay(run(traces[name], TARGET_CONFIG, "current", {}), os.path.join(docs, png))
+    for trace in extra["results"].values():
+        points = {label: (s.overload_minutes, s.vm_minutes) for label, s in trace.ours.items()}
+        cloudstack = trace.peers[peers.CloudStackAutoScale.name]
+        points[peers.CloudStackAutoScale.name] = (cloudstack.overload_minutes,
+                                                   cloudstack.vm_minutes)
+        curve = [(t, s.overload_minutes, s.vm_minutes) for t, s in trace.curve.items()]
+        plot_pareto(trace.setup.name, points, curve,
+                    os.path.join(docs, f"replay-pareto-{trace.setup.stem}.png"))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -419,9 +414,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "and the plots in docs/")
     args = parser.parse_args(argv)
     traces = read_traces()
-    results, tradeoff, floors = document(traces)
+    results, extra = document(traces)
     if args.write:
-        write(results, tradeoff, floors, traces)
+        write(results, extra, traces)
     else:
         sys.stdout.write(results)
     return 0
@@ -429,4 +424,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -12,6 +12,15 @@
                 on the 2 VMs of min_size, threshold_out 3) with minute-to-minute noise
   weekday.csv   an office weekday: night ~1.5, up to 12 by 9:30 and until 17:00 with a lunch
                 dip to ~6 from 12:00 to 13:00, an evening decline (seeded noise)
+  noisy-plateau.csv  six hours at 7.5 load units (2.5 VMs' worth at threshold_out 3) with
+                independent minute-to-minute noise of +-2 (a standard deviation of 2)
+  noisy-weekday.csv  the weekday's shape with minute-to-minute noise of +-0.8 (a standard
+                deviation of 0.8)
+  launch.csv    three days of web traffic, busiest in the afternoon (3 at night, up to 10,
+                30 % more from day two), a launch at 10:00 on day two (+17, halving every two
+                hours; the peak needs 10 VMs), and about +-20 % from one minute to the next
+                (log-normal noise)
+The real trace of the World Cup 1998 web site is in wc98/ (see wc98/SOURCE.md).
 
 Usage: python examples/make_traces.py [--out DIR]   (default: this script's directory)
 Replay one: ssh_scale.py -c examples/replay.idcfrc --replay examples/spike.csv
@@ -97,9 +106,8 @@ def plateau_rows() -> Rows:
     return noisy(values, SEED + 3, 0.35)
 
 
-def weekday_rows() -> Rows:
-    """An office weekday: ~1.5 at night, up to 12 from 7:30 to 9:30, a lunch dip to ~6 from
-    12:00 to 13:00, down from 17:00 to ~3 by 19:00 and to 1.5 by 22:00."""
+def weekday_values() -> list[float]:
+    """The office weekday without noise, per minute."""
     points = ((0, 1.5), (7.5, 1.5), (9.5, 12.0), (11.9, 12.0), (12.15, 6.0), (12.85, 6.0),
               (13.1, 12.0), (17.0, 12.0), (19.0, 3.0), (22.0, 1.5), (24.0, 1.5))
     values = []
@@ -109,12 +117,47 @@ def weekday_rows() -> Rows:
             if h0 <= hour < h1:
                 values.append(d0 + (d1 - d0) * (hour - h0) / (h1 - h0))
                 break
-    return noisy(values, SEED + 4, 0.25)
+    return values
+
+
+def weekday_rows() -> Rows:
+    """An office weekday: ~1.5 at night, up to 12 from 7:30 to 9:30, a lunch dip to ~6 from
+    12:00 to 13:00, down from 17:00 to ~3 by 19:00 and to 1.5 by 22:00."""
+    return noisy(weekday_values(), SEED + 4, 0.25)
+
+
+def noisy_plateau_rows() -> Rows:
+    """Six hours at 7.5 load units with minute-to-minute noise of standard deviation 2."""
+    return noisy([7.5] * 360, SEED + 5, 2.0)
+
+
+def noisy_weekday_rows() -> Rows:
+    """The office weekday with minute-to-minute noise of standard deviation 0.8."""
+    return noisy(weekday_values(), SEED + 6, 0.8)
+
+
+def launch_rows() -> Rows:
+    """Three days of noisy web traffic with a launch-day flash crowd that needs 10 VMs.
+
+    3 at night, up to 10 in the afternoon, 30 % more from day two; the launch at 10:00 on
+    day two adds 17, halving every two hours; log-normal minute-to-minute noise (sigma 0.2:
+    about +-20 %)."""
+    noise = random.Random(SEED + 7)
+    launch, rows = 24 * 60 + 10 * 60, []
+    for minute in range(3 * 24 * 60):
+        day, hour = divmod(minute / 60, 24)
+        level = (3.0 + 7.0 * bump(hour, 14.0, 3.5)) * (1.3 if day >= 1 else 1.0)
+        if minute >= launch:
+            rise = min(1.0, (minute - launch + 1) / 5)
+            level += 17.0 * rise * 0.5 ** (max(0, minute - launch - 4) / 120)
+        rows.append((minute, round(level * math.exp(noise.gauss(0.0, 0.2)), 2)))
+    return rows
 
 
 TRACES = {"daily.csv": daily_rows, "spike.csv": spike_rows, "sawtooth.csv": sawtooth_rows,
           "ramp.csv": ramp_rows, "flash.csv": flash_rows, "plateau.csv": plateau_rows,
-          "weekday.csv": weekday_rows}
+          "weekday.csv": weekday_rows, "noisy-plateau.csv": noisy_plateau_rows,
+          "noisy-weekday.csv": noisy_weekday_rows, "launch.csv": launch_rows}
 
 
 def render(rows: Rows, comment: str) -> str:

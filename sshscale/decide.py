@@ -184,7 +184,8 @@ def _decide_target(measurement: Measurement, pool: Pool, settings: Settings, now
     if replacement is not None and replacement.action is Action.REPLACE:
         return _deploy(replacement, history, now, settings)
     plan = target.plan(aggregate_load(measurement, 1, settings),
-                       aggregate_load(measurement, 5, settings), pool, settings, now, history)
+                       aggregate_load(measurement, 5, settings), pool, settings, now, history,
+                       fifteen=aggregate_load(measurement, 15, settings))
     if plan.action is Action.SCALE_OUT:
         return _deploy(Decision(Action.SCALE_OUT, plan.reason, count=plan.count,
                                 rule=target.RULE), history, now, settings)
@@ -206,7 +207,7 @@ def _target_scale_in(measurement: Measurement, pool: Pool, settings: Settings, n
     if len(measurement.answered) < len(measurement.hosts):
         busy = target.plan(scale_in_load(measurement, 1, settings),
                            scale_in_load(measurement, 5, settings), pool, settings, now,
-                           history)
+                           history, fifteen=scale_in_load(measurement, 15, settings))
         if busy.action is not Action.SCALE_IN:
             return Decision(Action.NONE, f"{busy.reason} (silent hosts counted as busy as the "
                             "busiest that answered)", rule=target.RULE)

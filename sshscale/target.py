@@ -1,5 +1,6 @@
 """The target policy (`[scalling] policy = target`), pure: size the pool so that the demand it
-must absorb, estimated from the load averages, stays at a target load per VM.
+must absorb, estimated from the load averages, stays at a target load per VM, and stay calm
+when that demand is noisy.
 
 decide() calls plan() after the repairs of crash leftovers and turns the Plan into a Decision
 (the failed-deploy backoff, the scale-in victim); the live run and the replay call it alike.
@@ -8,15 +9,25 @@ The estimate, each run:
   * demand = load average x VMs in service, where "VMs in service" is the load average's own
     weighting of 1/N over the recent past: a VM that joined 30 s ago has only moved the
     1-minute average 40 % of the way to the new per-VM share (joins: the creation of each
-    member plus the deploy time seen for the newest; leaves: the last scale-in);
-  * trend: on a steady ramp the 1-minute average trails the demand by 60 s of slope and the
-    5-minute one by 300 s, so slope = (D1 - D5) / 240 s and demand now = D1 + 60 s x slope;
-  * wanted VMs = ceil(demand `forecast` seconds ahead / target), within min/max; VMs still
-    booting (managed, outside the load balancer, deploy job pending) count as capacity on the
-    way, so several VMs may be added in one run and none twice;
-  * scale in one VM only when the highest of the estimates (now, ahead, 1- and 5-minute)
-    fits one VM fewer at target_in, no VM is booting, and the newest VM is older than
-    `stabilization` seconds.
+    member plus the deploy time seen for the newest; leaves: the last scale-in); so for the
+    1-, 5- and 15-minute averages (D1, D5, D15);
+  * trend: on a steady ramp the 1-minute average trails the demand by 60 s of slope, the
+    5-minute one by 300 s and the 15-minute one by 900 s. A rise counts as far as the slower
+    averages confirm it: slope = min((D1 - D5) / 240 s, CONFIRM x (D5 - D15) / 600 s), none
+    when D15 does not trail D5 (noise moves D1 alone); a step (D1 above D5 by more than
+    STEP_RISE of the load, a flash crowd) counts at once; a fall counts as D1 and D5 show it.
+    Demand now = D1 + 60 s x slope;
+  * wanted VMs = ceil(max(D1, demand `forecast` seconds ahead) / target), within min/max;
+    VMs still booting (managed, outside the load balancer, deploy job pending) count as
+    capacity on the way, so several VMs may be added in one run and none twice. Within
+    `stabilization` seconds of a scale-in (a flip), only the 5-minute average or a step may
+    add VMs;
+  * scale in one VM only when no VM is booting, the newest VM is older than `stabilization`
+    seconds, the highest estimate (D1, D5, now, ahead) fits one VM fewer at target_in, and
+    the fit is not noise: either the demand is clearly falling (D5 at least FALL below D15,
+    D1 not above D5), or the 15-minute average fits with the noise margin (D15 <= (1 -
+    NOISE_MARGIN) x target_in x VMs left) and the demand is not still rising (D5 above D15
+    by more than RISING, unless D1 has caught up with D5: the rise stopped).
 """
 
 from __future__ import annotations
@@ -30,13 +41,21 @@ from typing import Optional
 from sshscale.model import Action, History, Pool, Settings, Vm, vm_count
 
 __all__ = ["RULE", "Estimate", "Plan", "booting_vms", "estimate", "inverse_average", "plan",
-           "pool_changes", "targets"]
+           "pool_changes", "scale_in_check", "targets"]
 
 RULE = "target"
 SERVING = ("Running", "Migrating")
-TAU_1, TAU_5 = 60.0, 300.0  # time constants of the 1- and 5-minute load averages (s)
+TAU_1, TAU_5, TAU_15 = 60.0, 300.0, 900.0  # time constants of the load averages (s)
 VISIBLE_TAUS = 4.0  # a pool change older than 4 time constants no longer shows (e^-4 = 2 %)
 IN_MARGIN = 4.0  # target_in keeps a quarter of the thresholds' band below the target
+# Noise: the 1-minute average of a minute-to-minute noise of 27 % moves by 13 % around D5,
+# D5 by 5 % around D15; a real change moves them in order and further.
+STEP_RISE = 0.4  # D1 above D5 by more than 40 % of the load (at least one VM's target): a step
+CONFIRM = 5.0  # a rise counts up to 5 times the slope the 5- and 15-minute averages show
+FALL = 0.2  # D5 20 % below D15: clearly falling
+NOISE_MARGIN = 0.15  # otherwise D15 must fit the VMs left 15 % below target_in
+RISING = 0.05  # D5 more than 5 % above D15: still rising ...
+STOPPED = 0.2  # ... unless D1 is within 20 % of that rise from D5: the rise stopped
 
 
 @dataclass(frozen=True)
@@ -50,18 +69,26 @@ class Plan:
 
 @dataclass(frozen=True)
 class Estimate:
-    """The pool's demand in load units (per-CPU load units with per_cpu): from the 1- and
-    5-minute averages, now (lag corrected) and `forecast` seconds ahead."""
+    """The pool's demand in load units (per-CPU load units with per_cpu): from the 1-, 5- and
+    15-minute averages, now (lag corrected) and `forecast` seconds ahead, and the trend that
+    took it there ("step", "rise", "unconfirmed rise", "fall" or "steady")."""
 
     one: float
     five: float
     now: float
     ahead: float
+    fifteen: float = 0.0
+    trend: str = "steady"
 
     @property
     def high(self) -> float:
         """The highest estimate: what a scale-in must still carry."""
         return max(self.one, self.five, self.now, self.ahead)
+
+    @property
+    def wanted(self) -> float:
+        """What a scale-out sizes for: the demand ahead, at least the 1-minute estimate."""
+        return max(self.one, self.ahead)
 
 
 def targets(settings: Settings) -> tuple[float, float]:
@@ -115,22 +142,53 @@ def inverse_average(count: int, changes: Sequence[tuple[float, int]], tau: float
 
 
 def estimate(one: float, five: float, count: int, changes: Sequence[tuple[float, int]],
-             forecast: float) -> Estimate:
-    """The demand from the per-VM 1- and 5-minute loads of `count` VMs in service."""
+             forecast: float, fifteen: Optional[float] = None,
+             target: float = 0.0) -> Estimate:
+    """The demand from the per-VM 1-, 5- and 15-minute loads of `count` VMs in service (no
+    15-minute load: taken as the 5-minute one, so that only a step counts as a rise); a step
+    is a rise of D1 over D5 by more than STEP_RISE of max(D5, D15, target)."""
     d1 = one / inverse_average(count, changes, TAU_1)
     d5 = five / inverse_average(count, changes, TAU_5)
+    d15 = d5 if fifteen is None else fifteen / inverse_average(count, changes, TAU_15)
     if forecast <= 0:
-        return Estimate(d1, d5, d1, d1)
-    slope = (d1 - d5) / (TAU_5 - TAU_1)
+        return Estimate(d1, d5, d1, d1, d15)
+    fast, slow = (d1 - d5) / (TAU_5 - TAU_1), (d5 - d15) / (TAU_15 - TAU_5)
+    if d1 - d5 > STEP_RISE * max(d5, d15, target):
+        slope, trend = fast, "step"
+    elif fast > 0:
+        slope = max(0.0, min(fast, CONFIRM * slow))
+        trend = "rise" if slope > 0 else "unconfirmed rise"
+    else:
+        slope, trend = fast, "fall" if fast < 0 else "steady"
     now = max(0.0, d1 + TAU_1 * slope)
-    return Estimate(d1, d5, now, now + max(0.0, slope) * forecast)
+    return Estimate(d1, d5, now, now + max(0.0, slope) * forecast, d15, trend)
+
+
+def scale_in_check(demand: Estimate, vms_left: int,
+                   target_in: float) -> Optional[tuple[bool, str]]:
+    """None when the highest estimate does not fit `vms_left` VMs at target_in; else whether
+    the fit is not noise, so that a scale-in may go ahead, and the estimate and margin that
+    decided, in words (see the module docstring)."""
+    fits = target_in * vms_left
+    if demand.high > fits:
+        return None
+    d1, d5, d15 = demand.one, demand.five, demand.fifteen
+    head = f"fits {vms_left} VMs at target_in {target_in:g}"
+    if d15 - d5 >= FALL * d15 and d1 <= d5:
+        return True, f"{head}, falling (5-min {d5:.2f} at least {FALL:.0%} below 15-min {d15:.2f})"
+    margin = (1.0 - NOISE_MARGIN) * fits
+    if d15 > margin:
+        return False, f"{head}, but the 15-min {d15:.2f} is above the noise margin {margin:.2f}"
+    if d5 > (1.0 + RISING) * d15 and abs(d1 - d5) > STOPPED * (d5 - d15):
+        return False, f"{head}, but still rising (5-min {d5:.2f} above 15-min {d15:.2f})"
+    return True, f"{head}, 15-min {d15:.2f} within the noise margin {margin:.2f}"
 
 
 def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Settings,
-         now: datetime, history: Optional[History]) -> Plan:
-    """The target policy's answer for this run, from the pool's per-VM 1- and 5-minute loads
-    (None: unknown); see the module docstring. Bounds: managed VMs outside the pool count
-    against max_size, as for the threshold policy."""
+         now: datetime, history: Optional[History], fifteen: Optional[float] = None) -> Plan:
+    """The target policy's answer for this run, from the pool's per-VM 1-, 5- and 15-minute
+    loads (None: unknown); see the module docstring. Bounds: managed VMs outside the pool
+    count against max_size, as for the threshold policy."""
     target, target_in = targets(settings)
     serving = [v for v in pool.members if v.state in SERVING]
     booting = booting_vms(pool, settings, now)
@@ -147,11 +205,19 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
     if one is None or five is None or count == 0:
         return Plan(Action.NONE, 0, "load unknown (fewer than "
                     f"{settings.min_reporting} host(s) answered): only min/max may act")
-    demand = estimate(one, five, count, pool_changes(serving, history, now), settings.forecast)
-    wanted = max(settings.min_size, min(settings.max_size,
-                                        math.ceil(demand.ahead / target - 1e-9)))
+    demand = estimate(one, five, count, pool_changes(serving, history, now), settings.forecast,
+                      fifteen, target)
     seen = (f"demand {demand.now:.2f} now, {demand.ahead:.2f} in {settings.forecast:g} s "
-            f"(1-min load {one:.2f})")
+            f"({demand.trend}; 1-min load {one:.2f})")
+    wanted = _vms_for(demand.wanted, target, settings)
+    since_in = _since_scale_in(history, now)
+    if wanted > have and since_in <= settings.stabilization and demand.trend != "step":
+        held = _vms_for(demand.five, target, settings)  # a flip: only the 5-min may ask
+        if held <= have:
+            return Plan(Action.NONE, 0, f"{seen}: {wanted} VMs at target {target:g}, but the "
+                        f"last scale-in was {since_in:.0f} s ago and the 5-min "
+                        f"{demand.five:.2f} asks for {held} (flip guard); {where}")
+        wanted = held
     if wanted > have:
         if room <= 0:  # wanted <= max_size: VMs that are neither in service nor booting
             return Plan(Action.NONE, 0, f"{seen}: {vm_count(wanted)} at target {target:g}, "
@@ -166,7 +232,23 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
     if newest is not None and (now - newest).total_seconds() <= settings.stabilization:
         return Plan(Action.NONE, 0, f"{steady}; no scale-in within {settings.stabilization:g} s "
                     "of the last scale-out")
-    if demand.high <= target_in * (count - 1):
-        return Plan(Action.SCALE_IN, 1, f"demand {demand.high:.2f} (highest estimate) fits "
-                    f"{vm_count(count - 1)} at target_in {target_in:g}")
-    return Plan(Action.NONE, 0, steady)
+    check = scale_in_check(demand, count - 1, target_in)
+    if check is None:
+        return Plan(Action.NONE, 0, steady)
+    go, why = check
+    if not go:
+        return Plan(Action.NONE, 0, f"{steady}; {why}")
+    return Plan(Action.SCALE_IN, 1, f"demand {demand.high:.2f} (highest estimate) {why}")
+
+
+def _vms_for(demand: float, target: float, settings: Settings) -> int:
+    return max(settings.min_size, min(settings.max_size, math.ceil(demand / target - 1e-9)))
+
+
+def _since_scale_in(history: Optional[History], now: datetime) -> float:
+    """Seconds since the last scale-in when it was the last change (a scale-out now would be
+    a flip), else infinity."""
+    if history is None or history.last_scale_in is None or (
+            history.last_scale_out is not None and history.last_scale_out > history.last_scale_in):
+        return math.inf
+    return (now - history.last_scale_in).total_seconds()

@@ -32,6 +32,8 @@ UNITS = ("ssh_scale@.service", "ssh_scale@.timer")
 MAN = "/usr/share/man/man1"
 COMPLETIONS = "/usr/share/bash-completion/completions"
 VENDOR = ROOT / "packaging" / "vendor"
+WC98_FILES = ("SOURCE.md", "wc98_1998-06-28_3d.csv", "WorldCup.html",
+              "COPYRIGHT-ITA-WorldCup98-tools", "LICENSE-nimamahmoudi-worldcup98-dataset")
 # the longest a run can wait: three jobs of the default job_timeout, drain_seconds, slack
 LONGEST_RUN_SECONDS = 3 * 900 + 30 + 60
 
@@ -155,6 +157,7 @@ def test_deb_has_the_commands_docs_and_units(deb_files):
         *(f"{COMPLETIONS}/{name}" for name in console_scripts()),
         f"{DOC}/logrotate.d-ssh_scale", f"{DOC}/examples/replay.idcfrc",
         f"{DOC}/examples/spike.csv", f"{DOC}/examples/daily.csv", f"{DOC}/examples/sawtooth.csv",
+        *(f"{DOC}/examples/wc98/{name}" for name in WC98_FILES),
         *(f"/lib/systemd/system/{unit}" for unit in UNITS), "/etc/ssh-scale/"}
     assert expected <= set(deb_files)
     assert all(deb_files[f"/usr/bin/{name}"].startswith("-rwxr-xr-x") for name in console_scripts())

@@ -58,9 +58,13 @@ def pool(serving: int, *extra: Vm, newest_age_min: float = 100) -> Pool:
     return Pool(tuple(members) + extra)
 
 
-def load(one: float, five: Optional[float] = None, cpus: Optional[int] = None) -> Measurement:
+def load(one: float, five: Optional[float] = None, fifteen: Optional[float] = None,
+         cpus: Optional[int] = None) -> Measurement:
+    """The monitored VM's loads; the 5-minute one defaults to the 1-minute one, the 15-minute
+    one to the 5-minute one."""
     five = one if five is None else five
-    return Measurement((HostLoad("web1", loads=(one, five, five), cpus=cpus),))
+    fifteen = five if fifteen is None else fifteen
+    return Measurement((HostLoad("web1", loads=(one, five, fifteen), cpus=cpus),))
 
 
 UNKNOWN = Measurement((HostLoad("web1", error="refused"),))
@@ -69,9 +73,10 @@ UNKNOWN = Measurement((HostLoad("web1", error="refused"),))
 def plan(measurement: Measurement, machines: Pool, settings: Settings = BASE,
          history: Optional[History] = None) -> tg.Plan:
     """target.plan() with the loads decide() would give it."""
-    values = [h.value(1, settings.per_cpu) for h in measurement.hosts] + [None]
-    fives = [h.value(5, settings.per_cpu) for h in measurement.hosts] + [None]
-    return tg.plan(values[0], fives[0], machines, settings, NOW, history or History())
+    one, five, fifteen = ([h.value(period, settings.per_cpu) for h in measurement.hosts] + [None]
+                          for period in (1, 5, 15))
+    return tg.plan(one[0], five[0], machines, settings, NOW, history or History(),
+                   fifteen=fifteen[0])
 
 
 # --- targets and booting VMs ------------------------------------------------------------------
@@ -139,27 +144,53 @@ def kernel_loads(shares: list[float]) -> tuple[float, float, float]:
 def test_estimate_of_a_steady_ramp_recovers_the_demand_now_and_ahead():
     # demand rising 0.5 load units a minute for 30 minutes, shared by 4 VMs
     demands = [4 + 0.5 * tick * 5 / 60 for tick in range(361)]
-    one, five, _ = kernel_loads([d / 4 for d in demands])
-    estimate = tg.estimate(one, five, 4, [], forecast=240)
+    one, five, fifteen = kernel_loads([d / 4 for d in demands])
+    estimate = tg.estimate(one, five, 4, [], forecast=240, fifteen=fifteen)
     assert one * 4 == pytest.approx(demands[-1] - 0.5, abs=0.05)  # the 1-min trails by 60 s
+    assert estimate.trend == "rise"
     assert estimate.now == pytest.approx(demands[-1], abs=0.05)
     assert estimate.ahead == pytest.approx(demands[-1] + 0.5 * 4, abs=0.1)
 
 
+@pytest.mark.parametrize("one, five, fifteen, trend, now, ahead", [
+    # noise lifts the 1-minute average alone: no trend, the 1-minute estimate as is
+    (2.2, 2.0, 2.0, "unconfirmed rise", 8.8, 8.8),
+    (2.2, 2.0, 2.1, "unconfirmed rise", 8.8, 8.8),  # the 15-min above the 5-min: no rise
+    # a slow rise counts as far as the 15-minute average confirms it: 5 x 0.04 / 600 s
+    (2.2, 2.0, 1.99, "rise", 8.8 + 60 * 5 * 0.04 / 600, 8.8 + 300 * 5 * 0.04 / 600),
+    # confirmed in full: the 1- and 5-minute slope (0.8 / 240 s) is what counts
+    (2.2, 2.0, 1.5, "rise", 8.8 + 60 * 0.8 / 240, 8.8 + 300 * 0.8 / 240),
+    # a step (D1 over D5 by more than 40 % of the load) counts at once
+    (3.0, 2.0, 2.0, "step", 12 + 60 * 4 / 240, 12 + 300 * 4 / 240),
+    (1.8, 2.0, 2.1, "fall", 7.2 - 60 * 0.8 / 240, 7.2 - 60 * 0.8 / 240),
+    (2.0, 2.0, 2.0, "steady", 8.0, 8.0),
+])
+def test_estimate_trend(one, five, fifteen, trend, now, ahead):
+    estimate = tg.estimate(one, five, 4, [], forecast=240, fifteen=fifteen, target=3.0)
+    assert estimate.trend == trend
+    assert (estimate.now, estimate.ahead) == (pytest.approx(now), pytest.approx(ahead))
+
+
+def test_estimate_without_the_15_minute_load_counts_only_steps():
+    assert tg.estimate(2.2, 2.0, 4, [], forecast=240).trend == "unconfirmed rise"
+    assert tg.estimate(3.0, 2.0, 4, [], forecast=240).trend == "step"
+
+
 def test_estimate_after_vms_joined_corrects_for_the_old_per_vm_load():
     # demand 12 on 2 VMs for an hour, then 2 more VMs joined 30 s ago
-    one, five, _ = kernel_loads([6.0] * 720 + [3.0] * 6)
-    estimate = tg.estimate(one, five, 4, [(30, 1), (30, 1)], forecast=0)
+    one, five, fifteen = kernel_loads([6.0] * 720 + [3.0] * 6)
+    estimate = tg.estimate(one, five, 4, [(30, 1), (30, 1)], forecast=0, fifteen=fifteen)
     assert one * 4 > 18  # the old per-VM load times the new pool: 50 % too high
     assert estimate.now == pytest.approx(12.0, rel=0.01)
 
 
 def test_estimate_after_a_vm_left_corrects_for_the_old_per_vm_load():
     # demand 6 on 4 VMs for an hour, then one left 90 s ago
-    one, five, _ = kernel_loads([1.5] * 720 + [2.0] * 18)
-    estimate = tg.estimate(one, five, 3, [(90, -1)], forecast=240)
+    one, five, fifteen = kernel_loads([1.5] * 720 + [2.0] * 18)
+    estimate = tg.estimate(one, five, 3, [(90, -1)], forecast=240, fifteen=fifteen)
     assert one * 3 < 5.7  # the old per-VM load times the new pool: too low
     assert estimate.one == pytest.approx(6.0, rel=0.01)
+    assert estimate.fifteen == pytest.approx(6.0, rel=0.01)
     assert estimate.ahead == pytest.approx(6.0, rel=0.01)  # no false trend either
 
 
@@ -199,13 +230,24 @@ PLANS = [
      "2 in service, 2 booting"),
     ("booting-short", pool(2, booting("b1")), load(6.0), OUT, 1, "1 booting"),
     ("rising-trend", pool(4), load(2.0, 1.0), OUT, 1, "demand 9.00 now, 13.00 in 240 s"),
-    ("fits-one-fewer", pool(4), load(1.875), IN, 1, "demand 7.50 (highest estimate) fits 3"),
+    ("fits-one-fewer", pool(4), load(1.5), IN, 1,
+     "demand 6.00 (highest estimate) fits 3 VMs at target_in 2.5, 15-min 6.00 within the "
+     "noise margin 6.38"),
+    ("fits-but-noise", pool(4), load(1.875), NONE, 0,
+     "fits 3 VMs at target_in 2.5, but the 15-min 7.50 is above the noise margin 6.38"),
+    ("fits-falling", pool(4), load(1.75, 1.75, 2.2), IN, 1,
+     "fits 3 VMs at target_in 2.5, falling (5-min 7.00 at least 20% below 15-min 8.80)"),
+    ("fits-rise-stopped", pool(4), load(1.5, 1.5, 1.2), IN, 1, "within the noise margin"),
+    ("fits-still-rising", pool(4), load(1.6, 1.5, 1.2), NONE, 0,
+     "but still rising (5-min 6.00 above 15-min 4.80)"),
     ("just-too-much", pool(4), load(1.9), NONE, 0, "demand 7.60 now"),
     ("five-minute-holds", pool(4), load(1.0, 2.0), NONE, 0, "4 in service"),
     ("no-in-while-booting", pool(4, booting("b1")), load(0.5), NONE, 0, "1 booting"),
     ("stabilization", pool(4, newest_age_min=5), load(0.5), NONE, 0,
      "no scale-in within 600 s of the last scale-out"),
-    ("after-stabilization", pool(4, newest_age_min=10.1), load(0.5), IN, 1, "fits 3 VMs"),
+    # (young members: their joins still weigh on the 15-minute average, which reads higher)
+    ("after-stabilization", pool(4, newest_age_min=10.1), load(0.5, 0.5, 0.9), IN, 1,
+     "fits 3 VMs"),
     ("at-min-no-in", pool(2), load(0.1), NONE, 0, "2 in service"),
     ("above-max", pool(6), load(9.0), IN, 1, "pool has 6 VMs, above max_size 5"),
     ("below-min", pool(1), UNKNOWN, OUT, 1, "pool has 1 VM (1 in service, 0 booting), "
@@ -245,10 +287,32 @@ def test_plan_keys(overrides, measurement, action, count):
 def test_plan_scale_in_respects_the_target_in_and_stabilization_keys():
     settings = replace(BASE, target_in=2.0)
     assert plan(load(1.875), pool(4), settings).action is NONE  # 7.5 > 3 x 2
-    assert plan(load(1.5), pool(4), settings).action is IN  # 6 <= 3 x 2
+    assert plan(load(1.5, 1.5, 1.25), pool(4), settings).action is IN  # 6 <= 3 x 2, 5 <= 5.1
     young = pool(4, newest_age_min=2)
     assert "within 600 s" in plan(load(0.5), young).reason
-    assert plan(load(0.5), young, replace(BASE, stabilization=60.0)).action is IN
+    assert plan(load(0.5, 0.5, 0.7), young, replace(BASE, stabilization=60.0)).action is IN
+
+
+@pytest.mark.parametrize("measurement, scale_in_min_ago, action, reason_part", [
+    # 5 minutes after a scale-in, the 1-minute load alone (noise) asks for a 4th VM: held
+    (load(3.4, 2.5, 2.5), 5, NONE, "the last scale-in was 300 s ago and the 5-min 8.26 asks "
+     "for 3 (flip guard)"),
+    (load(3.4, 3.0, 3.0), 5, OUT, "4 VMs at target 3"),  # the 5-minute average asks too
+    (load(5.0, 2.5, 2.5), 5, OUT, "(step;"),  # a step is no noise
+    (load(3.4, 2.5, 2.5), 10.1, OUT, "4 VMs at target 3"),  # past stabilization (600 s)
+])
+def test_plan_after_a_scale_in_only_the_five_minute_average_or_a_step_adds_vms(
+        measurement, scale_in_min_ago, action, reason_part):
+    history = History(last_scale_out=NOW - timedelta(hours=1),
+                      last_scale_in=NOW - timedelta(minutes=scale_in_min_ago))
+    result = plan(measurement, pool(3), history=history)
+    assert result.action is action and reason_part in result.reason
+
+
+def test_plan_the_flip_guard_ends_with_a_later_scale_out():
+    history = History(last_scale_in=NOW - timedelta(minutes=5),
+                      last_scale_out=NOW - timedelta(minutes=2))
+    assert plan(load(3.4, 2.5, 2.5), pool(3), history=history).action is OUT
 
 
 def test_plan_a_recent_scale_in_raises_the_estimate():

@@ -80,8 +80,8 @@ def test_one_run_adds_several_vms_and_assigns_them_after_giving_back_the_lease(
     done = run_cli("-c", str(target_config(tmp_path, cloud, sshd.port, key)))
     text = outputs(done)
     assert done.returncode == 0, done.stderr
-    assert "scale out: demand 18.00 now, 18.00 in 240 s (1-min load 9.00): 4 VMs at target 3" \
-        in text
+    assert ("scale out: demand 18.00 now, 18.00 in 240 s (steady; 1-min load 9.00): 4 VMs at "
+            "target 3") in text
     assert "scale out        : +2" in text
     assert "waiting for 2 deploy(s) without the lock and the pool's lease" in text
     assert "now vm count     : 4" in text

@@ -11,8 +11,10 @@ virtual clock instead of SSH and the cloud (`ssh_scale.py --replay TRACE.csv`).
 
 from sshscale.replay.command import checked_boot_seconds, run_replay
 from sshscale.replay.report import (
+    ELASTICITY_COLUMNS,
     SUMMARY_COLUMNS,
     changes_table,
+    elasticity_cells,
     policy_label,
     result_json,
     summary_row,
@@ -22,6 +24,7 @@ from sshscale.replay.simulate import (
     DEFAULT_BOOT_SECONDS,
     POLICIES,
     Change,
+    Peer,
     ReplayResult,
     Run,
     Sample,
@@ -29,7 +32,9 @@ from sshscale.replay.simulate import (
     billed_minutes,
     classic_settings,
     count_flips,
+    elasticity,
     kernel_step,
+    needed_vms,
     replay,
     replay_settings,
     summarize,
@@ -45,10 +50,11 @@ from sshscale.replay.trace import (
     read_trace,
 )
 
-__all__ = ["DEFAULT_BOOT_SECONDS", "FORMATS", "MAX_MINUTES", "POLICIES", "SUMMARY_COLUMNS",
-           "Change", "ReplayError", "ReplayResult", "Run", "Sample", "Summary", "Trace",
-           "TracePoint", "billed_minutes", "changes_table", "checked_boot_seconds",
-           "classic_settings", "count_flips", "detect_format", "kernel_step", "parse_trace",
+__all__ = ["DEFAULT_BOOT_SECONDS", "ELASTICITY_COLUMNS", "FORMATS", "MAX_MINUTES", "POLICIES",
+           "SUMMARY_COLUMNS", "Change", "Peer", "ReplayError", "ReplayResult", "Run", "Sample",
+           "Summary", "Trace", "TracePoint", "billed_minutes", "changes_table",
+           "checked_boot_seconds", "classic_settings", "count_flips", "detect_format",
+           "elasticity", "elasticity_cells", "kernel_step", "needed_vms", "parse_trace",
            "policy_label", "read_inputs", "read_trace", "replay", "replay_settings",
            "result_json", "run_replay", "summarize", "summary_row", "text_report",
            "warmed_loads"]

@@ -20,7 +20,16 @@ The model, in 5-second steps (the kernel's LOAD_FREQ):
     VMs as the cloud lists them (managed, Starting, a pending job, outside the load
     balancer); a scale-in still holds the lock through the drain. Policy "classic" replays the
     2013 tool: 1-minute load of one VM, no cooldown, no lock, one VM per run, booting VMs
-    counted against max_size.
+    counted against max_size;
+  * a Peer (another autoscaler, for comparisons: bench/peers.py) decides instead of decide()
+    every `run_seconds`, without the lock, and sees booting VMs as target runs do.
+
+The score: cost (VM-minutes), overload minutes, flips, and the SPEC Research Group's
+elasticity metrics (Herbst, Kounev, Reussner, ICAC 2013; the BUNGEE benchmark) over the 5-s
+steps, with d = VMs needed = ceil(demand / threshold_out) and s = VMs in service:
+under-/over-provisioning accuracy = mean of (d - s)+ / (s - d)+ in VMs, time share under-/over-
+provisioned = fraction of the time with s < d / s > d, jitter = (changes of s - changes of d)
+per hour.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import Optional, Protocol
 
 from sshscale.decide import aggregate_load, decide
 from sshscale.model import PERIODS, Action, Decision, History, HostLoad, Measurement, Pool, \
@@ -37,10 +46,10 @@ from sshscale.model import PERIODS, Action, Decision, History, HostLoad, Measure
 from sshscale.replay.trace import ReplayError, Trace
 from sshscale.schedule import effective_bounds
 
-__all__ = ["DEFAULT_BOOT_SECONDS", "POLICIES", "RUN_SECONDS", "VIRTUAL_EPOCH", "Change",
+__all__ = ["DEFAULT_BOOT_SECONDS", "POLICIES", "RUN_SECONDS", "VIRTUAL_EPOCH", "Change", "Peer",
            "ReplayResult", "Run", "Sample", "Summary", "billed_minutes", "classic_settings",
-           "count_flips", "kernel_step", "replay", "replay_settings", "summarize",
-           "warmed_loads"]
+           "count_flips", "elasticity", "kernel_step", "needed_vms", "replay",
+           "replay_settings", "summarize", "warmed_loads"]
 
 TICK_SECONDS = 5
 RUN_SECONDS = 60
@@ -58,8 +67,9 @@ DEFAULT_BOOT_SECONDS = 150.0  # the deploy time observed in the 2013 walk-throug
 
 def kernel_step(loads: tuple[float, float, float], running: float) -> tuple[float, float, float]:
     """One 5-second calc_load step: each average decays toward `running` tasks."""
-    one, five, fifteen = (load * e + running * (1.0 - e) for load, e in zip(loads, DECAY))
-    return one, five, fifteen
+    (one, five, fifteen), (e1, e5, e15) = loads, DECAY
+    return (one * e1 + running * (1.0 - e1), five * e5 + running * (1.0 - e5),
+            fifteen * e15 + running * (1.0 - e15))
 
 
 def warmed_loads(running: float) -> tuple[float, float, float]:
@@ -132,9 +142,22 @@ class Change:
         return self.second // RUN_SECONDS
 
 
+class Peer(Protocol):
+    """Another autoscaler replayed for comparison: its name, how often it decides, and its
+    decision, with decide()'s arguments (it may keep state between calls)."""
+
+    name: str
+    run_seconds: int
+
+    def decide(self, measurement: Measurement, pool: Pool, settings: Settings, now: datetime,
+               history: Optional[History]) -> Decision:
+        """The one change to make now (SCALE_IN names its VM in `vms`)."""
+
+
 @dataclass(frozen=True)
 class Summary:
-    """The replay's score: cost, pain and churn."""
+    """The replay's score: cost, pain, churn, and the SPEC RG elasticity metrics (see the
+    module docstring): accuracy in VMs, time shares as fractions, jitter per hour."""
 
     minutes: int
     vm_minutes: int
@@ -143,6 +166,11 @@ class Summary:
     scale_ins: int
     flips: int
     peak_vms: int
+    accuracy_under: float = 0.0
+    accuracy_over: float = 0.0
+    timeshare_under: float = 0.0
+    timeshare_over: float = 0.0
+    jitter: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -174,6 +202,7 @@ class _SimVm:
     state: str = BOOTING
     destroyed: Optional[float] = None
     loads: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    listing: Optional[Vm] = None  # how pool() lists it in its current state
 
 
 def _latest(known: Optional[float], second: float) -> float:
@@ -190,6 +219,7 @@ class _Simulation:
     boot_seconds: float
     start: datetime = VIRTUAL_EPOCH
     boot_lock: bool = False  # a target scale-out holds the lock through the boot (threshold's)
+    peer: Optional[Peer] = None
     vms: list[_SimVm] = field(default_factory=list)
     gone: list[_SimVm] = field(default_factory=list)  # destroyed: kept only for the bill
     lock_until: float = -math.inf
@@ -199,6 +229,7 @@ class _Simulation:
     runs: list[Run] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     demand: list[float] = field(default_factory=list)
+    states: Optional[dict[str, list[_SimVm]]] = None
 
     def __post_init__(self) -> None:
         self.demand = self.trace.per_minute()
@@ -210,13 +241,18 @@ class _Simulation:
                                    joins=PREHISTORY_SECONDS, managed=index > 0, state=SERVING,
                                    loads=warmed_loads(share)))
 
+    @property
+    def run_seconds(self) -> int:
+        """How often a run decides: cron's minute, or the peer's own period."""
+        return RUN_SECONDS if self.peer is None else self.peer.run_seconds
+
     def run(self) -> list[Sample]:
-        """Every tick: the kernel's load step, due joins and destroys, then cron each minute."""
+        """Every tick: the kernel's load step, due joins and destroys, then a run when due."""
         for second in range(0, self.trace.minutes * RUN_SECONDS, TICK_SECONDS):
             if second:
                 self.advance_loads(second)
             self.apply_due_events(second)
-            if second % RUN_SECONDS == 0:
+            if second % self.run_seconds == 0:
                 self.cron_run(second)
                 self.apply_due_events(second)  # a zero boot or drain takes effect at once
             self.samples.append(self.sample(second))
@@ -225,31 +261,45 @@ class _Simulation:
     # the clock
 
     def in_state(self, state: str) -> list[_SimVm]:
-        return [vm for vm in self.vms if vm.state == state]
+        """The VMs in a state (listed once per change of any VM's state: the replay asks for
+        them several times every 5-s step)."""
+        if self.states is None:
+            self.states = {key: [] for key in (BOOTING, SERVING, DRAINING, GONE)}
+            for vm in self.vms:
+                self.states[vm.state].append(vm)
+        return self.states[state]
+
+    def set_state(self, vm: _SimVm, state: str) -> None:
+        vm.state = state
+        self.states = None
 
     def advance_loads(self, second: int) -> None:
-        """The kernel's 5-s step for the interval that ends at `second`."""
+        """The kernel's 5-s step for the interval that ends at `second`, for the VMs whose
+        loads are read: the monitored one, or every VM in service with monitor_members (a
+        booting VM runs nothing: its loads stay 0 until it serves)."""
         serving = self.in_state(SERVING)
         demand = self.demand[(second - TICK_SECONDS) // RUN_SECONDS]
         share = demand / len(serving) if serving else 0.0
-        for vm in serving:
-            vm.loads = kernel_step(vm.loads, share)
-        for vm in self.in_state(BOOTING):
-            vm.loads = kernel_step(vm.loads, 0.0)
+        stepped: dict[tuple[float, float, float], tuple[float, float, float]] = {}
+        for vm in serving if self.settings.monitor_members else serving[:1]:
+            if vm.loads not in stepped:  # VMs that joined together have the same loads
+                stepped[vm.loads] = kernel_step(vm.loads, share)
+            vm.loads = stepped[vm.loads]
 
     def apply_due_events(self, second: float) -> None:
         """Booted VMs join the load balancer; drained VMs are destroyed. (The scale-in
         cooldown counts from leaving the load balancer, as live runs read it from the
         LB.REMOVE.FROM.RULE event, not from the destroy.)"""
-        for vm in self.in_state(BOOTING):
-            if vm.joins <= second:
-                vm.state = SERVING
-                self.last_out = _latest(self.last_out, vm.joins)
+        if not self.in_state(BOOTING) and not self.in_state(DRAINING):
+            return
+        for vm in [vm for vm in self.in_state(BOOTING) if vm.joins <= second]:
+            self.set_state(vm, SERVING)
+            self.last_out = _latest(self.last_out, vm.joins)
         destroyed = [vm for vm in self.in_state(DRAINING)
                      if vm.destroyed is not None and vm.destroyed <= second]
         if destroyed:
             for vm in destroyed:
-                vm.state = GONE
+                self.set_state(vm, GONE)
             self.gone += destroyed
             self.vms = [vm for vm in self.vms if vm.state != GONE]
 
@@ -262,13 +312,16 @@ class _Simulation:
 
     @property
     def locks(self) -> bool:
-        """Whether runs take the per-config lock (the 2013 tool had none)."""
-        return self.policy != "classic"
+        """Whether runs take the per-config lock (the 2013 tool and the peers have none)."""
+        return self.policy != "classic" and self.peer is None
 
     @property
     def unlocked_boots(self) -> bool:
-        """policy = target: a scale-out gives the lock back once its deploys are accepted
-        (unless boot_lock asks for the threshold policy's way)."""
+        """Whether runs see booting VMs: policy = target, whose scale-out gives the lock back
+        once its deploys are accepted (unless boot_lock asks for the threshold policy's way),
+        and the peers."""
+        if self.peer is not None:
+            return True
         return self.locks and self.settings.policy == "target" and not self.boot_lock
 
     def cron_run(self, second: int) -> None:
@@ -278,7 +331,8 @@ class _Simulation:
         now = self.start + timedelta(seconds=second)
         measurement = self.measurement(now)
         history = History(self.virtual_time(self.last_out), self.virtual_time(self.last_in))
-        decision = decide(measurement, self.pool(), self.settings, now, history)
+        decider = decide if self.peer is None else self.peer.decide
+        decision = decider(measurement, self.pool(), self.settings, now, history)
         load_out = aggregate_load(measurement, self.settings.period_out, self.settings)
         self.runs.append(Run(second, skipped=False, hosts=len(measurement.hosts),
                              load_out=load_out, decision=decision))
@@ -313,34 +367,40 @@ class _Simulation:
         outside the load balancer, Starting, with their deploy job pending (their run assigns
         them when it ends); for classic, Starting members (the threshold policy never sees
         them: it waits for the boot under the lock)."""
-        vms = []
-        for vm in self.vms:
-            if vm.state not in (SERVING, BOOTING):
-                continue
-            outside = self.unlocked_boots and vm.state == BOOTING
-            vms.append(Vm(id=vm.id, name=self.host_name(vm),
-                          state="Running" if vm.state == SERVING else "Starting",
-                          created=self.virtual_time(vm.created) if vm.managed else None,
-                          in_lb=not outside, managed=vm.managed, monitored=not vm.managed,
-                          jobid=f"deploy-{vm.id}" if outside else None))
-        return Pool(tuple(vms))
+        return Pool(tuple(self.listed(vm) for vm in self.vms if vm.state in (SERVING, BOOTING)))
+
+    def listed(self, vm: _SimVm) -> Vm:
+        """A VM as the cloud lists it (kept until its state changes: runs list them often)."""
+        outside = self.unlocked_boots and vm.state == BOOTING
+        if vm.listing is None or vm.listing.in_lb == outside or \
+                (vm.listing.state == "Running") != (vm.state == SERVING):
+            vm.listing = Vm(id=vm.id, name=self.host_name(vm),
+                            state="Running" if vm.state == SERVING else "Starting",
+                            created=self.virtual_time(vm.created) if vm.managed else None,
+                            in_lb=not outside, managed=vm.managed, monitored=not vm.managed,
+                            jobid=f"deploy-{vm.id}" if outside else None)
+        return vm.listing
 
     def scale_out(self, second: int, decision: Decision) -> None:
         joins = second + self.boot_seconds
         for _ in range(decision.count):
             number = len(self.vms) + len(self.gone)
             self.vms.append(_SimVm(id=f"vm-{number}", created=second, joins=joins))
+        self.states = None
         if self.locks and not self.unlocked_boots:
             self.lock_until = joins
         self.record(second, decision)
 
     def scale_in(self, second: int, decision: Decision) -> None:
-        victim = next(vm for vm in self.vms if vm.id == decision.vms[0].id)
-        victim.state = DRAINING  # out of the load balancer (a booting victim never joins)
-        victim.destroyed = second + self.settings.drain_seconds
+        """The decision's VMs (decide() names one; a peer may name several) leave at once."""
+        victims = {vm.id for vm in decision.vms}
+        for victim in [vm for vm in self.vms if vm.id in victims]:
+            # out of the load balancer now (a booting one never joins), destroyed after the drain
+            self.set_state(victim, DRAINING)
+            victim.destroyed = second + self.settings.drain_seconds
         self.last_in = second
         if self.locks:
-            self.lock_until = victim.destroyed
+            self.lock_until = second + self.settings.drain_seconds
         self.record(second, decision)
 
     def record(self, second: int, decision: Decision) -> None:
@@ -351,21 +411,25 @@ class _Simulation:
 
 def replay(trace: Trace, settings: Settings, policy: str = "current",
            boot_seconds: float = DEFAULT_BOOT_SECONDS, start: datetime = VIRTUAL_EPOCH, *,
-           overload_threshold: Optional[float] = None, boot_lock: bool = False) -> ReplayResult:
+           overload_threshold: Optional[float] = None, boot_lock: bool = False,
+           peer: Optional[Peer] = None) -> ReplayResult:
     """Replay a trace through decide() on a virtual clock whose minute 0 is `start` (aware)
     (pure: no I/O, no real clock). Overload is demand per VM above threshold_out, or above
-    overload_threshold when given (to score variants of the thresholds against one line).
-    boot_lock=True makes a target scale-out hold the lock through the boot, as a threshold
-    one does (for comparison)."""
-    if policy not in POLICIES:
+    overload_threshold when given (to score variants of the thresholds against one line);
+    so are the VMs needed of the elasticity metrics. boot_lock=True makes a target scale-out
+    hold the lock through the boot, as a threshold one does (for comparison). A peer decides
+    instead of decide() (`policy` is then its name)."""
+    if peer is None and policy not in POLICIES:
         raise ReplayError(f"--policy: expected one of {', '.join(POLICIES)}, got {policy!r}")
-    decision_settings = replay_settings(settings, policy)
-    simulation = _Simulation(trace, decision_settings, policy, boot_seconds, start, boot_lock)
+    decision_settings = settings if peer is not None else replay_settings(settings, policy)
+    label = policy if peer is None else peer.name
+    simulation = _Simulation(trace, decision_settings, label, boot_seconds, start, boot_lock,
+                             peer)
     samples = simulation.run()
     lifetimes = [(vm.created, vm.destroyed) for vm in simulation.vms + simulation.gone]
     line = settings.threshold_out if overload_threshold is None else overload_threshold
     summary = summarize(trace.minutes, samples, simulation.changes, lifetimes, line)
-    return ReplayResult(trace.source, policy, boot_seconds, decision_settings, tuple(samples),
+    return ReplayResult(trace.source, label, boot_seconds, decision_settings, tuple(samples),
                         tuple(simulation.runs), tuple(simulation.changes), summary, start)
 
 
@@ -375,8 +439,8 @@ def replay(trace: Trace, settings: Settings, policy: str = "current",
 def summarize(minutes: int, samples: Sequence[Sample], changes: Sequence[Change],
               lifetimes: Sequence[tuple[float, Optional[float]]],
               threshold_out: float) -> Summary:
-    """Cost, overload and churn of a finished replay; lifetimes are every VM's (created,
-    destroyed or None) in seconds of the virtual clock."""
+    """Cost, overload, churn and elasticity of a finished replay; lifetimes are every VM's
+    (created, destroyed or None) in seconds of the virtual clock."""
     return Summary(
         minutes=minutes,
         vm_minutes=sum(billed_minutes(created, destroyed, minutes)
@@ -387,7 +451,34 @@ def summarize(minutes: int, samples: Sequence[Sample], changes: Sequence[Change]
         scale_ins=sum(c.count for c in changes if c.action is Action.SCALE_IN),
         flips=count_flips(changes),
         peak_vms=max(s.serving + s.booting for s in samples),
+        **elasticity(samples, threshold_out),
     )
+
+
+def needed_vms(demand: float, threshold_out: float) -> int:
+    """d: the VMs a demand needs, each carrying at most threshold_out."""
+    return math.ceil(demand / threshold_out - 1e-9)
+
+
+def elasticity(samples: Sequence[Sample], threshold_out: float) -> dict[str, float]:
+    """The SPEC RG elasticity metrics over the samples (equal 5-s steps), as Summary fields:
+    accuracy_under/over = mean (d - s)+ / (s - d)+ in VMs, timeshare_under/over = fraction of
+    the steps with s < d / s > d, jitter = (changes of s - changes of d) per hour."""
+    needed = [needed_vms(s.demand, threshold_out) for s in samples]
+    serving = [s.serving for s in samples]
+    steps = len(samples)
+    hours = steps * TICK_SECONDS / 3600.0
+
+    def changes(series: list[int]) -> int:
+        return sum(1 for a, b in zip(series, series[1:]) if a != b)
+
+    return {
+        "accuracy_under": sum(max(d - s, 0) for d, s in zip(needed, serving)) / steps,
+        "accuracy_over": sum(max(s - d, 0) for d, s in zip(needed, serving)) / steps,
+        "timeshare_under": sum(1 for d, s in zip(needed, serving) if s < d) / steps,
+        "timeshare_over": sum(1 for d, s in zip(needed, serving) if s > d) / steps,
+        "jitter": (changes(serving) - changes(needed)) / hours,
+    }
 
 
 def billed_minutes(created: float, destroyed: Optional[float], minutes: int) -> int:

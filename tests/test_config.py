@@ -432,10 +432,11 @@ def test_sample_optional_lines_uncomment_cleanly_to_their_defaults(sim, key, tmp
     before, after = load_settings(str(original)), load_settings(str(edited))
     assert config_warnings(str(edited)) == []
     assert targets(after) == targets(before)  # the default targets, written out
+    assert after.budget() == before.budget()  # the default launch budget, written out
     assert after.port == 22 and before.port is None  # 22 unless ~/.ssh/config says otherwise
     assert after.group == before.group == "ssh_scale-12345"  # set, and the same
     same = {"source": "", "port": None, "target_out": None, "target_in": None, "launch": {},
-            "zone": before.zone}
+            "zone": before.zone, "launch_budget": None}
     assert replace(after, **same) == replace(before, **same)
 
 

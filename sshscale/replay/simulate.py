@@ -330,7 +330,8 @@ class _Simulation:
             return
         now = self.start + timedelta(seconds=second)
         measurement = self.measurement(now)
-        history = History(self.virtual_time(self.last_out), self.virtual_time(self.last_in))
+        history = History(self.virtual_time(self.last_out), self.virtual_time(self.last_in),
+                          deploy_seconds=self.boot_seconds if self.last_out is not None else None)
         decider = decide if self.peer is None else self.peer.decide
         decision = decider(measurement, self.pool(), self.settings, now, history)
         load_out = aggregate_load(measurement, self.settings.period_out, self.settings)

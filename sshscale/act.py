@@ -90,7 +90,7 @@ class Actor(Launcher):
         """Wait for a job a dead run left on the VM; its state afterwards ("gone" if none).
         The job may be a deploy or a destroy: a VM listed Stopped can be either."""
         self.wait(str(vm.jobid), f"pending job on {vm.name}")
-        found = self.client.list("listVirtualMachines", id=vm.id)
+        found = self.client.list("listVirtualMachines", id=vm.id, **self.settings.scope)
         return str(found[0].get("state")) if found else "gone"
 
     def adopt(self, vms: Sequence[Vm], pool: Pool) -> str:

@@ -16,8 +16,6 @@ and what the cloud holds decides: a step it shows done counts as done, else the 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +30,7 @@ from sshscale.lease import pool_lease
 from sshscale.logs import note
 from sshscale.model import Pool, Settings, Vm
 from sshscale.observe import build_pool, cloud_time, monitored_names, tag_pairs, vm_from_api
+from sshscale.ownership import pool_key, stem_key
 from sshscale.run import run_lock
 from sshscale.schedule import effective_bounds
 from sshscale.tags import USER_VM, TagWriter
@@ -88,10 +87,15 @@ def resolve(name: str, vms: Sequence[Mapping[str, Any]], zone: str) -> Mapping[s
     return found[0]
 
 
+def _same_rule(mark: Optional[str], rule: str) -> bool:
+    """A pool tag names this rule (ids compare case-insensitively, as the cloud's do)."""
+    return mark is not None and mark.strip().lower() == rule.strip().lower()
+
+
 def owned(candidate: Candidate, settings: Settings) -> bool:
     """Whether the VM belongs to the pool already: its group and its tag."""
     return candidate.data.get("group") == settings.group and \
-        pool_mark(candidate.data) == settings.load_balancer
+        _same_rule(pool_mark(candidate.data), settings.load_balancer)
 
 
 def check(candidate: Candidate, settings: Settings, max_size: int, joining: int = 0) -> None:
@@ -102,9 +106,12 @@ def check(candidate: Candidate, settings: Settings, max_size: int, joining: int 
     if vm.monitored:
         raise AdoptRefused(f"{label} is the monitored VM ([monitoring] host): ssh-scale never "
                            "manages it")
-    if mark is not None and mark != settings.load_balancer:
+    if mark is not None and not _same_rule(mark, settings.load_balancer):
         raise AdoptRefused(f"{label} carries {POOL}={mark}: it belongs to the pool of load "
                            f"balancer {mark}")
+    if stem_key(vm.name) not in (None, pool_key(settings.load_balancer)):
+        raise AdoptRefused(f"{label} is named with another ssh-scale pool's stem: it belongs "
+                           "to that pool")
     if group != settings.group and group.startswith(DEFAULT_GROUP_PREFIX):
         raise AdoptRefused(f"{label} is in instance group {group}, another ssh-scale pool's")
     if vm.state == "Stopped":
@@ -151,22 +158,10 @@ def next_runs(candidate: Candidate, settings: Settings, max_size: int) -> str:
 # --- reading the cloud ------------------------------------------------------------------------
 
 
-def _resolved_addresses(names: Sequence[str]) -> list[str]:
-    """The addresses the monitored host names resolve to (the VM a run reaches over SSH)."""
-    addresses = []
-    for name in names:
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(name)
-            continue
-        with contextlib.suppress(OSError, UnicodeError):
-            addresses += [str(info[4][0]) for info in socket.getaddrinfo(name, None)]
-    return addresses
-
-
 def _candidates(client: Client, settings: Settings, names: Sequence[str],
                 monitored: Sequence[str]) -> list[Candidate]:
     """The named VMs as the cloud lists them now, with the pool (two list calls)."""
-    vms = client.list("listVirtualMachines", zoneid=settings.launch.get("zoneid"))
+    vms = client.list("listVirtualMachines", zoneid=settings.launch.get("zoneid"), **settings.scope)
     members = client.list("listLoadBalancerRuleInstances", id=settings.load_balancer,
                           lbvmips="true")
     pool = build_pool(members, vms, settings, monitored)
@@ -182,10 +177,10 @@ def _candidates(client: Client, settings: Settings, names: Sequence[str],
     return found
 
 
-def _read_back(client: Client, vm_id: str) -> Optional[Mapping[str, Any]]:
+def _read_back(client: Client, settings: Settings, vm_id: str) -> Optional[Mapping[str, Any]]:
     """The VM as the cloud holds it now (None when it is gone or cannot be read)."""
     try:
-        found = client.list("listVirtualMachines", id=vm_id)
+        found = client.list("listVirtualMachines", id=vm_id, **settings.scope)
     except CloudStackError as exc:
         note("adopt", f"could not read {vm_id} back: {message_of(exc)}")
         return None
@@ -223,7 +218,7 @@ def _hand_over(client: Client, settings: Settings, candidate: Candidate) -> None
     steps: list[tuple[str, Callable[[], Any], Callable[[Mapping[str, Any]], bool]]] = [
         (f"tag {POOL}={settings.load_balancer}",
          lambda: tags.create(USER_VM, vm.id, {POOL: settings.load_balancer}),
-         lambda data: pool_mark(data) == settings.load_balancer),
+         lambda data: _same_rule(pool_mark(data), settings.load_balancer)),
         (f"group {candidate.data.get('group') or '(none)'} -> {settings.group}",
          lambda: client.call("updateVirtualMachine", id=vm.id, group=settings.group),
          lambda data: data.get("group") == settings.group),
@@ -235,7 +230,7 @@ def _hand_over(client: Client, settings: Settings, candidate: Candidate) -> None
         try:
             change()
         except (CloudStackError, TagError) as exc:  # a tag call has read back already
-            data = _read_back(client, vm.id)
+            data = _read_back(client, settings, vm.id)
             if data is not None and done(data):
                 note("adopt", f"{vm.name}: {message_of(exc)}; the cloud shows it done")
                 continue
@@ -250,8 +245,7 @@ def adopt(settings: Settings, client: Client, names: Sequence[str], config: str,
     and the lease; returns how many were adopted (or would be). Raises AdoptRefused (exit 2)
     before any change, AdoptFailed or the API's errors (exit 1)."""
     names = list(dict.fromkeys(names))
-    base = monitored_names(settings, ssh_config)
-    monitored = base + _resolved_addresses(base)
+    monitored = monitored_names(settings, ssh_config)
     with step("while reading the VMs to adopt", changing=False):
         candidates = _candidates(client, settings, names, monitored)
         now = cloud_time(clock(), client)

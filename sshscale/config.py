@@ -234,7 +234,7 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         monitor_members=monitor_members,
         boot_grace=mon.seconds("boot_grace", default["boot_grace"]),
         min_reporting=mon.integer("min_reporting", default["min_reporting"], minimum=1),
-        quorum=_limit(mon, "quorum", default["quorum"]),
+        quorum=_limit(mon, "quorum", default["quorum"], positive=True),
         aggregate=mon.choice("aggregate", default["aggregate"], ("mean", "max")),
         per_cpu=mon.boolean("per_cpu", default["per_cpu"]),
         max_parallel=mon.integer("max_parallel", default["max_parallel"], minimum=1),
@@ -258,21 +258,29 @@ def settings_from_config(parser: configparser.ConfigParser, source: str,
         **_policy_settings(scaling, out, inn, threshold_out),
         zone=local_zone(os.environ if environ is None else environ),
     )
-    _check_identities(settings, launch, mon)
+    _check_identities(settings, launch, mon, ssh_config)
     if check_key:
         _check_key_file(settings, mon, ssh_config)
     return settings
 
 
-def _check_identities(settings: Settings, launch: _Section, mon: _Section) -> None:
+def _check_identities(settings: Settings, launch: _Section, mon: _Section,
+                      ssh_config: Optional[Any]) -> None:
     """Refuse a config whose identities collide: a deployed VM must never pass for the
-    monitored VM (which is never scaled in nor repaired)."""
+    monitored VM (which is never scaled in nor repaired), nor a measured host be missing."""
     displayname = launch.values.get("displayname", "").strip()
     for host in settings.hosts:
-        if displayname and displayname.lower() == host.lower():
-            raise ConfigError(f"{settings.source}: [{launch.name}] displayname {displayname!r} is "
-                              f"[{mon.name}] host too: every VM deployed would count as the "
-                              "monitored VM (give the deployed VMs another displayname)")
+        hostname = lookup_ssh_config(ssh_config, host).get("hostname", host)
+        for name, what in ((host, "host"), (hostname, "host's ~/.ssh/config HostName")):
+            if displayname and displayname.lower() == str(name).lower():
+                raise ConfigError(f"{settings.source}: [{launch.name}] displayname "
+                                  f"{displayname!r} is [{mon.name}] {what} too: every VM "
+                                  "deployed would count as the monitored VM (give the deployed "
+                                  "VMs another displayname)")
+    if not settings.monitor_members and settings.min_reporting > len(settings.hosts):
+        raise mon.error("min_reporting", f"{settings.min_reporting} is more than the "
+                                         f"{len(settings.hosts)} host(s) of [{mon.name}] host: "
+                                         "the load rules would never act")
     if "account" in launch.values and "domainid" not in launch.values:
         raise launch.error("account", "needs domainid too (CloudStack takes both or neither)")
     if "projectid" in launch.values and "account" in launch.values:
@@ -329,13 +337,15 @@ def _fleet_settings(health: _Section, scaling: _Section,
     )
 
 
-def _limit(section: _Section, key: str, default: str) -> str:
-    """A count or a percentage (see fleet.parse_limit)."""
+def _limit(section: _Section, key: str, default: str, positive: bool = False) -> str:
+    """A count or a percentage (see fleet.parse_limit); `positive`: not 0."""
     limit = section.text(key, default)
     try:
-        parse_limit(limit)
+        amount, _ = parse_limit(limit)
     except ValueError as exc:
         raise section.error(key, str(exc)) from None
+    if positive and amount <= 0:
+        raise section.error(key, f"expected at least 1 (or 1%), got {limit!r}")
     return limit
 
 

@@ -15,6 +15,9 @@ On the load-balancer rule:
   ssh-scale:refresh-halted
                         "<launch fingerprint> <unix time>": the rolling refresh stopped because
                         a VM of that template and offering failed its health check
+  ssh-scale:upgraded    unix time this version first acted on the pool (recognised an earlier
+                        version's VMs, or launched one): from then on a member in the instance
+                        group with neither the pool's name nor its tag is someone else's
 On a VM:
   ssh-scale:pool        the load-balancer rule's id: the pool this VM belongs to (written once
                         it is up, or by --adopt; see sshscale/ownership.py)
@@ -43,12 +46,12 @@ from typing import Optional
 
 from sshscale.model import Backoff, History, Lease
 
-__all__ = ["BACKOFF", "BUDGET", "DRAIN", "FIRST_BACKOFF_SECONDS", "LAUNCH_PREFIX", "LAUNCH_WINDOW",
-           "LEASE", "POOL", "PROTECT", "REFRESH_HALTED", "REPAIR", "REPLACE", "SCALE_IN",
-           "SCALE_OUT", "STUCK", "TRIES", "UNHEALTHY", "Tries", "backoff_after_failure",
-           "backoff_value", "history_from_tags", "launch_key", "lease_value", "parse_backoff",
-           "parse_count", "parse_lease", "parse_time_value", "parse_tries", "scale_out_value",
-           "time_value", "tries_value"]
+__all__ = ["BACKOFF", "BUDGET", "DRAIN", "FIRST_BACKOFF_SECONDS", "LAUNCH_PREFIX",
+           "LAUNCH_WINDOW", "LEASE", "POOL", "PROTECT", "REFRESH_HALTED", "REPAIR", "REPLACE",
+           "SCALE_IN", "SCALE_OUT", "STUCK", "TRIES", "UNHEALTHY", "UPGRADED", "Tries",
+           "backoff_after_failure", "backoff_value", "history_from_tags", "launch_key",
+           "lease_value", "parse_backoff", "parse_count", "parse_lease", "parse_time_value",
+           "parse_tries", "scale_out_value", "time_value", "tries_value"]
 
 SCALE_OUT = "ssh-scale:scale-out"
 SCALE_IN = "ssh-scale:scale-in"
@@ -57,6 +60,7 @@ LEASE = "ssh-scale:lease"
 LAUNCH_PREFIX = "ssh-scale:launch:"
 BUDGET = "ssh-scale:budget"
 REFRESH_HALTED = "ssh-scale:refresh-halted"
+UPGRADED = "ssh-scale:upgraded"
 POOL = "ssh-scale:pool"
 DRAIN = "ssh-scale:drain"
 UNHEALTHY = "ssh-scale:unhealthy"
@@ -195,4 +199,5 @@ def history_from_tags(tags: Mapping[str, str]) -> History:
         launches=_launches(tags),
         budget_notice=parse_time_value(tags.get(BUDGET)),
         refresh_halted=halted[0] if halted else None,
+        upgraded=UPGRADED in tags,
     )

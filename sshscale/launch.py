@@ -25,6 +25,7 @@ from sshscale.facts import (
     LAUNCH_WINDOW,
     POOL,
     SCALE_OUT,
+    UPGRADED,
     backoff_after_failure,
     backoff_value,
     launch_key,
@@ -161,8 +162,10 @@ class Launcher:
         now = self.clock()
         self.check_lease()
         try:
-            self.tags.create(LOAD_BALANCER, self.settings.load_balancer,
-                             {launch_key(t): time_value(now) for t in tokens})
+            records = {launch_key(t): time_value(now) for t in tokens}
+            if not self.history.upgraded:  # this version acts on the pool: it says so once
+                records[UPGRADED] = time_value(now)
+            self.tags.create(LOAD_BALANCER, self.settings.load_balancer, records)
         except TagError as exc:
             if not refused(exc):
                 raise
@@ -221,7 +224,7 @@ class Launcher:
                 raise JobTimeout(exc.jobid, self.settings.job_timeout) from None
             data = result.get("virtualmachine") or {}
         else:  # a deploy read back after its call failed: its state now
-            found = self.client.list("listVirtualMachines", id=deploy.vm_id)
+            found = self.client.list("listVirtualMachines", id=deploy.vm_id, **self.settings.scope)
             data = found[0] if found else {}
             if data.get("state") != "Running":
                 raise ScaleError(f"{deploy.name} is {data.get('state', 'gone')} after its "

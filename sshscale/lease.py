@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 from typing import Optional
 
 from idcf_api import Client
-from sshscale.errors import ConfigError, LeaseBusy, TagError
+from sshscale.errors import ConfigError, LeaseBusy, ScaleError, TagError
 from sshscale.facts import LEASE, lease_value, parse_lease
 from sshscale.logs import note
 from sshscale.model import Action, Lease, Settings, shown_time
-from sshscale.tags import LOAD_BALANCER, TAG_JOB_SECONDS, TagWriter, refused
+from sshscale.tags import LOAD_BALANCER, TAG_JOB_SECONDS, TagWriter, answered, refused
 
 __all__ = ["boot_id", "change_deadline", "dead_here", "holder_id", "lease_seconds",
            "monitor_name", "pool_lease"]
@@ -139,6 +139,11 @@ def _take(tags: TagWriter, settings: Settings, lease: Lease, now: datetime) -> b
                               "local lock alone (two monitors must not drive this pool)",
                      logging.WARNING)
                 return False
+            if not answered(exc):  # it may land later: this run is no holder to act as
+                raise ScaleError(f"taking the pool's lease went unanswered ({exc.cause}) and "
+                                 "no lease is there yet: not acting this run (a lease that "
+                                 "lands late is this run's, broken by the next run here)") \
+                    from None
             note("lease", "the lease was given back meanwhile; taking it")
             note("lease", f"(the first take failed: {exc.cause})", logging.DEBUG)
             _create_again(tags, rule, value)

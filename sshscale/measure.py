@@ -33,6 +33,7 @@ __all__ = ["Host", "Target", "fingerprint", "forget_host_key", "known_format",
            "ssh_targets", "vm_key_name"]
 
 CPU_COMMAND = "getconf _NPROCESSORS_ONLN"
+MAX_OUTPUT = 65536  # bytes of a command's output read: a load fits in a line
 VM_KEY_PREFIX = "ssh-scale-vm-"
 
 
@@ -379,16 +380,26 @@ def _recorded_keys(known: Any, target: Target, name: str, settings: Settings) ->
 def run_remote(client: Any, command: str, timeout: float) -> str:
     """Execute the command on a connected paramiko client; its output, or CommandFailed when
     it exits non-zero or does not finish within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     stdin, stdout, _ = client.exec_command(command, timeout=timeout)
     stdin.close()
     channel = stdout.channel
     late = CommandFailed(f"the command did not finish within {timeout:g} s "
                          "(check [monitoring] command / command_timeout)")
-    try:
-        data = stdout.read(65536)
-    except socket.timeout:
-        raise late from None
-    if not channel.status_event.wait(timeout):
+    data = b""
+    while len(data) < MAX_OUTPUT:  # the whole command within timeout, however it drips
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise late
+        channel.settimeout(left)
+        try:
+            chunk = channel.recv(MAX_OUTPUT - len(data))
+        except socket.timeout:
+            raise late from None
+        if not chunk:
+            break
+        data += chunk
+    if not channel.status_event.wait(max(deadline - time.monotonic(), 0.0)):
         raise late
     status = channel.recv_exit_status()
     if status != 0:

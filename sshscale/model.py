@@ -246,6 +246,7 @@ class History:
     launches: tuple[tuple[str, datetime], ...] = ()  # (tag key, time) of each launch record
     budget_notice: Optional[datetime] = None  # when the launch budget first held a deploy
     refresh_halted: Optional[str] = None  # the launch fingerprint the refresh halted on
+    upgraded: bool = False  # this version has acted on the pool (ssh-scale:upgraded)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,12 @@ machine's clock by the skew the API's Date header shows."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import math
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -16,7 +19,7 @@ from typing import Any, Optional
 
 from idcf_api import Client
 from sshscale.config import lookup_ssh_config
-from sshscale.facts import history_from_tags
+from sshscale.facts import POOL, UPGRADED, history_from_tags
 from sshscale.fleet import checked_members, outdated, ssh_checks, with_checks
 from sshscale.logs import note
 from sshscale.measure import Host, measure
@@ -26,7 +29,7 @@ from sshscale.probe import probe
 
 __all__ = ["build_pool", "cloud_time", "history_from_events", "member_hosts",
            "monitored_names", "observe", "parse_time", "read_history", "read_pool",
-           "read_rule_tags", "reread_pool", "tag_pairs", "vm_from_api"]
+           "read_rule_tags", "reread_pool", "resolved_addresses", "tag_pairs", "vm_from_api"]
 
 EVENT_TYPES = ("LB.ASSIGN.TO.RULE", "LB.REMOVE.FROM.RULE")
 EVENT_PAGES = 2  # newest first: the last scale is on the first page but in a very busy account
@@ -51,21 +54,26 @@ def parse_time(text: Optional[str]) -> Optional[datetime]:
 
 
 def vm_from_api(data: Mapping[str, Any], settings: Settings, *, in_lb: bool,
-                ips: Sequence[str] = (), monitored_names: Sequence[str] = ()) -> Vm:
+                ips: Sequence[str] = (), monitored_names: Sequence[str] = (),
+                upgrading: bool = False) -> Vm:
     """A Vm from a listVirtualMachines / listLoadBalancerRuleInstances object; whether it is
-    the pool's is proven from its name, instance group and tags (sshscale/ownership.py)."""
+    the pool's is proven from its name, instance group and tags (sshscale/ownership.py;
+    `upgrading`: no VM of the pool carries its name or tag yet). The monitored VM is never
+    taken as one an earlier version deployed (names compare case-insensitively)."""
     nic_ips = [n.get("ipaddress") for n in data.get("nic") or [] if n.get("ipaddress")]
     all_ips = list(ips) + [ip for ip in nic_ips if ip not in ips]
-    names = {data.get("name"), data.get("displayname"), data.get("instancename"), *all_ips}
+    names = {str(n).lower() for n in (data.get("name"), data.get("displayname"),
+                                      data.get("instancename"), *all_ips) if n}
+    monitored = any(n.lower() in names for n in monitored_names if n)
     tags = tuple(tag_pairs(data))
     verdict = judge(data.get("name"), data.get("group"), {k.lower(): v for k, v in tags},
-                    in_lb, settings.load_balancer, settings.group)
+                    in_lb, settings.load_balancer, settings.group,
+                    upgrading=upgrading and not monitored)
     managed = verdict.ours
     return Vm(
         id=str(data.get("id")), name=str(data.get("name", "")), state=str(data.get("state", "")),
         created=parse_time(data.get("created")), ip=all_ips[0] if all_ips else None,
-        in_lb=in_lb, managed=managed,
-        monitored=any(n in names for n in monitored_names if n),
+        in_lb=in_lb, managed=managed, monitored=monitored,
         jobid=data.get("jobid"), tags=tags,
         outdated=managed and outdated(data, settings.launch),
         legacy=verdict.owner is Owner.LEGACY, doubt=verdict.why)
@@ -78,15 +86,21 @@ def tag_pairs(data: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def build_pool(members: Sequence[Mapping[str, Any]], listed: Sequence[Mapping[str, Any]],
-               settings: Settings, monitored_names: Sequence[str]) -> Pool:
+               settings: Settings, monitored_names: Sequence[str],
+               upgraded: bool = True) -> Pool:
     """Merge the LB member list (lbvmips form) and the listed VMs into a Pool: every member,
     and of the VMs outside the load balancer those proven the pool's and those carrying part
-    of its identity (reported, never touched)."""
+    of its identity (reported, never touched). Members an earlier version deployed are
+    recognised only during the upgrade: the rule does not say `upgraded` (ssh-scale:upgraded)
+    and no VM carries the pool's name or tag yet."""
+    member_data = [(item.get("loadbalancerruleinstance", item), item) for item in members]
+    upgrading = not upgraded and \
+        not any(_proven(data, settings) for data, _ in member_data) and \
+        not any(_proven(data, settings) for data in listed)
     vms: dict[str, Vm] = {}
-    for item in members:
-        data = item.get("loadbalancerruleinstance", item)
+    for data, item in member_data:
         vm = vm_from_api(data, settings, in_lb=True, ips=item.get("lbvmipaddresses") or (),
-                         monitored_names=monitored_names)
+                         monitored_names=monitored_names, upgrading=upgrading)
         vms[vm.id] = vm
     for data in listed:
         if str(data.get("id")) in vms:
@@ -95,6 +109,13 @@ def build_pool(members: Sequence[Mapping[str, Any]], listed: Sequence[Mapping[st
         if vm.state not in GONE and (vm.managed or vm.doubt):
             vms[vm.id] = vm
     return Pool(tuple(vms.values()))
+
+
+def _proven(data: Mapping[str, Any], settings: Settings) -> bool:
+    """The VM carries the pool's name or tag (whatever else it carries)."""
+    tags = {k.lower(): v for k, v in tag_pairs(data)}
+    return named_by(data.get("name"), settings.load_balancer) or \
+        (tags.get(POOL) or "").strip().lower() == settings.load_balancer.strip().lower()
 
 
 def history_from_events(events: Sequence[Mapping[str, Any]], settings: Settings,
@@ -152,7 +173,17 @@ def read_pool(client: Client, settings: Settings, monitored_names: Sequence[str]
     groupid = _group_id(members_data, settings, unnamed_only=not whole_group)
     if groupid is not None:
         listed = listed + client.list("listVirtualMachines", groupid=groupid, **in_zone)
-    return build_pool(members_data, listed, settings, monitored_names)
+    upgraded = True
+    if any(_unproven_member(item, settings) for item in members_data):
+        upgraded = UPGRADED in read_rule_tags(client, settings)
+    return build_pool(members_data, listed, settings, monitored_names, upgraded=upgraded)
+
+
+def _unproven_member(item: Mapping[str, Any], settings: Settings) -> bool:
+    """A member in the pool's instance group with neither its name nor its tag: an earlier
+    version's VM, or someone's."""
+    data = item.get("loadbalancerruleinstance", item)
+    return data.get("group") == settings.group and not _proven(data, settings)
 
 
 def _group_id(members: Sequence[Mapping[str, Any]], settings: Settings,
@@ -194,10 +225,24 @@ def read_history(client: Client, settings: Settings, pool: Pool, now: datetime) 
 
 def monitored_names(settings: Settings, ssh_config: Optional[Any]) -> list[str]:
     """Names and addresses from the config that identify the monitored VM among the pool
-    members: [monitoring] host and its ~/.ssh/config HostName."""
+    members: [monitoring] host, its ~/.ssh/config HostName, and the addresses they resolve
+    to (the VM an SSH connection to it reaches)."""
     names = list(settings.hosts)
     names += [lookup_ssh_config(ssh_config, h).get("hostname", h) for h in settings.hosts]
-    return names
+    return names + resolved_addresses(names)
+
+
+def resolved_addresses(names: Sequence[str]) -> list[str]:
+    """The addresses host names resolve to (an address stays as it is; a name that does not
+    resolve adds nothing)."""
+    addresses: list[str] = []
+    for name in dict.fromkeys(names):
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(name)
+            continue
+        with contextlib.suppress(OSError, UnicodeError):
+            addresses += [str(info[4][0]) for info in socket.getaddrinfo(name, None)]
+    return list(dict.fromkeys(addresses))
 
 
 def member_hosts(pool: Pool, settings: Settings, now: datetime) -> list[Host]:

@@ -7,30 +7,32 @@ pool's stem, ``ssh-scale-<12 hex digits of the load-balancer rule's id>-<random 
 ``ssh-scale:pool=<load-balancer rule id>``.
 
 A VM is the pool's ("ours") when it is in the pool's instance group AND it is named with the
-pool's stem or tagged with the pool's id; a VM tagged with another pool's id is never ours.
-VMs an earlier ssh-scale deployed carry neither name nor tag: they are recognised on the
-evidence they do carry (the instance group, and membership in the load balancer or one of
-ssh-scale's VM tags), tagged once, and ours from then on ("legacy"). Anything else in the
-instance group is reported and never touched: another pool's VM, a person's VM, a VM whose
-deploy-time identity contradicts its tag.
+pool's stem or tagged with the pool's id; a VM tagged with another pool's id, or named with
+another pool's stem, is never ours. VMs an earlier ssh-scale deployed carry neither name nor
+tag: in the first run after the upgrade (no VM of the pool carries its name or tag yet), the
+members of the load balancer in the instance group are recognised as the pool's ("legacy"),
+tagged, and ours from then on; later, such a VM is someone's, to hand over with --adopt.
+Anything else in the instance group is reported and never touched: another pool's VM, a
+person's VM, a VM whose deploy-time identity contradicts its tag.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from sshscale.facts import DRAIN, POOL, REPLACE, UNHEALTHY
+from sshscale.facts import POOL
 
 __all__ = ["NAME_PREFIX", "Owner", "Verdict", "judge", "name_stem", "named_by", "pool_key",
-           "vm_name"]
+           "stem_key", "vm_name"]
 
 NAME_PREFIX = "ssh-scale-"
 POOL_KEY_DIGITS = 12
-LEGACY_MARKS = (DRAIN, REPLACE, UNHEALTHY)
+_STEM = re.compile(rf"{NAME_PREFIX}([0-9a-f]{{{POOL_KEY_DIGITS}}})-")
 
 
 class Owner(enum.Enum):
@@ -77,17 +79,28 @@ def named_by(name: Optional[str], load_balancer: str) -> bool:
     return (name or "").lower().startswith(name_stem(load_balancer))
 
 
+def stem_key(name: Optional[str]) -> Optional[str]:
+    """The pool key in a name that has the form of a pool's stem, whichever pool's."""
+    match = _STEM.match((name or "").lower())
+    return match.group(1) if match else None
+
+
 def judge(name: Optional[str], group: Optional[str], tags: Mapping[str, str], in_lb: bool,
-          load_balancer: str, pool_group: str) -> Verdict:
+          load_balancer: str, pool_group: str, upgrading: bool = True) -> Verdict:
     """Whose VM it is, from its host name, instance group, tags (keys lowercased) and whether
-    the pool's load balancer lists it."""
+    the pool's load balancer lists it. `upgrading`: no VM of the pool carries its name or tag
+    yet (the first runs after an upgrade), when members of the group that carry neither are
+    taken as an earlier version's."""
     tagged = tags.get(POOL)
     in_group = group == pool_group
     named = named_by(name, load_balancer)
+    foreign_stem = stem_key(name) not in (None, pool_key(load_balancer))
     if tagged is not None and tagged.strip().lower() != load_balancer.strip().lower():
         if in_group or named:
             return Verdict(Owner.DOUBTFUL, f"tagged {POOL}={tagged}: another pool's VM")
         return Verdict(Owner.OTHER)
+    if foreign_stem and (in_group or tagged is not None):
+        return Verdict(Owner.DOUBTFUL, "named with another pool's stem: another pool's VM")
     if not in_group:
         if named or tagged is not None:
             return Verdict(Owner.DOUBTFUL, f"carries this pool's name or tag but is in instance "
@@ -95,7 +108,8 @@ def judge(name: Optional[str], group: Optional[str], tags: Mapping[str, str], in
         return Verdict(Owner.OTHER)
     if named or tagged is not None:
         return Verdict(Owner.OURS)
-    if in_lb or any(mark in tags for mark in LEGACY_MARKS):
+    if in_lb and upgrading:
         return Verdict(Owner.LEGACY)
-    return Verdict(Owner.DOUBTFUL, f"in instance group {pool_group} but neither named nor "
-                                   f"tagged by this pool (ssh_scale.py --adopt it if it is)")
+    where = "and its load balancer " if in_lb else ""
+    return Verdict(Owner.DOUBTFUL, f"in instance group {pool_group} {where}but neither named "
+                                   f"nor tagged by this pool (ssh_scale.py --adopt it if it is)")

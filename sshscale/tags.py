@@ -12,12 +12,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Optional, Union
 
-from idcf_api import Client, CloudStackError
+from idcf_api import ApiError, Client, CloudStackError, JobFailed
 from sshscale.errors import TagError
 from sshscale.logs import note
 from sshscale.model import Settings
 
-__all__ = ["LOAD_BALANCER", "TAG_JOB_SECONDS", "USER_VM", "TagWriter", "read_tags", "refused"]
+__all__ = ["LOAD_BALANCER", "TAG_JOB_SECONDS", "USER_VM", "TagWriter", "answered", "read_tags",
+           "refused"]
 
 USER_VM = "UserVm"
 LOAD_BALANCER = "LoadBalancer"
@@ -45,6 +46,12 @@ def refused(exc: TagError) -> bool:
     """The resource takes no tags: the create was refused as a bad parameter (431) and nothing
     is there (a server error or a timeout is no such answer)."""
     return getattr(exc.cause, "errorcode", None) == 431 and not any(exc.found.values())
+
+
+def answered(exc: TagError) -> bool:
+    """The cloud answered the tag call with a failure (an error answer, or a job that ended
+    failed); not a call or job that went unanswered, which may still take effect later."""
+    return isinstance(exc.cause, (ApiError, JobFailed))
 
 
 def _ids(resource_ids: Union[str, Sequence[str]]) -> list[str]:

@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
 import idcf_api
 from idcf_api import Client
-from sshscale.errors import ScaleError
-from sshscale.facts import POOL
+from sshscale.errors import ScaleError, TagError
+from sshscale.facts import POOL, UPGRADED, time_value
 from sshscale.fleet import health_lines
 from sshscale.logs import note
 from sshscale.marks import Mark, marks_due, with_marks
 from sshscale.model import Observation, Pool, Settings
-from sshscale.tags import USER_VM, TagWriter
+from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter
 
 __all__ = ["keep_marks"]
 
@@ -38,12 +39,26 @@ def keep_marks(observation: Observation, settings: Settings, client: Client,
     legacy = [m.vm_id for m in marks if m.key == POOL]
     if legacy and write:
         note("ownership", f"{len(legacy)} VM(s) an earlier ssh-scale deployed recognised as this "
-                          f"pool's (instance group {settings.group}, in its load balancer or "
-                          f"marked by it): tagged {POOL}", logging.WARNING)
+                          f"pool's (instance group {settings.group}, in its load balancer): "
+                          f"tagged {POOL}; from now on a member with neither the pool's name "
+                          "nor its tag is someone else's", logging.WARNING)
+        _mark_upgraded(client, settings, observation.now)
     notices = [m.notice.text for m in marks if m.notice is not None] if write else []
     for text in notices:
         note("brake", text, logging.WARNING)
     return replace(observation, pool=pool), notices
+
+
+def _mark_upgraded(client: Client, settings: Settings, now: datetime) -> None:
+    """The rule's ssh-scale:upgraded: the upgrade happened (once; a failure is a warning, the
+    next run recognises the same VMs again)."""
+    try:
+        TagWriter(client, settings).create(LOAD_BALANCER, settings.load_balancer,
+                                           {UPGRADED: time_value(now)})
+    except (idcf_api.CloudStackError, ScaleError) as exc:
+        if not isinstance(exc, TagError) or not any(exc.found.values()):
+            note("tags", f"could not record the upgrade on the load balancer: {exc}",
+                 logging.WARNING)
 
 
 def _write(client: Client, settings: Settings, pool: Pool, marks: Sequence[Mark]) -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Optional
 
-from sshscale.facts import POOL
+from sshscale.facts import POOL, UPGRADED
 from sshscale.ownership import NAME_PREFIX, POOL_KEY_DIGITS, vm_name
 from tests.sshd_support import current_user
 
@@ -64,6 +65,8 @@ def add_owned(sim: Any, label: str, **kwargs: Any) -> dict:
     kwargs.setdefault("group", f"ssh_scale-{sim.lb_id}")
     vm = sim.add_vm(vm_name(sim.lb_id, label), **kwargs)
     sim.set_tag(vm["id"], POOL, sim.lb_id)
+    if UPGRADED not in sim.tags(sim.lb_id):  # this version deployed for the pool
+        sim.set_tag(sim.lb_id, UPGRADED, str(int(time.time())))
     return vm
 
 

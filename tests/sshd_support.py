@@ -49,6 +49,9 @@ printf '%s\\n' "$SSH_ORIGINAL_COMMAND" >> "$dir/execs/$addr.cmd"
 if [ -f "$dir/load/$addr.sleep" ]; then
     sleep "$(cat "$dir/load/$addr.sleep")"
 fi
+if [ -f "$dir/load/$addr.drip" ]; then
+    while :; do echo '{default_output}'; sleep "$(cat "$dir/load/$addr.drip")"; done
+fi
 if [ -f "$dir/load/$addr" ]; then
     cat "$dir/load/$addr"
 elif [ -f "$dir/load/default" ]; then
@@ -237,6 +240,15 @@ class OpenSSHServer:
                 path.unlink(missing_ok=True)
             else:
                 path.write_text(f"{seconds:.3f}\n")
+
+    def set_drip(self, seconds: Optional[float], address: str = "127.0.0.1") -> None:
+        """Make execs on `address` print a line every `seconds`, never ending (a command that
+        keeps printing); None: stop that."""
+        path = self.directory / "load" / f"{self._served(address)}.drip"
+        if seconds is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(f"{seconds:.3f}\n")
 
     def exec_count(self, address: str = "127.0.0.1") -> int:
         """Return how many execs sshd ran for clients connected to `address`."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cloudstack_sim import Simulator
+from cloudstack_sim import Fault, Simulator
 from sshscale.facts import POOL, STUCK
 from sshscale.ownership import vm_name
 from tests import sshd_support
@@ -51,15 +51,14 @@ def test_another_pool_sharing_the_group_keeps_its_vms(tmp_path, cloud, key, sshd
     cloud.set_tag(theirs["id"], POOL, pool_b)
     untagged = cloud.add_vm(vm_name(pool_b, "c4d5e6"), group=group(cloud), in_lb=False)
     persons = cloud.add_vm("alice-test", group=group(cloud), in_lb=False)
-    legacy = cloud.add_vm("i-legacy", group=group(cloud), created=OLD)  # makes A list the group
+    unnamed = cloud.add_vm("i-legacy", group=group(cloud), created=OLD)  # A lists the group
     sshd.set_output(MID)
     path = make_config(tmp_path, cloud, key, sshd.port, scalling={"max_size": "5"})
     text = run(path)
     assert "repair" not in text
-    for vm in (theirs, untagged, persons):
-        assert mutations(cloud, vm["id"]) == []
+    for vm in (theirs, untagged, persons, unnamed):  # (the pool has VMs of its own: an
+        assert mutations(cloud, vm["id"]) == []      # unnamed member is no earlier version's)
         assert vm["id"] in {v["id"] for v in cloud.vms()}
-    assert cloud.tags(legacy["id"]).get(POOL) == cloud.lb_id  # recognised, tagged once
     status = run(path, "--status")
     assert "another pool's VM" in status and "neither named nor tagged" in status
     assert "alice-test" in status
@@ -150,3 +149,64 @@ def test_a_vm_stuck_starting_without_a_job_is_repaired_after_job_timeout(tmp_pat
         in text
     assert stuck["id"] not in {vm["id"] for vm in cloud.vms()}
     assert {label(vm["name"]) for vm in cloud.lb_members()} == {"web1", "bystander", "m2"}
+
+
+# --- found by attacking the ownership rules ------------------------------------------------------
+
+def test_a_persons_vm_put_into_the_group_and_the_load_balancer_is_not_taken(tmp_path, cloud,
+                                                                            key, sshd):
+    """After the upgrade (the pool has VMs of its own), an unnamed, untagged VM someone puts
+    into the instance group and the load balancer is not the pool's: never tagged, never
+    scaled in; --status says why."""
+    add_owned(cloud, "m1", created=OLD)
+    persons = cloud.add_vm("alice-db", group=group(cloud))
+    sshd.set_output(LOW)
+    path = make_config(tmp_path, cloud, key, sshd.port)
+    text = run(path)
+    assert "earlier ssh-scale" not in text and "alice-db" not in text.split("decision")[-1]
+    assert mutations(cloud, persons["id"]) == []
+    assert "neither named nor tagged by this pool" in run(path, "--status")
+
+
+def test_the_monitored_vm_named_by_dns_is_never_taken_nor_scaled_in(tmp_path, any_sim, key,
+                                                                    sshd):
+    """[monitoring] host is a DNS name (localhost: 127.0.0.1, web1's address) and web1 sits in
+    the pool's instance group and load balancer during the upgrade: it is the monitored VM,
+    never one an earlier version deployed (never tagged, never scaled in), while the earlier
+    version's other VM is recognised and scaled in."""
+    web1 = any_sim.add_vm("web1", ip="127.0.0.1", group=group(any_sim), created=OLD)
+    older = any_sim.add_vm("i-2-9-VM", group=group(any_sim), created=OLD)
+    sshd.set_output(LOW)
+    path = make_config(tmp_path, any_sim, key, sshd.port, monitoring={"host": "localhost"})
+    text = run(path)
+    assert "1 VM(s) an earlier ssh-scale deployed recognised" in text
+    assert "scale in         : -1 (i-2-9-VM" in text
+    assert mutations(any_sim, web1["id"]) == [] and any_sim.tags(web1["id"]) == {}
+    assert [vm["name"] for vm in any_sim.lb_members()] == ["web1"]
+    assert older["id"] not in {vm["id"] for vm in any_sim.vms()}
+
+
+def test_a_lease_take_that_goes_unanswered_is_no_lease_to_act_on(tmp_path, cloud, key, sshd):
+    """The lease's createTags gets no answer in time and is not there yet: the run acts on
+    nothing (exit 1, one line); the lease that lands late is this run's, broken at once by the
+    next run on this monitor, which then acts."""
+    cloud.inject(Fault("slow", command="createTags", delay=6))
+    sshd.set_output(HIGH)
+    path = make_config(tmp_path, cloud, key, sshd.port)
+    done = run_cli("-c", str(path))
+    assert done.returncode == 1
+    assert "taking the pool's lease went unanswered" in outputs(done)
+    assert not cloud.calls_of("deployVirtualMachine")
+    cloud.settle(timeout=30)
+    assert "ssh-scale:lease" in cloud.tags(cloud.lb_id)  # it landed after the run ended
+    text = run(path)
+    assert "breaking the lease of" in text and "scale out" in text
+
+
+def test_a_command_that_keeps_printing_is_bounded_by_command_timeout(tmp_path, cloud, key,
+                                                                     sshd):
+    sshd.set_drip(0.5)
+    path = make_config(tmp_path, cloud, key, sshd.port, monitoring={"command_timeout": "2"})
+    done = run_cli("-c", str(path), timeout=120)
+    assert done.returncode == 1
+    assert "the command did not finish within 2 s" in done.stderr

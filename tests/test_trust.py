@@ -137,7 +137,7 @@ def test_a_new_vm_on_a_reused_address_is_measured_and_the_others_stay_strict(
     done = run_cli("-c", str(path))
     assert done.returncode == 1
     assert f"{M1}:{port}: host key changed (ssh-ed25519); refusing to connect (check {alias} " \
-           "in ~/.ssh/known_hosts)" in done.stdout + done.stderr
+           "in ~/.ssh/known_hosts; " in done.stdout + done.stderr
     assert servers.exec_count(M1) == 1
 
 

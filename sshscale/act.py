@@ -20,8 +20,8 @@ from sshscale.facts import (
     SCALE_IN,
     TRIES,
     backoff_after_failure,
-    backoff_value,
-    parse_backoff,
+    backoff_keys,
+    latest_backoff,
     parse_tries,
     time_value,
     tries_value,
@@ -66,13 +66,15 @@ class Actor(Launcher):
         so that the other rules act meanwhile: its tag says until when."""
         now = self.clock()
         for vm in vms:
-            backoff = backoff_after_failure(parse_backoff(vm.tag(REPAIR)), now,
+            tags = {k.lower(): v for k, v in vm.tags}
+            backoff = backoff_after_failure(latest_backoff(tags, REPAIR), now,
                                             self.settings.max_backoff)
             note("repair", f"{vm.name}: {backoff.failures} failed repair(s) in a row; the next "
                            f"waits until {shown_time(backoff.until, self.settings.zone)}",
                  logging.WARNING)
             try:
-                self.tags.replace(USER_VM, vm.id, {REPAIR: backoff_value(backoff)})
+                self.tags.write_backoff(USER_VM, vm.id, REPAIR, backoff,
+                                        backoff_keys(tags, REPAIR))
             except (idcf_api.CloudStackError, ScaleError) as exc:
                 note("tags", f"could not record the repair backoff on {vm.name}: {exc}",
                      logging.WARNING)
@@ -108,7 +110,8 @@ class Actor(Launcher):
             return f"{', '.join(v.name for v in vms)}: not adopted"
         drained = any(vm.tag(DRAIN) is not None for vm in ready)
         for vm in ready:
-            marks = [key for key in (DRAIN, REPAIR) if vm.tag(key) is not None]
+            tags = {k.lower(): v for k, v in vm.tags}
+            marks = [key for key in (DRAIN, *backoff_keys(tags, REPAIR)) if key in tags]
             if marks:
                 self.check_lease()
                 self.tags.delete(USER_VM, vm.id, dict.fromkeys(marks))

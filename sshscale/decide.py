@@ -14,9 +14,7 @@ from sshscale.facts import (
     BUDGET,
     DRAIN,
     LAUNCH_WINDOW,
-    REPAIR,
     STUCK,
-    parse_backoff,
     parse_time_value,
     time_value,
 )
@@ -29,6 +27,7 @@ from sshscale.fleet import (
     plan_replacement,
     protected,
     removable,
+    repair_backoff,
 )
 from sshscale.model import (
     BROKEN,
@@ -216,7 +215,7 @@ def _target_scale_in(measurement: Measurement, pool: Pool, settings: Settings, n
 
 def _repair_held(vm: Vm, now: datetime) -> bool:
     """A repair of the VM the cloud refused recently still backs off (its ssh-scale:repair)."""
-    backoff = parse_backoff(vm.tag(REPAIR))
+    backoff = repair_backoff(vm)
     return backoff is not None and now < backoff.until
 
 

@@ -6,7 +6,9 @@ On the load-balancer rule:
   ssh-scale:scale-out   "<unix time> <deploy seconds>": when the last scale-out's VMs joined the
                         load balancer, and how long their deploy took (an adopt keeps the latter)
   ssh-scale:scale-in    unix time the last scale-in's VM left it
-  ssh-scale:backoff     "<failed deploys in a row> <unix time the next deploy may start>"
+  ssh-scale:backoff:<n> "<n failed deploys in a row> <unix time the next deploy may start>"
+                        (the next count is written before the previous one goes; of several,
+                        the highest holds; a bare ssh-scale:backoff is an earlier version's)
   ssh-scale:lease       "<holder> <unix time it expires>": the one run acting on the pool now
   ssh-scale:launch:<token>
                         unix time a deploy of this pool was started (one tag per VM launched,
@@ -30,8 +32,8 @@ On a VM:
   ssh-scale:tries       "<n>" on a VM deployed to replace another, until it passes its health
                         check: the n-th replacement in a row of one member ("<n> halted" once
                         replacing it again was given up)
-  ssh-scale:repair      "<failed repairs in a row> <unix time the next may start>": a repair the
-                        cloud refused backs off per VM
+  ssh-scale:repair:<n>  "<n failed repairs in a row> <unix time the next may start>": a repair
+                        the cloud refused backs off per VM (written as the deploys' backoff)
   ssh-scale:stuck       unix time the VM was first seen in a transitional state (Starting,
                         Stopping) without a pending job
   ssh-scale:protect     "true", set by the user: never scaled in, replaced or repaired away
@@ -49,7 +51,8 @@ from sshscale.model import Backoff, History, Lease
 __all__ = ["BACKOFF", "BUDGET", "DRAIN", "FIRST_BACKOFF_SECONDS", "LAUNCH_PREFIX",
            "LAUNCH_WINDOW", "LEASE", "POOL", "PROTECT", "REFRESH_HALTED", "REPAIR", "REPLACE",
            "SCALE_IN", "SCALE_OUT", "STUCK", "TRIES", "UNHEALTHY", "UPGRADED", "Tries",
-           "backoff_after_failure", "backoff_value", "history_from_tags", "launch_key",
+           "backoff_after_failure", "backoff_key", "backoff_keys", "backoff_value",
+           "history_from_tags", "latest_backoff", "launch_key",
            "lease_value", "parse_backoff", "parse_count", "parse_lease", "parse_time_value",
            "parse_tries", "scale_out_value", "time_value", "tries_value"]
 
@@ -124,6 +127,26 @@ def parse_backoff(value: Optional[str]) -> Optional[Backoff]:
     return Backoff(int(pair[0]), pair[1])
 
 
+def backoff_key(base: str, failures: int) -> str:
+    """The key a backoff is written under: its base and its count of failures in a row, so
+    that the next value is created before the previous one is removed (a key holds one
+    value), and a run that dies in between leaves both: never none."""
+    return f"{base}:{failures}"
+
+
+def backoff_keys(tags: Mapping[str, str], base: str) -> tuple[str, ...]:
+    """The backoff keys among the tags (keys lowercased): the base itself (an earlier
+    version's) and every base:<count>."""
+    return tuple(sorted(key for key in tags if key == base or key.startswith(f"{base}:")))
+
+
+def latest_backoff(tags: Mapping[str, str], base: str) -> Optional[Backoff]:
+    """The backoff the tags hold: of several (a run died between writing the next and removing
+    the previous), the one with the most failures."""
+    found = [b for b in (parse_backoff(tags[key]) for key in backoff_keys(tags, base)) if b]
+    return max(found, key=lambda b: (b.failures, b.until), default=None)
+
+
 def backoff_after_failure(previous: Optional[Backoff], now: datetime,
                           max_backoff: float) -> Backoff:
     """After one more failure: wait 1 min, then 2, 4, ... up to max_backoff seconds."""
@@ -193,7 +216,8 @@ def history_from_tags(tags: Mapping[str, str]) -> History:
     return History(
         last_scale_out=last_out,
         last_scale_in=parse_time_value(tags.get(SCALE_IN)),
-        backoff=parse_backoff(tags.get(BACKOFF)),
+        backoff=latest_backoff(tags, BACKOFF),
+        backoff_keys=backoff_keys(tags, BACKOFF),
         lease=parse_lease(tags.get(LEASE)),
         deploy_seconds=deploy_seconds,
         launches=_launches(tags),

@@ -23,7 +23,7 @@ from sshscale.facts import (
     TRIES,
     UNHEALTHY,
     Tries,
-    parse_backoff,
+    latest_backoff,
     parse_count,
     parse_time_value,
     parse_tries,
@@ -31,6 +31,7 @@ from sshscale.facts import (
 )
 from sshscale.model import (
     Action,
+    Backoff,
     Check,
     Decision,
     History,
@@ -45,8 +46,8 @@ __all__ = ["HEALTH_CHECKS", "MAX_TRIES", "TERMINATION_POLICIES", "Health", "asse
            "checked_members", "count_changes", "failures", "finish_replacement", "health_lines",
            "in_flight", "is_replacement", "launch_fingerprint", "outdated", "parse_limit",
            "pick_victim", "plan_refresh", "plan_replacement", "protected", "removable",
-           "replacement_of", "replacement_room", "ssh_checks", "tries_of", "vm_notes",
-           "with_checks"]
+           "repair_backoff", "replacement_of", "replacement_room", "ssh_checks", "tries_of",
+           "vm_notes", "with_checks"]
 
 HEALTH_CHECKS = ("none", "ssh", "http")
 TERMINATION_POLICIES = ("newest", "oldest", "outdated-first")
@@ -118,13 +119,18 @@ def vm_notes(vm: Vm) -> str:
     if tries.count:
         notes.append(f"replacement #{tries.count}, " + (
             "given up" if tries.halted else "on trial until it passes its check"))
-    repair = parse_backoff(vm.tag(REPAIR))
+    repair = repair_backoff(vm)
     if repair is not None:
         notes.append(f"repair refused {repair.failures} time(s), retried after "
                      f"{repair.until.astimezone():%H:%M:%S}")
     if vm.tag(STUCK):
         notes.append("no job since " + _local_time(vm.tag(STUCK)))
     return ", ".join(notes)
+
+
+def repair_backoff(vm: Vm) -> Optional[Backoff]:
+    """How long repairs of the VM the cloud refused back off (its ssh-scale:repair tags)."""
+    return latest_backoff({k.lower(): v for k, v in vm.tags}, REPAIR)
 
 
 def _local_time(value: Optional[str]) -> str:

@@ -27,7 +27,7 @@ from sshscale.facts import (
     SCALE_OUT,
     UPGRADED,
     backoff_after_failure,
-    backoff_value,
+    backoff_key,
     launch_key,
     scale_out_value,
     time_value,
@@ -263,10 +263,17 @@ class Launcher:
         """One more failed deploy: the next one waits (1 min, then 2, 4, ... max_backoff)."""
         backoff = backoff_after_failure(self.history.backoff, self.clock(),
                                         self.settings.max_backoff)
-        self.history = replace(self.history, backoff=backoff)
         note("backoff", f"{backoff.failures} failed deploy(s) in a row: the next deploy waits "
                         f"until {shown_time(backoff.until, self.settings.zone)}", logging.WARNING)
-        self.record({BACKOFF: backoff_value(backoff)}, "the failed-deploy backoff")
+        try:
+            self.check_lease()
+            self.tags.write_backoff(LOAD_BALANCER, self.settings.load_balancer, BACKOFF, backoff,
+                                    self.history.backoff_keys)
+        except (idcf_api.CloudStackError, ScaleError) as exc:
+            note("tags", f"could not record the failed-deploy backoff on the load balancer: "
+                         f"{exc}", logging.WARNING)
+        self.history = replace(self.history, backoff=backoff,
+                               backoff_keys=(backoff_key(BACKOFF, backoff.failures),))
 
     # --- joining the load balancer -----------------------------------------------------------
 
@@ -313,7 +320,7 @@ class Launcher:
         adopt keeps the last one); a good deploy ends the backoff."""
         seconds = deploy_seconds if deploy_seconds is not None else self.history.deploy_seconds
         self.record({SCALE_OUT: scale_out_value(self.clock(), seconds)}, "the scale-out time",
-                    also_delete=(BACKOFF,) if ends_backoff else ())
+                    also_delete=(BACKOFF, *self.history.backoff_keys) if ends_backoff else ())
 
     def assign(self, vm_ids: Sequence[str]) -> None:
         """Add the VMs to the load balancer. CloudStack fails the whole job when one of them

@@ -242,6 +242,7 @@ class History:
     last_scale_in: Optional[datetime] = None
     backoff: Optional[Backoff] = None
     lease: Optional[Lease] = None
+    backoff_keys: tuple[str, ...] = ()  # the tags that hold the backoff (to remove it)
     deploy_seconds: Optional[float] = None  # how long the last scale-out's deploy took
     launches: tuple[tuple[str, datetime], ...] = ()  # (tag key, time) of each launch record
     budget_notice: Optional[datetime] = None  # when the launch budget first held a deploy

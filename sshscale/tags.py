@@ -14,8 +14,9 @@ from typing import Optional, Union
 
 from idcf_api import ApiError, Client, CloudStackError, JobFailed
 from sshscale.errors import TagError
+from sshscale.facts import backoff_key, backoff_value
 from sshscale.logs import note
-from sshscale.model import Settings
+from sshscale.model import Backoff, Settings
 
 __all__ = ["LOAD_BALANCER", "TAG_JOB_SECONDS", "USER_VM", "TagWriter", "answered", "read_tags",
            "refused"]
@@ -112,6 +113,25 @@ class TagWriter:
             if any(exc.found.values()):
                 raise  # someone else wrote a value meanwhile: theirs stands
             self.create(kind, resource_id, tags)
+
+    def write_backoff(self, kind: str, resource_id: str, base: str, backoff: Backoff,
+                      old_keys: Sequence[str]) -> None:
+        """Record a grown backoff: the new count's key first (a run that dies before the old
+        keys go leaves both, and the highest holds), then the old keys go (a failure there is
+        harmless)."""
+        key = backoff_key(base, backoff.failures)
+        try:
+            self.create(kind, resource_id, {key: backoff_value(backoff)})
+        except TagError as exc:
+            if not any(exc.found.values()):
+                raise  # nothing recorded: the caller says so
+        stale = [k for k in old_keys if k != key]
+        if stale:
+            try:
+                self.delete(kind, resource_id, dict.fromkeys(stale))
+            except (CloudStackError, TagError) as exc:
+                note("tags", f"an older backoff stays on {kind} {resource_id}: {exc}",
+                     logging.DEBUG)
 
     def _read_back(self, kind: str, ids: Sequence[str],
                    tags: Mapping[str, Optional[str]]) -> dict[str, dict[str, str]]:

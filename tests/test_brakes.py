@@ -291,3 +291,15 @@ def test_launch_records_and_notices_read_from_the_rule_tags():
     history = history_from_tags(tags)
     assert [k for k, _ in history.launches] == [launch_key("bb"), launch_key("aa")]
     assert history.budget_notice == ago(1) and history.refresh_halted == "abc123"
+
+
+def test_the_backoff_is_written_next_before_the_previous_goes():
+    """Of several backoff tags (a run died between writing the next count and removing the
+    previous one), the highest holds; an earlier version's bare key still counts."""
+    until = time_value(NOW + timedelta(minutes=8))
+    tags = {"ssh-scale:backoff": f"2 {time_value(NOW)}", "ssh-scale:backoff:3": f"3 {until}",
+            "ssh-scale:backoff:4": f"4 {until}", "ssh-scale:backoffice": "x"}
+    history = history_from_tags(tags)
+    assert history.backoff is not None and history.backoff.failures == 4
+    assert history.backoff_keys == ("ssh-scale:backoff", "ssh-scale:backoff:3",
+                                    "ssh-scale:backoff:4")

@@ -7,6 +7,8 @@ tests/test_health.py."""
 
 from __future__ import annotations
 
+import configparser
+
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,13 @@ from typing import Any
 import pytest
 
 from cloudstack_sim import Fault
+from idcf_api import Account, Client
+from sshscale.config import settings_from_config
+from sshscale.errors import TagError
 from sshscale.facts import BACKOFF, BUDGET, LEASE, REPAIR, launch_key
-from tests.configs import add_owned, labels
+from sshscale.model import Backoff
+from sshscale.tags import LOAD_BALANCER, TagWriter
+from tests.configs import add_owned, base_sections, labels, render
 from tests.conftest import run_cli
 from tests.receivers import Receiver
 from tests.scenarios import HIGH, campaign_cloud, make_config, outputs
@@ -47,7 +54,7 @@ def test_a_destroy_the_cloud_refuses_backs_off_and_the_pool_still_scales(tmp_pat
     path = make_config(tmp_path, cloud, key, sshd.port)
     first = run(path, status=1)
     assert f"{broken['name']}: 1 failed repair(s) in a row" in first
-    assert cloud.tags(broken["id"])[REPAIR].startswith("1 ")
+    assert cloud.tags(broken["id"])[f"{REPAIR}:1"].startswith("1 ")
     second = run(path)  # the repair backs off: the load rule acts meanwhile
     assert "scale out" in second and deploys(cloud) == 1
     assert len(cloud.calls_of("destroyVirtualMachine")) == 1
@@ -59,7 +66,7 @@ def test_a_deploy_refused_at_once_grows_the_backoff(tmp_path, cloud, key, sshd):
     sshd.set_output(HIGH)
     path = make_config(tmp_path, cloud, key, sshd.port)
     assert "1 failed deploy(s) in a row" in run(path, status=1)
-    assert cloud.tags(cloud.lb_id)[BACKOFF].startswith("1 ")
+    assert cloud.tags(cloud.lb_id)[f"{BACKOFF}:1"].startswith("1 ")
     assert "held back by the failed-deploy backoff" in run(path)
     assert deploys(cloud) == 1
     assert sum(key.startswith("ssh-scale:launch:") for key in cloud.tags(cloud.lb_id)) == 1
@@ -97,7 +104,7 @@ def test_target_deploys_that_came_up_join_when_another_fails(tmp_path, cloud, ke
     assert started >= 3
     members = labels(cloud.lb_members())
     assert len(members) == 2 + started - 1  # every VM that came up joined in this run
-    assert BACKOFF in cloud.tags(cloud.lb_id)
+    assert f"{BACKOFF}:1" in cloud.tags(cloud.lb_id)
 
 
 def test_a_lease_whose_answer_is_lost_is_read_back(tmp_path, cloud, key, sshd):
@@ -108,3 +115,19 @@ def test_a_lease_whose_answer_is_lost_is_read_back(tmp_path, cloud, key, sshd):
     path = make_config(tmp_path, cloud, key, sshd.port)
     assert "scale out" in run(path)
     assert LEASE not in cloud.tags(cloud.lb_id) and len(cloud.lb_members()) == 3
+
+
+def test_a_backoff_whose_next_value_cannot_be_written_keeps_the_previous(cloud):
+    """Failed creates (a database hiccup) never lose the backoff: the next count is created
+    before the previous one is removed."""
+    parser = configparser.ConfigParser()
+    parser.read_string(render(base_sections(cloud, None)))
+    settings = settings_from_config(parser, "test", {}, check_key=False)
+    client = Client(Account(cloud.url, cloud.api_key, cloud.secret_key, timeout=5))
+    cloud.set_tag(cloud.lb_id, f"{BACKOFF}:4", "4 4102444800")
+    cloud.inject(Fault("job_fail", command="createTags", times=2, errortext="db hiccup"))
+    with pytest.raises(TagError):
+        TagWriter(client, settings).write_backoff(
+            LOAD_BALANCER, cloud.lb_id, BACKOFF, Backoff(5, datetime.now(timezone.utc)),
+            (f"{BACKOFF}:4",))
+    assert cloud.tags(cloud.lb_id)[f"{BACKOFF}:4"] == "4 4102444800"

@@ -132,5 +132,5 @@ def test_refresh_stops_when_the_cloud_names_the_new_vms_template_otherwise(
     assert "templateid 3525" in err and "it would be replaced again and again" in err
     assert "m1" in member_names(cloud)
     assert [vm["id"] for vm in cloud.vms() if vm.get("group") == old["group"]] == [old["id"]]
-    assert cloud.tags(cloud.lb_id)["ssh-scale:backoff"].startswith("1 ")
+    assert cloud.tags(cloud.lb_id)["ssh-scale:backoff:1"].startswith("1 ")
     assert "ssh-scale:replace" not in cloud.tags(old["id"])

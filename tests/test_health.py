@@ -213,7 +213,7 @@ def test_failed_replacement_leaves_the_old_vm_and_backs_off(tmp_path, cloud, key
     cloud.settle()
     assert names(cloud) == ["m1", "m2", "web1"]
     assert REPLACE not in cloud.tags(vms["m2"]["id"])
-    assert cloud.tags(cloud.lb_id)[BACKOFF].startswith("1 ")
+    assert cloud.tags(cloud.lb_id)[f"{BACKOFF}:1"].startswith("1 ")
     held = run(path)
     assert "replace (m2 failed its health check 1 run(s) in a row" in held
     assert "held back by the failed-deploy backoff" in held

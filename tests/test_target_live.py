@@ -173,7 +173,7 @@ def test_a_failed_deploy_after_the_lease_is_reported_and_backs_off(tmp_path, clo
     cloud.settle()
     assert managed_names(cloud) == set()  # the VM left in Error is destroyed
     tags = cloud.tags(cloud.lb_id)
-    assert tags[BACKOFF].split()[0] == "1" and LEASE not in tags
+    assert tags[f"{BACKOFF}:1"].split()[0] == "1" and LEASE not in tags
 
 
 def test_min_size_is_filled_when_no_host_answers(tmp_path, cloud, key, sshd):

@@ -35,9 +35,6 @@ from sshscale.tags import USER_VM
 
 __all__ = ["Actor"]
 
-REPAIRS = (Action.ADOPT, Action.READD, Action.DESTROY)
-
-
 class Actor(Launcher):
     """Carries out a Decision against the cloud, logging every step, keeping the pool's facts
     in tags, and stopping before any change once its lease on the pool has expired."""
@@ -52,7 +49,7 @@ class Actor(Launcher):
             Action.DESTROY: lambda: self.destroy(decision.vms[0]),
             Action.REPLACE: lambda: self.replace(decision.vms[0], pool),
         }
-        if decision.action not in REPAIRS:
+        if decision.rule != "repair":  # (a half-done replacement's end is a repair too)
             return handlers[decision.action]()
         try:
             return handlers[decision.action]()

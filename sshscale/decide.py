@@ -114,7 +114,7 @@ def _decide_rules(measurement: Measurement, pool: Pool, settings: Settings, now:
     target`` sizes the pool with sshscale.target instead of the load rules."""
     if settings.policy == "target":
         return _decide_target(measurement, pool, settings, now, history)
-    repair = _plan_repair(pool, settings, now) or finish_replacement(pool)
+    repair = _plan_repair(pool, settings, now) or finish_replacement(pool, now)
     count = pool.count
     if repair is not None and (repair.action in GIVES_BACK or count >= settings.min_size):
         return repair
@@ -172,7 +172,7 @@ def _decide_target(measurement: Measurement, pool: Pool, settings: Settings, now
     booting = target.booting_vms(pool, settings, now)
     have = pool.count + len(booting)
     repair = _plan_repair(Pool(tuple(v for v in pool.vms if v not in booting)), settings,
-                          now) or finish_replacement(pool)
+                          now) or finish_replacement(pool, now)
     if repair is not None and (repair.action in GIVES_BACK or have >= settings.min_size):
         return repair
     if history is None:

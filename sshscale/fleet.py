@@ -365,12 +365,14 @@ def is_replacement(vm: Vm, pool: Pool) -> bool:
     return any(m.tag(REPLACE) == vm.id for m in pool.members)
 
 
-def finish_replacement(pool: Pool) -> Optional[Decision]:
+def finish_replacement(pool: Pool, now: datetime) -> Optional[Decision]:
     """A member whose replacement already serves (a run died before taking it away): the
-    replacement is finished (drain and destroy)."""
+    replacement is finished (drain and destroy), unless finishing it was refused lately (its
+    repair backs off)."""
     for vm in pool.in_service:
         new = replacement_of(vm, pool)
-        if new is not None and removable(vm):
+        held = repair_backoff(vm)
+        if new is not None and removable(vm) and (held is None or now >= held.until):
             return Decision(Action.REPLACE, f"repair: {new.name} replaced {vm.name}, which is "
                             "still in the load balancer", vms=(vm,), count=1, rule="repair")
     return None

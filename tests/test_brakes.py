@@ -303,3 +303,15 @@ def test_the_backoff_is_written_next_before_the_previous_goes():
     assert history.backoff is not None and history.backoff.failures == 4
     assert history.backoff_keys == ("ssh-scale:backoff", "ssh-scale:backoff:3",
                                     "ssh-scale:backoff:4")
+
+
+def test_a_half_done_replacement_whose_end_is_refused_backs_off_too():
+    """The old VM of a replacement whose new VM serves is taken away as a repair; refused, it
+    backs off per VM like any repair, and the load rules act meanwhile."""
+    new = vm("new", age_min=5)
+    held = f"1 {time_value(NOW + timedelta(minutes=1))}"
+    old = vm("old", tags={"ssh-scale:replace": "id-new", f"{REPAIR}:1": held})
+    p = pool(vm("m1"), old, new)
+    assert decide(hosts(4.0), p, BASE, NOW, History()).action is A.SCALE_OUT
+    later = decide(hosts(4.0), p, BASE, NOW + timedelta(minutes=2), History())
+    assert (later.action, later.rule, later.vms) == (A.REPLACE, "repair", (old,))

@@ -22,11 +22,9 @@ from sshscale.facts import (
     backoff_after_failure,
     backoff_keys,
     latest_backoff,
-    parse_tries,
     time_value,
-    tries_value,
 )
-from sshscale.fleet import replacement_of
+from sshscale.fleet import replacement_of, tries_of
 from sshscale.interrupts import step
 from sshscale.launch import Launcher
 from sshscale.logs import ACTION, note
@@ -112,11 +110,12 @@ class Actor(Launcher):
             if marks:
                 self.check_lease()
                 self.tags.delete(USER_VM, vm.id, dict.fromkeys(marks))
-        untagged = [vm.id for vm in ready if vm.tag(POOL) is None]
+        untagged = [vm.id for vm in ready if vm.tag(POOL) is None]  # a dead run's deploys
         if untagged:
-            self.tag_new(untagged, {})
+            self.tag_new(untagged, {TRIES: "0"})
         self.assign([vm.id for vm in ready])
-        self.joined(deploy_seconds=None, ends_backoff=not drained)
+        self.joined(deploy_seconds=None,
+                    ends_backoff=not drained and self.settings.health_check == "none")
         return self.new_count(pool.count + len(ready))
 
     def scale_in(self, vm: Vm, pool: Pool) -> str:
@@ -147,21 +146,21 @@ class Actor(Launcher):
         """Deploy and assign a VM in vm's place, then take vm away as a scale-in does; the pool
         keeps its size, so no scale time is recorded. When vm's mark names a replacement that
         serves already (a run died halfway), only the second half is left to do. A failed
-        deploy leaves vm in place. Replacing a VM that was itself a replacement and never
-        passed its check counts as a failed deploy (the backoff grows); the new VM carries
-        its generation (ssh-scale:tries) until it passes."""
+        deploy leaves vm in place. Replacing a VM that never passed its check (still on
+        trial) counts as a failed deploy (the backoff grows); the new VM carries its
+        generation (ssh-scale:tries) until it passes."""
         new = replacement_of(vm, pool)
         if new is not None:
             note("replace", f"{vm.name} ({vm.ip or 'no ip'}): {new.name} serves in its place",
                  ACTION)
         else:
-            tries = parse_tries(vm.tag(TRIES)).count
-            if tries:
-                note("replace", f"{vm.name} replaced {tries} time(s) in a row and never "
-                                "healthy: counted as a failed deploy", logging.WARNING)
+            tries = tries_of(vm)
+            if tries.on_trial:
+                note("replace", f"{vm.name} never passed its health check: counted as a failed "
+                                "deploy", logging.WARNING)
                 self.back_off()
             note("replace", f"{vm.name} ({vm.ip or 'no ip'}): deploying its replacement", ACTION)
-            self._replace_first_half(vm, tries + 1)
+            self._replace_first_half(vm, tries.count + 1 if tries.on_trial else 1)
         self._retire(vm, scale_time=False)
         return self.new_count(pool.count - 1 if new is not None else pool.count)
 
@@ -175,7 +174,7 @@ class Actor(Launcher):
             self.back_off()
             self._mark_replaced(vm, None)
             raise awaited.failure
-        self.tag_new(awaited.vm_ids, {TRIES: tries_value(generation)})
+        self.tag_new(awaited.vm_ids, {TRIES: str(generation)})
         self.assign(awaited.vm_ids)
 
     def _mark_replaced(self, vm: Vm, new_id: Optional[str]) -> None:

@@ -19,7 +19,13 @@ import sys
 from typing import TYPE_CHECKING, Optional
 
 from sshscale import __version__
-from sshscale.interrupts import step, stopped_message, stopped_status, terminate_on_sigterm
+from sshscale.interrupts import (
+    ignore_sigterm,
+    step,
+    stopped_message,
+    stopped_status,
+    terminate_on_sigterm,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -381,7 +387,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             redactor = logs.configure(args.verbose, args.quiet,
                                       sys.stderr if args.json or aside else sys.stdout,
                                       silent=aside)
-        return run_command(args, redactor)
+        status = run_command(args, redactor)
+        if argv is None:  # the program itself (not a caller such as a test): it ends now
+            ignore_sigterm()
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        if argv is None:
+            ignore_sigterm()
         print(f"{PROG}: error: {stopped_message(exc)}", file=sys.stderr)
-        return stopped_status(exc)
+        status = stopped_status(exc)
+    return status

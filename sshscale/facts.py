@@ -29,9 +29,10 @@ On a VM:
                         that changes; it stops at [health] unhealthy_runs)
   ssh-scale:replace     the id of the VM deployed to replace it (a later run finishes the
                         replacement once that VM serves)
-  ssh-scale:tries       "<n>" on a VM deployed to replace another, until it passes its health
-                        check: the n-th replacement in a row of one member ("<n> halted" once
-                        replacing it again was given up)
+  ssh-scale:tries       "<n>" on a VM deployed (0) or deployed to replace another (the n-th
+                        replacement in a row of one member), until it passes its health check
+  ssh-scale:given-up    "<unix time> <holder>": replacing this VM again was given up (the run
+                        that created it told it)
   ssh-scale:repair:<n>  "<n failed repairs in a row> <unix time the next may start>": a repair
                         the cloud refused backs off per VM (written as the deploys' backoff)
   ssh-scale:stuck       unix time the VM was first seen in a transitional state (Starting,
@@ -48,13 +49,13 @@ from typing import Optional
 
 from sshscale.model import Backoff, History, Lease
 
-__all__ = ["BACKOFF", "BUDGET", "DRAIN", "FIRST_BACKOFF_SECONDS", "LAUNCH_PREFIX",
+__all__ = ["BACKOFF", "BUDGET", "DRAIN", "FIRST_BACKOFF_SECONDS", "GIVEN_UP", "LAUNCH_PREFIX",
            "LAUNCH_WINDOW", "LEASE", "POOL", "PROTECT", "REFRESH_HALTED", "REPAIR", "REPLACE",
            "SCALE_IN", "SCALE_OUT", "STUCK", "TRIES", "UNHEALTHY", "UPGRADED", "Tries",
            "backoff_after_failure", "backoff_key", "backoff_keys", "backoff_value",
-           "history_from_tags", "latest_backoff", "launch_key",
-           "lease_value", "parse_backoff", "parse_count", "parse_lease", "parse_time_value",
-           "parse_tries", "scale_out_value", "time_value", "tries_value"]
+           "history_from_tags", "latest_backoff", "launch_key", "lease_value", "parse_backoff",
+           "parse_count", "parse_lease", "parse_time_value", "scale_out_value", "time_value",
+           "tries_of_tags"]
 
 SCALE_OUT = "ssh-scale:scale-out"
 SCALE_IN = "ssh-scale:scale-in"
@@ -71,10 +72,10 @@ REPLACE = "ssh-scale:replace"
 TRIES = "ssh-scale:tries"
 REPAIR = "ssh-scale:repair"
 STUCK = "ssh-scale:stuck"
+GIVEN_UP = "ssh-scale:given-up"
 PROTECT = "ssh-scale:protect"
 FIRST_BACKOFF_SECONDS = 60.0
 LAUNCH_WINDOW = timedelta(hours=1)
-HALTED = "halted"
 
 
 def time_value(when: datetime) -> str:
@@ -189,23 +190,20 @@ def _launches(tags: Mapping[str, str]) -> tuple[tuple[str, datetime], ...]:
 
 @dataclass(frozen=True)
 class Tries:
-    """A replacement's generation: the n-th replacement in a row of one member (0: not a
-    replacement that still has to prove itself); halted once replacing it again was given up."""
+    """A VM on trial: deployed (`count` = 0) or deployed to replace another (`count` = the
+    replacements in a row of one member), and not yet healthy; `given_up`: replacing it again
+    was given up."""
 
-    count: int
-    halted: bool = False
-
-
-def tries_value(count: int, halted: bool = False) -> str:
-    """The tries tag's value."""
-    return f"{count} {HALTED}" if halted else str(count)
+    on_trial: bool
+    count: int = 0
+    given_up: bool = False
 
 
-def parse_tries(value: Optional[str]) -> Tries:
-    """The tries tag: 0 when absent or unreadable."""
-    parts = (value or "").split()
-    count = parse_count(parts[0]) if parts else 0
-    return Tries(count, count > 0 and parts[1:] == [HALTED])
+def tries_of_tags(tags: Mapping[str, str]) -> Tries:
+    """A VM's trial from its tags (keys lowercased)."""
+    if TRIES not in tags:
+        return Tries(False)
+    return Tries(True, parse_count(tags[TRIES]), GIVEN_UP in tags)
 
 
 def history_from_tags(tags: Mapping[str, str]) -> History:
@@ -221,7 +219,7 @@ def history_from_tags(tags: Mapping[str, str]) -> History:
         lease=parse_lease(tags.get(LEASE)),
         deploy_seconds=deploy_seconds,
         launches=_launches(tags),
-        budget_notice=parse_time_value(tags.get(BUDGET)),
+        budget_notice=parse_time_value((tags.get(BUDGET) or "").partition(" ")[0]),
         refresh_halted=halted[0] if halted else None,
         upgraded=UPGRADED in tags,
     )

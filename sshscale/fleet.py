@@ -20,14 +20,13 @@ from sshscale.facts import (
     REPAIR,
     REPLACE,
     STUCK,
-    TRIES,
     UNHEALTHY,
     Tries,
     latest_backoff,
     parse_count,
     parse_time_value,
-    parse_tries,
     time_value,
+    tries_of_tags,
 )
 from sshscale.model import (
     Action,
@@ -116,9 +115,10 @@ def vm_notes(vm: Vm) -> str:
     if vm.tag(REPLACE):
         notes.append(f"being replaced by {vm.tag(REPLACE)}")
     tries = tries_of(vm)
-    if tries.count:
-        notes.append(f"replacement #{tries.count}, " + (
-            "given up" if tries.halted else "on trial until it passes its check"))
+    if tries.on_trial:
+        what = f"replacement #{tries.count}" if tries.count else "new"
+        notes.append(f"{what}, " + ("replacing it again given up" if tries.given_up
+                                    else "on trial until it passes its check"))
     repair = repair_backoff(vm)
     if repair is not None:
         notes.append(f"repair refused {repair.failures} time(s), retried after "
@@ -248,15 +248,15 @@ def health_lines(pool: Pool, settings: Settings) -> list[str]:
 
 
 def in_flight(pool: Pool) -> tuple[Vm, ...]:
-    """Replacements that have not passed their health check yet (their ssh-scale:tries tag),
-    and members whose replacement is under way (their ssh-scale:replace mark)."""
+    """Replacements under way: VMs on trial (new, not yet healthy) that have not been given up,
+    and members whose replacement is being deployed (their ssh-scale:replace mark)."""
     return tuple(v for v in pool.in_service if v.managed and (
-        (tries_of(v).count and not tries_of(v).halted) or v.tag(REPLACE)))
+        (tries_of(v).on_trial and not tries_of(v).given_up) or v.tag(REPLACE)))
 
 
 def tries_of(vm: Vm) -> Tries:
-    """The VM's replacement generation (ssh-scale:tries)."""
-    return parse_tries(vm.tag(TRIES))
+    """The VM's trial (ssh-scale:tries, ssh-scale:given-up)."""
+    return tries_of_tags({k.lower(): v for k, v in vm.tags})
 
 
 def replacement_room(pool: Pool) -> int:
@@ -271,11 +271,12 @@ def plan_replacement(pool: Pool, settings: Settings) -> Optional[Decision]:
     replacements under way fill their share of the pool (a failing one suspends the others:
     only it is replaced again)."""
     health = assess(pool, settings)
-    candidates = [v for v in health.replaceable if not tries_of(v).halted]
+    candidates = [v for v in health.replaceable if not tries_of(v).given_up]
     if not candidates or health.too_many or pool.committed > settings.max_size:
         return None
     flying = in_flight(pool)
-    failing = [v for v in flying if v in health.failing]
+    # a new VM that fails (given up or not) suspends the other replacements
+    failing = [v for v in health.failing if tries_of(v).on_trial]
     allowed = [v for v in candidates if v in flying or (
         not failing and len(flying) < replacement_room(pool))]
     if not allowed:

@@ -16,8 +16,8 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["INTERRUPTED", "TERMINATED", "Terminated", "step", "stopped_message",
-           "stopped_status", "terminate_on_sigterm"]
+__all__ = ["INTERRUPTED", "TERMINATED", "Terminated", "ignore_sigterm", "step",
+           "stopped_message", "stopped_status", "terminate_on_sigterm"]
 
 INTERRUPTED = 130  # the exit statuses: 128 + SIGINT, 128 + SIGTERM
 TERMINATED = 143
@@ -65,3 +65,11 @@ def terminate_on_sigterm() -> None:
 
     with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def ignore_sigterm() -> None:
+    """The run is over and has said so: a SIGTERM from now on changes nothing. Ignored rather
+    than handled, as Python puts a handled signal back to its default (death, no line) while
+    the interpreter shuts down."""
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -25,9 +25,11 @@ from sshscale.facts import (
     LAUNCH_WINDOW,
     POOL,
     SCALE_OUT,
+    TRIES,
     UPGRADED,
     backoff_after_failure,
     backoff_key,
+    history_from_tags,
     launch_key,
     scale_out_value,
     time_value,
@@ -38,7 +40,7 @@ from sshscale.logs import ACTION, note
 from sshscale.model import IN_SERVICE, Deploy, History, Settings, shown_time, vm_count
 from sshscale.observe import parse_time
 from sshscale.ownership import vm_name
-from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter, refused
+from sshscale.tags import LOAD_BALANCER, USER_VM, TagWriter, read_tags, refused
 
 __all__ = ["Awaited", "Launcher"]
 
@@ -291,10 +293,13 @@ class Launcher:
         (None), the members in service read again. Raises a failed deploy's error after the
         assign (and grows the backoff)."""
         if awaited.vm_ids:
-            self.tag_new(awaited.vm_ids, {})
+            self.tag_new(awaited.vm_ids, {TRIES: "0"})  # on trial until healthy
             self.assign(awaited.vm_ids)
+            # with health checks a deploy's job is no proof: the first check passed ends the
+            # backoff (upkeep); without, the job is all there is
             self.joined(deploy_seconds=self._deploy_seconds(awaited.created),
-                        ends_backoff=awaited.failure is None)
+                        ends_backoff=awaited.failure is None and
+                        self.settings.health_check == "none")
         if awaited.failure is not None:
             self.back_off()
             if awaited.vm_ids:
@@ -318,9 +323,22 @@ class Launcher:
     def joined(self, deploy_seconds: Optional[float], ends_backoff: bool) -> None:
         """VMs joined the pool: the scale-out cooldown starts; a deploy's duration is kept (an
         adopt keeps the last one); a good deploy ends the backoff."""
-        seconds = deploy_seconds if deploy_seconds is not None else self.history.deploy_seconds
+        seconds = deploy_seconds if deploy_seconds is not None else self._recorded_seconds()
         self.record({SCALE_OUT: scale_out_value(self.clock(), seconds)}, "the scale-out time",
                     also_delete=(BACKOFF, *self.history.backoff_keys) if ends_backoff else ())
+
+    def _recorded_seconds(self) -> Optional[float]:
+        """The deploy duration recorded last (an adopt keeps it): from the history, or, for a
+        repair that read none, from the rule's tag."""
+        if self.history.deploy_seconds is not None:
+            return self.history.deploy_seconds
+        try:
+            held = read_tags(self.client, self.settings, LOAD_BALANCER,
+                             [self.settings.load_balancer], [SCALE_OUT])
+        except idcf_api.CloudStackError:
+            return None
+        value = next((tags.get(SCALE_OUT) for tags in held.values()), None)
+        return history_from_tags({SCALE_OUT: value} if value else {}).deploy_seconds
 
     def assign(self, vm_ids: Sequence[str]) -> None:
         """Add the VMs to the load balancer. CloudStack fails the whole job when one of them

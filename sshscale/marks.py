@@ -3,9 +3,10 @@ as it reads once they are written. No I/O: sshscale/upkeep.py writes them.
 
   * ssh-scale:pool on a VM an earlier version deployed, recognised as the pool's (once);
   * ssh-scale:unhealthy, each checked member's count of failed runs in a row;
-  * ssh-scale:tries goes from a replacement that passed its check (with check = none: once
-    it runs past [health] grace), and is marked "halted" on one that failed as the
-    MAX_TRIES-th replacement in a row of its member (replacing it again is given up: told once);
+  * ssh-scale:tries (and ssh-scale:given-up) go from a new VM that passed its check (with
+    check = none: once it runs past [health] grace); ssh-scale:given-up comes on one that
+    failed as the MAX_TRIES-th replacement in a row of its member (told once, by the run that
+    creates it);
   * ssh-scale:stuck holds when a managed VM was first seen Starting or Stopping without a job
     (gone again once it is not).
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Optional
 
-from sshscale.facts import POOL, STUCK, TRIES, UNHEALTHY, time_value, tries_value
+from sshscale.facts import GIVEN_UP, POOL, STUCK, TRIES, UNHEALTHY, time_value
 from sshscale.fleet import MAX_TRIES, count_changes, failures, tries_of
 from sshscale.model import TRANSITIONAL, Notice, Pool, Settings, Vm
 
@@ -49,16 +50,18 @@ def marks_due(pool: Pool, settings: Settings, now: datetime) -> tuple[Mark, ...]
 
 def _tries_marks(vm: Vm, settings: Settings, now: datetime) -> list[Mark]:
     tries = tries_of(vm)
-    if not tries.count or tries.halted:
+    if not tries.on_trial:
         return []
-    if _proven(vm, settings, now):
-        return [Mark(vm.id, TRIES, None)]
-    if tries.count >= MAX_TRIES and failures(vm) >= settings.unhealthy_runs:
+    if _proven(vm, settings, now):  # healthy at last: no longer on trial, nor given up
+        return [Mark(vm.id, TRIES, None)] + ([Mark(vm.id, GIVEN_UP, None)]
+                                             if tries.given_up else [])
+    if not tries.given_up and tries.count >= MAX_TRIES and \
+            failures(vm) >= settings.unhealthy_runs:
         text = (f"{vm.name} is the {tries.count}th replacement in a row that never passed its "
                 "health check: not replacing it again (check the template, then delete its "
-                f"{TRIES} tag)")
-        return [Mark(vm.id, TRIES, tries_value(tries.count, halted=True),
-                     Notice(TRIES, tries_value(tries.count, halted=True), text, vm.id))]
+                f"{GIVEN_UP} tag)")
+        value = time_value(now)
+        return [Mark(vm.id, GIVEN_UP, value, Notice(GIVEN_UP, value, text, vm.id))]
     return []
 
 

@@ -381,9 +381,18 @@ def run_remote(client: Any, command: str, timeout: float) -> str:
     """Execute the command on a connected paramiko client; its output, or CommandFailed when
     it exits non-zero or does not finish within `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    stdin, stdout, _ = client.exec_command(command, timeout=timeout)
+    stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
+    try:
+        return _output(stdout.channel, stdin, deadline, timeout)
+    finally:  # closed here, not by the garbage collector at exit (a late "I/O operation on
+        for handle in (stdout, stderr):  # closed file" on stderr after a timeout)
+            with contextlib.suppress(Exception):
+                handle.close()
+
+
+def _output(channel: Any, stdin: Any, deadline: float, timeout: float) -> str:
+    """The command's output once it exited 0, within the deadline."""
     stdin.close()
-    channel = stdout.channel
     late = CommandFailed(f"the command did not finish within {timeout:g} s "
                          "(check [monitoring] command / command_timeout)")
     data = b""

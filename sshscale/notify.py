@@ -168,12 +168,24 @@ def _run(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> None:
 def send(report: Report, settings: Settings, host: str, secrets: Sequence[str] = (),
          environ: Optional[Mapping[str, str]] = None) -> None:
     """Notify [notify]'s webhook and command, at once, of the run's event when it is one of
-    [notify] events; waits at most [notify] timeout; never raises (a failure, or a sender
-    still busy at the timeout, is a warning line)."""
+    [notify] events (and of a brake it engaged besides an action: a second notification);
+    waits at most [notify] timeout each; never raises (a failure, or a sender still busy at
+    the timeout, is a warning line)."""
     config = settings.notify
-    event = event_of(report)
-    if config is None or event is None or event not in config.events:
+    if config is None:
         return
+    events = [event_of(report)]
+    if report.notices and events[0] != "brake":  # a brake told besides the run's action
+        events.append("brake")
+    for event in events:
+        if event is not None and event in config.events:
+            _send_one(report, event, settings, host, secrets, environ)
+
+
+def _send_one(report: Report, event: str, settings: Settings, host: str,
+              secrets: Sequence[str], environ: Optional[Mapping[str, str]]) -> None:
+    config = settings.notify
+    assert config is not None  # send() checked
     data = _redacted(payload(report, event, settings, host), secrets)
     jobs: list[tuple[str, Callable[[], None]]] = []
     if config.webhook:

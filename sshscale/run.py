@@ -22,7 +22,7 @@ from sshscale.decide import aggregate_load, decide
 from sshscale.errors import LeaseBusy, LockBusy, SshError, TagError
 from sshscale.interrupts import step
 from sshscale.launch import Awaited
-from sshscale.lease import change_deadline, lease_seconds, pool_lease
+from sshscale.lease import change_deadline, holder_id, lease_seconds, pool_lease
 from sshscale.logs import note
 from sshscale.model import Action, Decision, History, Observation, Pending, Report, Settings
 from sshscale.observe import observe, read_history, reread_pool
@@ -98,7 +98,7 @@ def run_once(settings: Settings, client: Client, report: Report, *,
     report.bounds = effective_bounds(settings, observation.now)
     bounded = with_bounds(settings, report.bounds)  # what the log and health lines quote
     observation, report.notices = keep_marks(observation, bounded, client,
-                                             write=not report.dry_run)
+                                             write=not report.dry_run, holder=holder_id())
     report.measurement, report.pool, report.pool_read = (observation.measurement,
                                                          observation.pool, True)
     report.load_out = aggregate_load(observation.measurement, settings.period_out, settings)
@@ -156,8 +156,9 @@ def _record_notice(decision: Decision, settings: Settings, client: Client,
         return
     kind, where = (USER_VM, notice.vm_id) if notice.vm_id else \
         (LOAD_BALANCER, settings.load_balancer)
-    try:
-        TagWriter(client, settings).create(kind, where, {notice.key: notice.value})
+    try:  # the value names this run: a tie with another monitor's is no tie
+        TagWriter(client, settings).create(kind, where,
+                                           {notice.key: f"{notice.value} {holder_id()}"})
     except TagError as exc:
         if not any(exc.found.values()):
             note("tags", f"could not record the notice: {exc}", logging.WARNING)

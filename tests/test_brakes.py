@@ -22,10 +22,10 @@ from sshscale.facts import (
     REPAIR,
     STUCK,
     TRIES,
+    GIVEN_UP,
     UNHEALTHY,
     history_from_tags,
     launch_key,
-    parse_tries,
     scale_out_value,
     time_value,
 )
@@ -202,20 +202,32 @@ def test_a_replacement_that_never_passed_is_replaced_again_until_given_up():
     p = pool(vm("m1", check=OK), unhealthy("m2", tags={TRIES: "2"}))
     d = decide(hosts(2.0), p, BASE, NOW, History())
     assert d.action is A.REPLACE and d.vms[0].name == "m2"
-    given_up = pool(vm("m1", check=OK), unhealthy("m2", tags={TRIES: "3 halted"}))
+    given_up = pool(vm("m1", check=OK), unhealthy("m2", tags={TRIES: "3", GIVEN_UP: "1 x"}))
     assert decide(hosts(2.0), given_up, BASE, NOW, History()).action is A.NONE
+
+
+def test_a_failing_given_up_vm_suspends_every_other_replacement():
+    """A new VM that stays unhealthy (given up or not) suspends the other members'
+    replacements: a broken template starts no second chain."""
+    p = pool(vm("m0", check=OK), unhealthy("m1"),
+             unhealthy("m2", tags={TRIES: "3", GIVEN_UP: "1 x"}))
+    d = decide(hosts(2.0), p, BASE, NOW, History())
+    assert d.action is A.NONE and "not yet healthy and failing" in d.reason
 
 
 def test_marks_give_up_the_third_replacement_once_and_clear_a_proven_one():
     third = unhealthy("m2", tags={TRIES: "3"})
-    marks = marks_due(pool(vm("m1", check=OK, tags={TRIES: "1"}), third), BASE, NOW)
-    assert Mark("id-m1", TRIES, None) in marks  # it passed: no longer a replacement on trial
+    proven = vm("m1", check=OK, tags={TRIES: "1"})
+    marks = marks_due(pool(proven, third), BASE, NOW)
+    assert Mark("id-m1", TRIES, None) in marks  # it passed: no longer on trial
     halt = next(m for m in marks if m.vm_id == "id-m2")
-    assert halt.value == "3 halted" and halt.notice is not None
+    assert (halt.key, halt.value) == (GIVEN_UP, time_value(NOW)) and halt.notice is not None
     assert "3th replacement in a row that never passed" in halt.notice.text
-    assert parse_tries("3 halted").halted and parse_tries("2").count == 2
     again = marks_due(with_marks(pool(third), [halt]), BASE, NOW)
-    assert not [m for m in again if m.key == TRIES]  # told once
+    assert not [m for m in again if m.key in (TRIES, GIVEN_UP)]  # told once
+    healed = vm("m2", check=OK, tags={TRIES: "3", GIVEN_UP: "1 x"})
+    assert set(marks_due(pool(healed), BASE, NOW)) == {Mark("id-m2", TRIES, None),
+                                                        Mark("id-m2", GIVEN_UP, None)}
 
 
 def test_with_check_none_a_replacement_proves_itself_by_running_past_grace():

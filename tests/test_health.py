@@ -327,8 +327,10 @@ def test_replacements_that_never_become_healthy_stop_after_three(tmp_path, cloud
             cloud.skew_clock(skew)
         assert len(cloud.calls_of("deployVirtualMachine")) == 3
         assert vms["m1"]["id"] not in {vm["id"] for vm in cloud.vms()}
-        assert [cloud.tags(vm["id"]).get(TRIES) for vm in cloud.lb_members()
-                if label(vm["name"]) not in vms] == ["3 halted"]
+        given_up = [cloud.tags(vm["id"]) for vm in cloud.lb_members()
+                    if label(vm["name"]) not in vms]
+        assert [tags.get(TRIES) for tags in given_up] == ["3"]
+        assert "ssh-scale:given-up" in given_up[0]
         assert [post["event"] for _, post in receiver.posts] == ["brake"]
         assert "3th replacement in a row" in receiver.posts[0][1]["text"]
 

@@ -163,17 +163,15 @@ class Launcher:
         launches nothing); then the records older than an hour and the budget's notice go."""
         now = self.clock()
         self.check_lease()
+        records = {launch_key(t): time_value(now) for t in tokens}
+        if not self.history.upgraded:  # this version acts on the pool: it says so once
+            records[UPGRADED] = time_value(now)
         try:
-            records = {launch_key(t): time_value(now) for t in tokens}
-            if not self.history.upgraded:  # this version acts on the pool: it says so once
-                records[UPGRADED] = time_value(now)
             self.tags.create(LOAD_BALANCER, self.settings.load_balancer, records)
         except TagError as exc:
-            if not refused(exc):
-                raise
-            note("tags", "the cloud keeps no tags on load-balancer rules: no launch budget and "
-                         "no failed-deploy backoff can be kept", logging.WARNING)
-            return
+            why = "the cloud keeps no tags on the load-balancer rule, so neither the launch " \
+                "budget nor the failed-deploy backoff can be kept: " if refused(exc) else ""
+            raise ScaleError(f"no VM is launched without its record: {why}{exc}") from None
         stale = [key for key, when in self.history.launches if when <= now - LAUNCH_WINDOW]
         if self.history.budget_notice is not None:
             stale.append(BUDGET)

@@ -1,0 +1,405 @@
+"""The soak: hundreds of cron-like runs of the real ssh_scale.py against the CloudStack simulator
+in every --cloudstack mode and the real OpenSSH sshd, while a seeded plan attacks them, and the
+invariants checked after every step (bench/soak_checks.py). Figures and violations go to
+stdout (and, with --out, one JSON line per violation, with everything needed to reproduce it).
+
+    .venv/bin/python bench/soak.py --seed 1 --runs 500            # every mode, 500+ runs each
+    .venv/bin/python bench/soak.py --seed 1 --runs 40 --modes 4.19 --out soak.jsonl
+
+A step is one cron minute of virtual time: the plan (bench/soak_plan.py) sets the load each
+member reports, arms API faults (5xx, HTML pages, slow answers, failing and hanging jobs, deploys
+refused with 431/432/530/532/533/5xx or timing out, for one step or an episode of several),
+switches the config to a template whose VMs fail `[health] check = http`, makes members sick,
+garbles or silences SSH answers, sticks a VM in Starting or Stopping, adds strangers to the
+pool's instance group; then monitor a runs, often monitor b too (its own HOME and
+$SSH_SCALE_MONITOR, overlapping), either killed with SIGKILL or SIGTERM at a random API call.
+The seeded VMs (the monitored web1, an unmanaged member, another pool's VMs, strangers) are the
+ones the tool did not create. At the end the faults stop and a few calm steps run (the first
+after a gap longer than max_backoff), then the end state is checked.
+
+Time passes without waiting: before each step the simulator's Date header is moved ahead by the
+virtual time elapsed so far (Simulator.skew_clock, cumulative: 60 s per step, sometimes a gap
+of 5-30 minutes). Beyond 5 s of skew ssh_scale.py takes the cloud's clock for its own (it logs
+`clock : this machine's clock is N s behind the cloud's`), so every time it compares or writes
+(cooldowns, the backoff, the lease, the scale times in tags) is virtual time. The simulator
+still stamps VMs and events with the real time, so to the tool every VM looks older by the
+skew at its creation: health `grace`, `boot_grace` and the target policy's booting window are
+always past (the harsh case of a grace shorter than a cron minute). The soak checks the clock
+itself: a mode whose runs never print that `clock` line fails (the harness is broken), and
+tests/test_soak.py checks that a scale-out time written at a skew of an hour is an hour ahead.
+
+A violation names the seed, the mode, the step and the runs, the faults injected in that step
+and the two before, and the runs' output: `--seed S --modes M --runs N` draws the same plan
+again (the timing of kills and overlaps may differ)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+BENCH = Path(__file__).resolve().parent
+if str(BENCH.parent) not in sys.path:
+    sys.path.insert(0, str(BENCH.parent))
+
+from bench.soak_checks import (  # noqa: E402
+    StepRecord,
+    Tracker,
+    Violation,
+    bound_violations,
+    distinct,
+    end_violations,
+    foreign_violations,
+    measurement_violations,
+    run_violations,
+)
+from bench.soak_plan import Episode, StepPlan, draw_scenario, draw_step  # noqa: E402
+from bench.soak_world import WEB1, RunRecord, Scenario, World, open_world  # noqa: E402
+from cloudstack_sim import CLOUDSTACK_VERSIONS  # noqa: E402
+
+README = BENCH.parent / "README.md"
+CALM_STEPS = 5
+CONTEXT_STEPS = 3  # the steps whose injections a violation lists (its own and the two before)
+OUTPUT_LINES = 40
+CLOCK_LINE = "behind the cloud's"
+
+
+class SoakError(RuntimeError):
+    """The harness itself does not work (the virtual clock does not reach the tool)."""
+
+
+@dataclass
+class ModeResult:
+    """One server mode's soak: its scenario, what it did, injected and found."""
+
+    mode: str
+    seed: int
+    scenario: Scenario
+    runs: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    injected: Counter = field(default_factory=Counter)
+    violations: list[Violation] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)  # one per violation
+    run_seconds: list[float] = field(default_factory=list)
+
+
+def loadavg(load: float) -> str:
+    return f"{load:.2f} {load:.2f} {load:.2f} 1/200 999\n"
+
+
+def readme_exit_codes(readme: Path = README) -> frozenset[int]:
+    """The exit codes README's "Exit codes" table lists for ssh_scale.py."""
+    section = readme.read_text().split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    return frozenset(int(code) for code in re.findall(r"^\| (\d+) \|", section, re.M))
+
+
+class Driver:
+    """Runs one server mode's steps and checks each."""
+
+    def __init__(self, world: World, rng: random.Random, result: ModeResult) -> None:
+        self.world, self.rng, self.result = world, rng, result
+        self.exit_codes = readme_exit_codes()
+        self.tracker = Tracker(world.scenario)
+        self.skew = 0.0
+        self.demand = 2.0 * world.scenario.min_size
+        self.episodes: list[tuple[Episode, int]] = []
+        self.broken_left = 0
+        self.sick: dict[str, int] = {}
+        self.strangers = 0
+        self.history: list[list[str]] = []  # what each step injected
+        self.clock_seen = False
+        world.write_config(world.good_template)
+
+    def soak(self, runs: int, calm_steps: int = CALM_STEPS) -> None:
+        """At least `runs` runs under attack, then calm_steps (at least 1) calm ones."""
+        while self.result.runs < runs:
+            self.step(draw_step(self.rng, self.world.scenario, self.demand, self.strangers))
+        self._calm_down()
+        for index in range(max(1, calm_steps)):
+            plan = draw_step(self.rng, self.world.scenario, self.demand, self.strangers, True)
+            if index == 0:
+                plan = StepPlan(self.world.scenario.max_backoff + 120.0, plan.demand,
+                                release_hung=True, runs=plan.runs)
+            record = self.step(plan)
+        self._record(end_violations(record, self.world.scenario), record)
+        if not self.clock_seen:
+            raise SoakError(f"cloudstack {self.world.mode}: no run logged the clock line: the "
+                            "virtual clock (the Date header) does not reach ssh_scale.py")
+
+    def _calm_down(self) -> None:
+        """The faults stop: no episode, the good template, no sick member, hung jobs end."""
+        self.episodes, self.sick, self.broken_left = [], {}, 0
+        self.world.sick = set()
+        self.world.write_config(self.world.good_template)
+
+    def step(self, plan: StepPlan) -> StepRecord:
+        world, sim = self.world, self.world.sim
+        index = self.result.steps
+        injected: list[str] = []
+        self.skew += plan.delta
+        sim.skew_clock(self.skew)
+        if plan.delta > 60:
+            injected.append(f"virtual gap of {plan.delta:.0f} s")
+        self._template(plan, injected)
+        self._faults(plan, injected)
+        if plan.release_hung and sim.release_hung():
+            injected.append("hung jobs released")
+        self._sick(plan, injected)
+        stuck = self._stick(plan, injected)
+        self._stranger(plan, injected)
+        answers, silent = self._answers(plan, injected)
+        world.set_answers(answers, silent)
+        start = len(sim.calls)
+        vtime = time.time() + self.skew
+        runs = self._runs(plan)
+        for run in runs:
+            if run.signalled:
+                injected.append(f"{run.monitor} run {run.number}: {run.kill.describe()}")
+        try:
+            sim.settle(timeout=10)
+        except TimeoutError:
+            injected.append("requests or jobs still pending after the step")
+        disturbed = bool(plan.faults or self.episodes or stuck or sim.pending_jobs()
+                         or any(run.signalled for run in runs))
+        record = StepRecord(
+            index=index, vtime=vtime, skew=self.skew, disturbed=disturbed, runs=tuple(runs),
+            calls=tuple(world.calls_since(start)), vms=tuple(world.cloud_vms()),
+            seeded=dict(world.seeded), failed_vms=world.failed_deploys(),
+            broken_template=world.broken_template if world.scenario.health else None,
+            config_broken=self.broken_left > 0, answers=answers, silent=frozenset(silent))
+        sim.clear_faults()
+        self.demand = plan.demand
+        self._advance(injected)
+        self._record(run_violations(record, self.exit_codes) + bound_violations(
+            record, world.scenario) + foreign_violations(record) + measurement_violations(
+            record) + self.tracker.after(record), record)
+        return record
+
+    # --- what a step breaks ----------------------------------------------------------------
+
+    def _template(self, plan: StepPlan, injected: list[str]) -> None:
+        world = self.world
+        if plan.broken_steps and not self.broken_left:
+            self.broken_left = plan.broken_steps
+            world.write_config(world.broken_template)
+            verdict = "fail their health check" if world.scenario.health else "are unchecked"
+            injected.append(f"config deploys template {world.broken_template} (its VMs "
+                            f"{verdict}) for {plan.broken_steps} steps")
+
+    def _faults(self, plan: StepPlan, injected: list[str]) -> None:
+        sim = self.world.sim
+        sim.clear_faults()
+        if plan.episode is not None:
+            self.episodes.append((plan.episode, plan.episode.steps))
+        for episode, left in self.episodes:
+            sim.inject(episode.fault)
+            injected.append(f"episode: {episode.label} ({left} left)")
+        for label, fault in plan.faults:
+            sim.inject(fault)
+            injected.append(f"fault: {label}")
+
+    def _sick(self, plan: StepPlan, injected: list[str]) -> None:
+        members = [vm for vm in self.world.cloud_vms() if vm.id not in self.world.seeded
+                   and vm.in_lb and vm.state == "Running" and vm.ip]
+        if plan.sick is not None and members:
+            vm = members[int(plan.sick[0] * len(members))]
+            self.sick[str(vm.ip)] = plan.sick[1]
+            injected.append(f"{vm.name} ({vm.ip}) fails its health check for "
+                            f"{plan.sick[1]} steps")
+        self.world.sick = set(self.sick)
+
+    def _stick(self, plan: StepPlan, injected: list[str]) -> bool:
+        ours = [vm for vm in self.world.cloud_vms() if vm.id not in self.world.seeded
+                and vm.state == "Running"]
+        if plan.stick is None or not ours:
+            return False
+        state, pick = plan.stick
+        vm = ours[int(pick * len(ours))]
+        self.world.sim.set_state(vm.id, state)
+        injected.append(f"{vm.name} stuck in {state}")
+        return True
+
+    def _stranger(self, plan: StepPlan, injected: list[str]) -> None:
+        if plan.stranger is None:
+            return
+        state, in_lb = plan.stranger
+        self.strangers += 1
+        where = "in" if in_lb else "outside"
+        kind = f"a stranger in the pool's instance group ({state}, {where} the load balancer)"
+        self.world.seed_vm(f"stranger{self.strangers}", kind, group=self.world.group,
+                           in_lb=in_lb, state=state)
+        injected.append(kind)
+
+    def _answers(self, plan: StepPlan, injected: list[str]) -> tuple[dict[str, str], set[str]]:
+        """Every member reports an equal share of the demand; some answers garbled or late."""
+        world = self.world
+        serving = [vm for vm in world.cloud_vms() if vm.in_lb and vm.state == "Running"]
+        share = loadavg(plan.demand / max(1, len(serving)))
+        answers = dict.fromkeys(world.addresses, share)
+        measured = sorted(str(vm.ip) for vm in serving if vm.ip) \
+            if world.scenario.monitor_members else [WEB1]
+        silent: set[str] = set()
+        if plan.garble is not None and measured:
+            text, fraction = plan.garble
+            chosen = measured[:max(1, round(fraction * len(measured)))]
+            answers.update(dict.fromkeys(chosen, text))
+            injected.append(f"SSH answer {text!r} from {', '.join(chosen)}")
+        if plan.silence and measured:
+            silent = set(measured[1:] or measured)
+            answers.update(dict.fromkeys(silent, loadavg(8.0)))
+            if len(measured) > 1:
+                answers[measured[0]] = loadavg(0.4)
+            injected.append(f"busy and too late to answer: {', '.join(sorted(silent))}")
+        return answers, silent
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def _runs(self, plan: StepPlan) -> list[RunRecord]:
+        results: dict[int, RunRecord] = {}
+        numbers = [self.result.runs + n for n in range(len(plan.runs))]
+        self.result.runs += len(plan.runs)
+
+        def one(slot: int) -> None:
+            run = plan.runs[slot]
+            results[slot] = self.world.run(numbers[slot], self.world.monitors[run.monitor],
+                                           run.args, run.kill, run.delay)
+
+        threads = [threading.Thread(target=one, args=(slot,)) for slot in range(len(plan.runs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done = [results[slot] for slot in sorted(results)]
+        self.result.run_seconds += [run.seconds for run in done]
+        self.clock_seen = self.clock_seen or any(CLOCK_LINE in r.stdout + r.stderr
+                                                 for r in done)
+        return done
+
+    def _advance(self, injected: list[str]) -> None:
+        """Count down the episodes, the broken template and the sick members."""
+        self.result.steps += 1
+        self.history.append(injected)
+        for line in injected:
+            self.result.injected[_kind(line)] += 1
+        self.episodes = [(e, left - 1) for e, left in self.episodes if left > 1]
+        self.sick = {ip: left - 1 for ip, left in self.sick.items() if left > 1}
+        if self.broken_left:
+            self.broken_left -= 1
+            if not self.broken_left:
+                self.world.write_config(self.world.good_template)
+
+    def _record(self, violations: list[Violation], record: StepRecord) -> None:
+        for violation in violations:
+            self.result.violations.append(violation)
+            self.result.reports.append(self._context(violation, record))
+
+    def _context(self, violation: Violation, record: StepRecord) -> dict[str, Any]:
+        first = max(0, violation.step - CONTEXT_STEPS + 1)
+        return {
+            "mode": self.world.mode, "seed": self.result.seed, **asdict(violation),
+            "scenario": asdict(self.world.scenario),
+            "injected": {str(n): self.history[n] for n in range(first, violation.step + 1)
+                         if n < len(self.history)},
+            "vms": [f"{vm.name} {vm.state} {'in' if vm.in_lb else 'out'} {vm.ip}"
+                    for vm in record.vms if vm.state not in ("Destroyed", "Expunging")],
+            "runs": [_run_json(run) for run in record.runs
+                     if not violation.runs or run.number in violation.runs],
+        }
+
+
+def _kind(line: str) -> str:
+    """What an injection line counts as in the figures."""
+    for prefix in ("fault: ", "episode: "):
+        if line.startswith(prefix):
+            return prefix + line[len(prefix):].split(" on ")[0].split(" for ")[0] \
+                .split(" x")[0].split(" (")[0]
+    for word in ("SIGKILL", "SIGTERM", "stuck in", "stranger", "SSH answer", "too late",
+                 "health check for", "config deploys", "virtual gap", "hung jobs",
+                 "still pending"):
+        if word in line:
+            return word
+    return line
+
+
+def _run_json(run: RunRecord) -> dict[str, Any]:
+    stdout = [line for line in run.stdout.splitlines() if not line.startswith("{")]
+    report = run.report or {}
+    return {"number": run.number, "monitor": run.monitor, "args": list(run.args),
+            "kill": run.kill.describe() if run.kill else None, "signalled": run.signalled,
+            "exit": run.returncode, "seconds": round(run.seconds, 2),
+            "decision": report.get("decision"), "result": report.get("result"),
+            "stdout": stdout[-OUTPUT_LINES:], "stderr": run.stderr.splitlines()[-OUTPUT_LINES:]}
+
+
+def soak_mode(mode: str, seed: int, runs: int, calm_steps: int = CALM_STEPS,
+              job_seconds: float = 0.05) -> ModeResult:
+    """One server mode's soak of at least `runs` runs, then calm_steps calm ones."""
+    rng = random.Random(f"{seed}:{mode}")
+    scenario = draw_scenario(rng, job_seconds)
+    result = ModeResult(mode, seed, scenario)
+    started = time.monotonic()
+    with open_world(mode, scenario) as world:
+        Driver(world, rng, result).soak(runs, calm_steps)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def summary(result: ModeResult) -> str:
+    """The figures of one mode, and each distinct violation with its first occurrence."""
+    lines = [f"cloudstack {result.mode}, seed {result.seed}: {result.runs} runs in "
+             f"{result.steps} steps ({result.seconds:.0f} s), {len(result.violations)} "
+             f"violations", f"  scenario: {_scenario_text(result.scenario)}",
+             "  injected: " + ", ".join(f"{kind} {count}" for kind, count in
+                                        sorted(result.injected.items()))]
+    for invariant, found in distinct(result.violations).items():
+        first = found[0]
+        lines.append(f"  VIOLATION {invariant} x{len(found)}: first at step {first.step} "
+                     f"(runs {', '.join(map(str, first.runs)) or '-'}): {first.detail}")
+    return "\n".join(lines)
+
+
+def _scenario_text(scenario: Scenario) -> str:
+    return ", ".join(f"{k} {v}" for k, v in asdict(scenario).items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=1, help="the plan's seed (default 1)")
+    parser.add_argument("--runs", type=int, default=500,
+                        help="runs per server mode before the calm steps (default 500)")
+    parser.add_argument("--calm", type=int, default=CALM_STEPS,
+                        help=f"calm steps at the end (default {CALM_STEPS})")
+    parser.add_argument("--modes", nargs="+", default=list(CLOUDSTACK_VERSIONS),
+                        choices=CLOUDSTACK_VERSIONS, help="server modes (default: all)")
+    parser.add_argument("--out", type=Path, help="one JSON line per violation, with context")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Soak every mode asked; exit 1 when a violation was found."""
+    args = build_parser().parse_args(argv)
+    results = []
+    for mode in args.modes:
+        result = soak_mode(mode, args.seed, args.runs, args.calm)
+        print(summary(result), flush=True)
+        results.append(result)
+        if args.out:
+            with args.out.open("a") as out:
+                for report in result.reports:
+                    out.write(json.dumps(report) + "\n")
+    return 1 if any(r.violations for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

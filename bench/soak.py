@@ -38,6 +38,7 @@ import argparse
 import json
 import random
 import re
+import signal
 import sys
 import threading
 import time
@@ -103,6 +104,18 @@ def readme_exit_codes(readme: Path = README) -> frozenset[int]:
     return frozenset(int(code) for code in re.findall(r"^\| (\d+) \|", section, re.M))
 
 
+class Injections:
+    """What one step broke: a line each (a violation lists them), counted by kind."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.kinds: Counter = Counter()
+
+    def add(self, kind: str, line: str) -> None:
+        self.lines.append(line)
+        self.kinds[kind] += 1
+
+
 class Driver:
     """Runs one server mode's steps and checks each."""
 
@@ -116,7 +129,7 @@ class Driver:
         self.broken_left = 0
         self.sick: dict[str, int] = {}
         self.strangers = 0
-        self.history: list[list[str]] = []  # what each step injected
+        self.history: list[Injections] = []  # what each step broke
         self.clock_seen = False
         world.write_config(world.good_template)
 
@@ -145,15 +158,15 @@ class Driver:
     def step(self, plan: StepPlan) -> StepRecord:
         world, sim = self.world, self.world.sim
         index = self.result.steps
-        injected: list[str] = []
+        injected = Injections()
         self.skew += plan.delta
         sim.skew_clock(self.skew)
         if plan.delta > 60:
-            injected.append(f"virtual gap of {plan.delta:.0f} s")
+            injected.add("virtual gap", f"virtual gap of {plan.delta:.0f} s")
         self._template(plan, injected)
         self._faults(plan, injected)
         if plan.release_hung and sim.release_hung():
-            injected.append("hung jobs released")
+            injected.add("hung jobs released", "hung jobs released")
         self._sick(plan, injected)
         stuck = self._stick(plan, injected)
         self._stranger(plan, injected)
@@ -164,11 +177,12 @@ class Driver:
         runs = self._runs(plan)
         for run in runs:
             if run.signalled:
-                injected.append(f"{run.monitor} run {run.number}: {run.kill.describe()}")
+                injected.add(signal.Signals(run.kill.signal).name,
+                             f"{run.monitor} run {run.number}: {run.kill.describe()}")
         try:
             sim.settle(timeout=10)
         except TimeoutError:
-            injected.append("requests or jobs still pending after the step")
+            injected.add("left pending", "requests or jobs still pending after the step")
         disturbed = bool(plan.faults or self.episodes or stuck or sim.pending_jobs()
                          or any(run.signalled for run in runs))
         record = StepRecord(
@@ -187,38 +201,38 @@ class Driver:
 
     # --- what a step breaks ----------------------------------------------------------------
 
-    def _template(self, plan: StepPlan, injected: list[str]) -> None:
+    def _template(self, plan: StepPlan, injected: Injections) -> None:
         world = self.world
         if plan.broken_steps and not self.broken_left:
             self.broken_left = plan.broken_steps
             world.write_config(world.broken_template)
             verdict = "fail their health check" if world.scenario.health else "are unchecked"
-            injected.append(f"config deploys template {world.broken_template} (its VMs "
-                            f"{verdict}) for {plan.broken_steps} steps")
+            injected.add("new template", f"config deploys template {world.broken_template} "
+                         f"(its VMs {verdict}) for {plan.broken_steps} steps")
 
-    def _faults(self, plan: StepPlan, injected: list[str]) -> None:
+    def _faults(self, plan: StepPlan, injected: Injections) -> None:
         sim = self.world.sim
         sim.clear_faults()
         if plan.episode is not None:
             self.episodes.append((plan.episode, plan.episode.steps))
         for episode, left in self.episodes:
             sim.inject(episode.fault)
-            injected.append(f"episode: {episode.label} ({left} left)")
-        for label, fault in plan.faults:
+            injected.add(f"{episode.kind} (steps)", f"episode: {episode.label} ({left} left)")
+        for kind, label, fault in plan.faults:
             sim.inject(fault)
-            injected.append(f"fault: {label}")
+            injected.add(kind, f"fault: {label}")
 
-    def _sick(self, plan: StepPlan, injected: list[str]) -> None:
+    def _sick(self, plan: StepPlan, injected: Injections) -> None:
         members = [vm for vm in self.world.cloud_vms() if vm.id not in self.world.seeded
                    and vm.in_lb and vm.state == "Running" and vm.ip]
         if plan.sick is not None and members:
             vm = members[int(plan.sick[0] * len(members))]
             self.sick[str(vm.ip)] = plan.sick[1]
-            injected.append(f"{vm.name} ({vm.ip}) fails its health check for "
-                            f"{plan.sick[1]} steps")
+            injected.add("sick member", f"{vm.name} ({vm.ip}) fails its health check for "
+                         f"{plan.sick[1]} steps")
         self.world.sick = set(self.sick)
 
-    def _stick(self, plan: StepPlan, injected: list[str]) -> bool:
+    def _stick(self, plan: StepPlan, injected: Injections) -> bool:
         ours = [vm for vm in self.world.cloud_vms() if vm.id not in self.world.seeded
                 and vm.state == "Running"]
         if plan.stick is None or not ours:
@@ -226,10 +240,10 @@ class Driver:
         state, pick = plan.stick
         vm = ours[int(pick * len(ours))]
         self.world.sim.set_state(vm.id, state)
-        injected.append(f"{vm.name} stuck in {state}")
+        injected.add(f"stuck {state}", f"{vm.name} stuck in {state}")
         return True
 
-    def _stranger(self, plan: StepPlan, injected: list[str]) -> None:
+    def _stranger(self, plan: StepPlan, injected: Injections) -> None:
         if plan.stranger is None:
             return
         state, in_lb = plan.stranger
@@ -238,9 +252,10 @@ class Driver:
         kind = f"a stranger in the pool's instance group ({state}, {where} the load balancer)"
         self.world.seed_vm(f"stranger{self.strangers}", kind, group=self.world.group,
                            in_lb=in_lb, state=state)
-        injected.append(kind)
+        injected.add("stranger in the group", kind)
 
-    def _answers(self, plan: StepPlan, injected: list[str]) -> tuple[dict[str, str], set[str]]:
+    def _answers(self, plan: StepPlan, injected: Injections
+                 ) -> tuple[dict[str, str], set[str]]:
         """Every member reports an equal share of the demand; some answers garbled or late."""
         world = self.world
         serving = [vm for vm in world.cloud_vms() if vm.in_lb and vm.state == "Running"]
@@ -253,13 +268,14 @@ class Driver:
             text, fraction = plan.garble
             chosen = measured[:max(1, round(fraction * len(measured)))]
             answers.update(dict.fromkeys(chosen, text))
-            injected.append(f"SSH answer {text!r} from {', '.join(chosen)}")
+            injected.add("garbled SSH answer", f"SSH answer {text!r} from {', '.join(chosen)}")
         if plan.silence and measured:
             silent = set(measured[1:] or measured)
             answers.update(dict.fromkeys(silent, loadavg(8.0)))
             if len(measured) > 1:
                 answers[measured[0]] = loadavg(0.4)
-            injected.append(f"busy and too late to answer: {', '.join(sorted(silent))}")
+            injected.add("silent hosts", f"busy and too late to answer: "
+                                         f"{', '.join(sorted(silent))}")
         return answers, silent
 
     # --- runs ------------------------------------------------------------------------------
@@ -285,12 +301,11 @@ class Driver:
                                                  for r in done)
         return done
 
-    def _advance(self, injected: list[str]) -> None:
+    def _advance(self, injected: Injections) -> None:
         """Count down the episodes, the broken template and the sick members."""
         self.result.steps += 1
         self.history.append(injected)
-        for line in injected:
-            self.result.injected[_kind(line)] += 1
+        self.result.injected.update(injected.kinds)
         self.episodes = [(e, left - 1) for e, left in self.episodes if left > 1]
         self.sick = {ip: left - 1 for ip, left in self.sick.items() if left > 1}
         if self.broken_left:
@@ -308,27 +323,14 @@ class Driver:
         return {
             "mode": self.world.mode, "seed": self.result.seed, **asdict(violation),
             "scenario": asdict(self.world.scenario),
-            "injected": {str(n): self.history[n] for n in range(first, violation.step + 1)
+            "injected": {str(n): self.history[n].lines
+                         for n in range(first, violation.step + 1)
                          if n < len(self.history)},
             "vms": [f"{vm.name} {vm.state} {'in' if vm.in_lb else 'out'} {vm.ip}"
                     for vm in record.vms if vm.state not in ("Destroyed", "Expunging")],
             "runs": [_run_json(run) for run in record.runs
                      if not violation.runs or run.number in violation.runs],
         }
-
-
-def _kind(line: str) -> str:
-    """What an injection line counts as in the figures."""
-    for prefix in ("fault: ", "episode: "):
-        if line.startswith(prefix):
-            return prefix + line[len(prefix):].split(" on ")[0].split(" for ")[0] \
-                .split(" x")[0].split(" (")[0]
-    for word in ("SIGKILL", "SIGTERM", "stuck in", "stranger", "SSH answer", "too late",
-                 "health check for", "config deploys", "virtual gap", "hung jobs",
-                 "still pending"):
-        if word in line:
-            return word
-    return line
 
 
 def _run_json(run: RunRecord) -> dict[str, Any]:

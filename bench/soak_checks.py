@@ -89,10 +89,10 @@ def run_violations(step: StepRecord, exit_codes: Collection[int]) -> list[Violat
 
 def bound_violations(step: StepRecord, scenario: Scenario) -> list[Violation]:
     """Never more than max_size + 1 VMs in service or of the tool's."""
-    committed = _committed(step)
-    if committed > scenario.max_size + 1:
-        return [Violation("above max_size + 1", f"{committed} VMs in service or deployed, "
-                          f"max_size {scenario.max_size}", step.index, _numbers(step))]
+    if _excess(step, scenario.max_size) > 1:
+        return [Violation("above max_size + 1", f"{_committed(step)} VMs in service or "
+                          f"deployed, max_size {scenario.max_size}", step.index,
+                          _numbers(step))]
     return []
 
 
@@ -146,7 +146,7 @@ class Attempt:
     """One deploy the cloud saw: when (virtual), whether it failed, what it was."""
 
     vtime: float
-    failed: bool
+    failed: Optional[str]  # why it failed: refused, job failed, unhealthy (None: it did not)
     what: str
 
 
@@ -170,7 +170,7 @@ class Tracker:
         return found
 
     def _attempts(self, step: StepRecord) -> list[Violation]:
-        attempts = [Attempt(call.time + step.skew, True, f"refused (HTTP {call.status})")
+        attempts = [Attempt(call.time + step.skew, "refused", f"refused (HTTP {call.status})")
                     for call in step.calls
                     if call.command == "deployvirtualmachine" and call.status != 200]
         for vm in step.vms:
@@ -178,25 +178,32 @@ class Tracker:
                 continue
             self.known.add(vm.id)
             if vm.id in step.failed_vms:
-                attempts.append(Attempt(vm.created + step.skew, True, f"{vm.name}: job failed"))
+                attempts.append(Attempt(vm.created + step.skew, "job failed",
+                                        f"{vm.name}: job failed"))
             elif step.broken_template and vm.template == step.broken_template:
-                attempts.append(Attempt(vm.created + step.skew, True,
+                attempts.append(Attempt(vm.created + step.skew, "unhealthy",
                                         f"{vm.name}: fails its health check"))
             else:
-                attempts.append(Attempt(vm.created + step.skew, False, vm.name))
+                attempts.append(Attempt(vm.created + step.skew, None, vm.name))
         found = []
+        merge = False  # one deploy decision per step: its failed VMs are one failed deploy
         for attempt in sorted(attempts, key=lambda a: a.vtime):
             if not attempt.failed:
-                self.chain, self.chain_reported = [], False
+                self.chain, self.chain_reported, merge = [], False, False
+                continue
+            if merge:
+                self.chain[-1].what += f" and {attempt.what}"
                 continue
             self.chain.append(attempt)
+            merge = True
             recent = [a for a in self.chain if a.vtime > attempt.vtime - HOUR]
             allowed = allowed_failures(self.scenario.max_backoff) + BACKOFF_SLACK
             if len(recent) > allowed and not self.chain_reported:
                 self.chain_reported = True
                 first = recent[0].vtime
+                kinds = ", ".join(sorted({str(a.failed) for a in recent}))
                 found.append(Violation(
-                    "failed deploys beyond the backoff",
+                    f"failed deploys beyond the backoff ({kinds})",
                     f"{len(recent)} failed deploys within {attempt.vtime - first:.0f} virtual "
                     f"s (the backoff allows {allowed - BACKOFF_SLACK} per hour, max_backoff "
                     f"{self.scenario.max_backoff}): " + ", ".join(
@@ -229,8 +236,7 @@ class Tracker:
                           "steps with no backoff holding", step.index, _numbers(step))]
 
     def _above_max(self, step: StepRecord) -> list[Violation]:
-        committed = _committed(step)
-        if committed <= self.scenario.max_size:
+        if _excess(step, self.scenario.max_size) <= 0:
             self.above = 0
             return []
         if step.disturbed:
@@ -238,7 +244,7 @@ class Tracker:
         self.above += 1
         if self.above != QUIET_STEPS + 1:
             return []
-        return [Violation("above max_size", f"{committed} VMs in service or deployed, "
+        return [Violation("above max_size", f"{_committed(step)} VMs in service or deployed, "
                           f"max_size {self.scenario.max_size}, for {self.above} undisturbed "
                           "steps", step.index, _numbers(step))]
 
@@ -273,7 +279,7 @@ def end_violations(step: StepRecord, scenario: Scenario) -> list[Violation]:
             found.append(Violation("leftover at the end", f"{vm.name} {vm.state} {where} the "
                                    f"load balancer, tags {dict(vm.tags)}", step.index))
     serving, committed = _serving(step), _committed(step)
-    if not (scenario.min_size <= serving and committed <= scenario.max_size):
+    if serving < scenario.min_size or _excess(step, scenario.max_size) > 0:
         found.append(Violation("out of bounds at the end", f"{serving} serving, {committed} "
                                f"committed, bounds {scenario.min_size}-{scenario.max_size}",
                                step.index))
@@ -293,6 +299,14 @@ def allowed_failures(max_backoff: float, window: float = HOUR) -> int:
 
 def _serving(step: StepRecord) -> int:
     return sum(vm.in_lb and vm.state == "Running" for vm in step.vms)
+
+
+def _excess(step: StepRecord, max_size: int) -> int:
+    """How far what max_size bounds exceeds it, beyond what the unmanaged members in
+    service alone make (the tool may not remove those)."""
+    unmanaged = sum(vm.in_lb and vm.state in IN_SERVICE and vm.id in step.seeded
+                    for vm in step.vms)
+    return _committed(step) - max(max_size, unmanaged)
 
 
 def _committed(step: StepRecord) -> int:

@@ -13,7 +13,7 @@ import signal
 from dataclasses import dataclass
 from typing import Optional
 
-from bench.soak_world import Kill, Scenario
+from bench.soak_world import API_TIMEOUT, Kill, Scenario
 from cloudstack_sim import Fault
 
 READS = ("listVirtualMachines", "listLoadBalancerRuleInstances", "listLoadBalancerRules",
@@ -24,7 +24,7 @@ DEPLOY = "deployVirtualMachine"
 #: How CloudStack refuses a deploy at once: parameter, permission, internal, resource
 #: allocation, insufficient capacity; or a proxy's 5xx.
 REFUSALS = (431, 432, 530, 532, 533, 500, 502, 503)
-SLOW = 3.0  # seconds: beyond [account] timeout (2 s), so the call times out
+SLOW = API_TIMEOUT + 1.0  # seconds: beyond [account] timeout, so the call times out
 GARBLED = ("Welcome to Ubuntu 22.04.3 LTS\n0.10 0.20 0.30 1/99 9\n",
            "not a number 2/123 4567\n", "Welcome to Ubuntu 22.04.3 LTS\n", "")
 STUCK_STATES = ("Starting", "Stopping")
@@ -35,6 +35,7 @@ MAX_STRANGERS = 2
 class Episode:
     """A fault armed on every step for `steps` steps (a cloud refusing for a while)."""
 
+    kind: str
     label: str
     fault: Fault
     steps: int
@@ -56,7 +57,7 @@ class StepPlan:
 
     delta: float  # virtual seconds since the previous step
     demand: float  # the pool's total load, shared by the members in service
-    faults: tuple[tuple[str, Fault], ...] = ()  # armed for this step only
+    faults: tuple[tuple[str, str, Fault], ...] = ()  # (kind, label, fault): this step only
     episode: Optional[Episode] = None  # starts now
     broken_steps: int = 0  # the config deploys the broken template for this many steps
     sick: Optional[tuple[float, int]] = None  # (which member, for how many steps)
@@ -123,34 +124,37 @@ def _calm_demand(scenario: Scenario) -> float:
     return 2.0 * scenario.min_size
 
 
-def _draw_fault(rng: random.Random) -> tuple[str, Fault]:
+def _draw_fault(rng: random.Random) -> tuple[str, str, Fault]:
+    """(kind, label, fault): what the figures count, what a violation lists, the fault."""
     kind = rng.choice(("http_error", "html", "slow", "slow_after", "job_fail", "job_hang",
                        "refused deploy", "deploy timeout"))
     if kind == "refused deploy":
         status = rng.choice(REFUSALS)
-        return f"deploy refused with HTTP {status}", Fault("http_error", DEPLOY, status=status)
+        return kind, f"deploy refused with HTTP {status}", Fault("http_error", DEPLOY,
+                                                                 status=status)
     if kind == "deploy timeout":
-        return "deploy call times out", Fault("slow", DEPLOY, delay=SLOW)
+        return kind, "deploy call times out", Fault("slow", DEPLOY, delay=SLOW)
     if kind in ("job_fail", "job_hang"):
         command = rng.choice((DEPLOY, *CHANGES))
         times = rng.randint(1, 2) if kind == "job_fail" else 1
-        return f"{kind} on {command} x{times}", Fault(kind, command, times=times)
+        return kind, f"{kind} on {command} x{times}", Fault(kind, command, times=times)
     command = rng.choice(READS + CHANGES)
     if kind in ("slow", "slow_after"):
-        return f"{kind} {SLOW:g} s on {command}", Fault(kind, command, delay=SLOW)
+        return kind, f"{kind} {SLOW:g} s on {command}", Fault(kind, command, delay=SLOW)
     times = rng.choice((1, 2, 4))
     status = rng.choice((500, 502, 503)) if kind == "http_error" else 502
-    return f"{kind} {status} on {command} x{times}", Fault(kind, command, times=times,
-                                                           status=status)
+    return kind, f"{kind} {status} on {command} x{times}", Fault(kind, command, times=times,
+                                                                 status=status)
 
 
 def _draw_episode(rng: random.Random) -> Episode:
     steps = rng.randint(2, 15)
     if rng.random() < 0.5:
         status = rng.choice(REFUSALS)
-        return Episode(f"every deploy refused with HTTP {status} for {steps} steps",
-                       Fault("http_error", DEPLOY, times=-1, status=status), steps)
-    return Episode(f"every deploy job fails for {steps} steps",
+        return Episode("refused deploys", f"every deploy refused with HTTP {status} for "
+                       f"{steps} steps", Fault("http_error", DEPLOY, times=-1, status=status),
+                       steps)
+    return Episode("failing deploy jobs", f"every deploy job fails for {steps} steps",
                    Fault("job_fail", DEPLOY, times=-1), steps)
 
 

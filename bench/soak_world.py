@@ -35,8 +35,9 @@ BYSTANDER = f"{NET}.201"  # another unmanaged member
 # other pools' VMs and strangers (sshd listens on at most 16 addresses: web1, the bystander,
 # up to 9 guest addresses and these)
 FOREIGN_IPS = tuple(f"{NET}.{n}" for n in range(210, 215))
+API_TIMEOUT = 4  # [account] timeout: seconds per API request
 GUEST_SPARE = 3  # guest addresses beyond max_size: a small pool, reused (expunge = yes)
-SILENT_SECONDS = 2.5  # a silent host's answer comes after command_timeout (1 s)
+SILENT_SECONDS = 4.0  # a silent host's answer comes after command_timeout (2 s)
 RUN_TIMEOUT = 120.0  # a run still going after this is killed and reported
 TERM_GRACE = 15.0  # a run that got SIGTERM must have ended within this
 GOOD, BROKEN = 200, 500
@@ -317,15 +318,16 @@ class World:
 
 def config_sections(world: World, template: str) -> dict[str, dict[str, str]]:
     """The soak's config: the tests' base (thresholds 3/1), the scenario's knobs, short
-    timeouts (every wait of a run is real time), expunge (addresses are reused)."""
+    timeouts (every wait of a run is real time; long enough for a machine under load),
+    expunge (addresses are reused)."""
     scenario = world.scenario
     sections = base_sections(world.sim, world.key, host=WEB1, port=world.sshd.port)
-    sections["account"]["timeout"] = "2"
+    sections["account"]["timeout"] = str(API_TIMEOUT)
     sections["launch_config"]["templateid"] = template
-    sections["monitoring"].update(connect_timeout="3", command_timeout="1",
+    sections["monitoring"].update(connect_timeout="5", command_timeout="2",
                                   monitor_members="yes" if scenario.monitor_members else "no")
     sections["scalling"].update(
-        min_size=str(scenario.min_size), max_size=str(scenario.max_size), job_timeout="4",
+        min_size=str(scenario.min_size), max_size=str(scenario.max_size), job_timeout="10",
         expunge="yes", drain_seconds="0", max_backoff=str(scenario.max_backoff),
         refresh="yes" if scenario.refresh else "no", policy=scenario.policy)
     if scenario.policy == "target":
@@ -335,7 +337,7 @@ def config_sections(world: World, template: str) -> dict[str, dict[str, str]]:
         sections["scalling_policy_out"]["cooldown"] = str(scenario.cooldown_out)
         sections["scalling_policy_in"]["cooldown"] = str(scenario.cooldown_in)
     if scenario.health:
-        sections["health"] = {"check": "http", "timeout": "1", "grace": "60",
+        sections["health"] = {"check": "http", "timeout": "2", "grace": "60",
                               "unhealthy_runs": str(scenario.unhealthy_runs),
                               "url": f"http://{{ip}}:{world.health.port}/healthz"}
     return sections

@@ -11,7 +11,7 @@ from bench.soak import loadavg, readme_exit_codes, soak_mode, summary
 from bench.soak_world import Scenario, open_world
 from tests import sshd_support
 
-SEED, MODE, RUNS, CALM = 8, "4.19", 16, 2
+SEED, MODE, RUNS, CALM = 8, "4.19", 12, 1
 HOUR = 3600
 
 

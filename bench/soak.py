@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 BENCH = Path(__file__).resolve().parent
 if str(BENCH.parent) not in sys.path:
@@ -72,6 +72,7 @@ CALM_STEPS = 5
 CONTEXT_STEPS = 3  # the steps whose injections a violation lists (its own and the two before)
 OUTPUT_LINES = 40
 CLOCK_LINE = "behind the cloud's"
+PROGRESS_RUNS = 50
 
 
 class SoakError(RuntimeError):
@@ -133,10 +134,16 @@ class Driver:
         self.clock_seen = False
         world.write_config(world.good_template)
 
-    def soak(self, runs: int, calm_steps: int = CALM_STEPS) -> None:
-        """At least `runs` runs under attack, then calm_steps (at least 1) calm ones."""
+    def soak(self, runs: int, calm_steps: int = CALM_STEPS,
+             progress: Optional[Callable[[ModeResult], None]] = None) -> None:
+        """At least `runs` runs under attack, then calm_steps (at least 1) calm ones;
+        progress() is told after every PROGRESS_RUNS runs."""
+        told = 0
         while self.result.runs < runs:
             self.step(draw_step(self.rng, self.world.scenario, self.demand, self.strangers))
+            if progress is not None and self.result.runs >= told + PROGRESS_RUNS:
+                told = self.result.runs
+                progress(self.result)
         self._calm_down()
         for index in range(max(1, calm_steps)):
             plan = draw_step(self.rng, self.world.scenario, self.demand, self.strangers, True)
@@ -344,16 +351,22 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
 
 
 def soak_mode(mode: str, seed: int, runs: int, calm_steps: int = CALM_STEPS,
-              job_seconds: float = 0.05) -> ModeResult:
+              progress: Optional[Callable[[ModeResult], None]] = None) -> ModeResult:
     """One server mode's soak of at least `runs` runs, then calm_steps calm ones."""
     rng = random.Random(f"{seed}:{mode}")
-    scenario = draw_scenario(rng, job_seconds)
+    scenario = draw_scenario(rng)
     result = ModeResult(mode, seed, scenario)
     started = time.monotonic()
     with open_world(mode, scenario) as world:
-        Driver(world, rng, result).soak(runs, calm_steps)
+        Driver(world, rng, result).soak(runs, calm_steps, progress)
     result.seconds = time.monotonic() - started
     return result
+
+
+def say_progress(result: ModeResult) -> None:
+    """One line on stderr: how far a mode's soak is."""
+    print(f"cloudstack {result.mode}: {result.runs} runs, {result.steps} steps, "
+          f"{len(result.violations)} violations so far", file=sys.stderr, flush=True)
 
 
 def summary(result: ModeResult) -> str:
@@ -367,6 +380,9 @@ def summary(result: ModeResult) -> str:
         first = found[0]
         lines.append(f"  VIOLATION {invariant} x{len(found)}: first at step {first.step} "
                      f"(runs {', '.join(map(str, first.runs)) or '-'}): {first.detail}")
+        context = result.reports[result.violations.index(first)]["injected"]
+        lines += [f"    step {step} injected: {'; '.join(what)}"
+                  for step, what in context.items() if what]
     return "\n".join(lines)
 
 
@@ -393,7 +409,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     results = []
     for mode in args.modes:
-        result = soak_mode(mode, args.seed, args.runs, args.calm)
+        result = soak_mode(mode, args.seed, args.runs, args.calm, say_progress)
         print(summary(result), flush=True)
         results.append(result)
         if args.out:

@@ -5,6 +5,12 @@ stdout (and, with --out, one JSON line per violation, with everything needed to 
 
     .venv/bin/python bench/soak.py --seed 1 --runs 500            # every mode, 500+ runs each
     .venv/bin/python bench/soak.py --seed 1 --runs 40 --modes 4.19 --out soak.jsonl
+    .venv/bin/python bench/soak.py --seed 1 --modes 4.15 --segment 3   # one segment again
+
+A mode's runs come in segments of 100 (--segment-runs), each a world of its own with a scenario
+drawn from (seed, mode, segment): min_size 2-3 and max_size 1-3 above, policy threshold or
+target, every member measured or only web1, `[health] check = http` or none, refresh or not,
+cooldowns, unhealthy_runs, max_backoff, which template is the broken one.
 
 A step is one cron minute of virtual time: the plan (bench/soak_plan.py) sets the load each
 member reports, arms API faults (5xx, HTML pages, slow answers, failing and hanging jobs, deploys
@@ -25,12 +31,13 @@ of 5-30 minutes). Beyond 5 s of skew ssh_scale.py takes the cloud's clock for it
 still stamps VMs and events with the real time, so to the tool every VM looks older by the
 skew at its creation: health `grace`, `boot_grace` and the target policy's booting window are
 always past (the harsh case of a grace shorter than a cron minute). The soak checks the clock
-itself: a mode whose runs never print that `clock` line fails (the harness is broken), and
+itself: a segment whose runs never print that `clock` line fails (the harness is broken), and
 tests/test_soak.py checks that a scale-out time written at a skew of an hour is an hour ahead.
 
-A violation names the seed, the mode, the step and the runs, the faults injected in that step
-and the two before, and the runs' output: `--seed S --modes M --runs N` draws the same plan
-again (the timing of kills and overlaps may differ)."""
+A violation names the seed, the mode, the segment, the step and the runs, the faults injected
+in that step and the two before, and the runs' output (--out: one JSON line each): `--seed S
+--modes M --segment K` draws the same plan again (the timing of kills and overlaps may
+differ, and with them what the cloud holds)."""
 
 from __future__ import annotations
 
@@ -73,6 +80,7 @@ CONTEXT_STEPS = 3  # the steps whose injections a violation lists (its own and t
 OUTPUT_LINES = 40
 CLOCK_LINE = "behind the cloud's"
 PROGRESS_RUNS = 50
+SEGMENT_RUNS = 100  # runs per scenario: a mode's soak covers several configs
 
 
 class SoakError(RuntimeError):
@@ -80,11 +88,12 @@ class SoakError(RuntimeError):
 
 
 @dataclass
-class ModeResult:
-    """One server mode's soak: its scenario, what it did, injected and found."""
+class Segment:
+    """One scenario's part of a server mode's soak: what it did, injected and found."""
 
     mode: str
     seed: int
+    index: int
     scenario: Scenario
     runs: int = 0
     steps: int = 0
@@ -120,7 +129,7 @@ class Injections:
 class Driver:
     """Runs one server mode's steps and checks each."""
 
-    def __init__(self, world: World, rng: random.Random, result: ModeResult) -> None:
+    def __init__(self, world: World, rng: random.Random, result: Segment) -> None:
         self.world, self.rng, self.result = world, rng, result
         self.exit_codes = readme_exit_codes()
         self.tracker = Tracker(world.scenario)
@@ -135,7 +144,7 @@ class Driver:
         world.write_config(world.good_template)
 
     def soak(self, runs: int, calm_steps: int = CALM_STEPS,
-             progress: Optional[Callable[[ModeResult], None]] = None) -> None:
+             progress: Optional[Callable[[Segment], None]] = None) -> None:
         """At least `runs` runs under attack, then calm_steps (at least 1) calm ones;
         progress() is told after every PROGRESS_RUNS runs."""
         told = 0
@@ -328,7 +337,8 @@ class Driver:
     def _context(self, violation: Violation, record: StepRecord) -> dict[str, Any]:
         first = max(0, violation.step - CONTEXT_STEPS + 1)
         return {
-            "mode": self.world.mode, "seed": self.result.seed, **asdict(violation),
+            "mode": self.world.mode, "seed": self.result.seed, "segment": self.result.index,
+            **asdict(violation),
             "scenario": asdict(self.world.scenario),
             "injected": {str(n): self.history[n].lines
                          for n in range(first, violation.step + 1)
@@ -350,40 +360,65 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
             "stdout": stdout[-OUTPUT_LINES:], "stderr": run.stderr.splitlines()[-OUTPUT_LINES:]}
 
 
-def soak_mode(mode: str, seed: int, runs: int, calm_steps: int = CALM_STEPS,
-              progress: Optional[Callable[[ModeResult], None]] = None) -> ModeResult:
-    """One server mode's soak of at least `runs` runs, then calm_steps calm ones."""
-    rng = random.Random(f"{seed}:{mode}")
-    scenario = draw_scenario(rng)
-    result = ModeResult(mode, seed, scenario)
+def soak_segment(mode: str, seed: int, index: int, runs: int, calm_steps: int = CALM_STEPS,
+                 progress: Optional[Callable[[Segment], None]] = None) -> Segment:
+    """One scenario of a server mode (drawn from the seed, the mode and the segment's index):
+    at least `runs` runs, then calm_steps calm ones."""
+    rng = random.Random(f"{seed}:{mode}:{index}")
+    result = Segment(mode, seed, index, draw_scenario(rng))
     started = time.monotonic()
-    with open_world(mode, scenario) as world:
+    with open_world(mode, result.scenario) as world:
         Driver(world, rng, result).soak(runs, calm_steps, progress)
     result.seconds = time.monotonic() - started
     return result
 
 
-def say_progress(result: ModeResult) -> None:
-    """One line on stderr: how far a mode's soak is."""
-    print(f"cloudstack {result.mode}: {result.runs} runs, {result.steps} steps, "
-          f"{len(result.violations)} violations so far", file=sys.stderr, flush=True)
+def soak_mode(mode: str, seed: int, runs: int, segment_runs: int = SEGMENT_RUNS,
+              calm_steps: int = CALM_STEPS, only: Optional[int] = None,
+              progress: Optional[Callable[[Segment], None]] = None) -> list[Segment]:
+    """A server mode's soak: `runs` runs in segments of segment_runs, each its own scenario
+    (or only the segment numbered `only`)."""
+    count = max(1, -(-runs // segment_runs))
+    indexes = [only] if only is not None else range(count)
+    return [soak_segment(mode, seed, index, min(segment_runs, runs), calm_steps, progress)
+            for index in indexes]
 
 
-def summary(result: ModeResult) -> str:
-    """The figures of one mode, and each distinct violation with its first occurrence."""
-    lines = [f"cloudstack {result.mode}, seed {result.seed}: {result.runs} runs in "
-             f"{result.steps} steps ({result.seconds:.0f} s), {len(result.violations)} "
-             f"violations", f"  scenario: {_scenario_text(result.scenario)}",
-             "  injected: " + ", ".join(f"{kind} {count}" for kind, count in
-                                        sorted(result.injected.items()))]
-    for invariant, found in distinct(result.violations).items():
-        first = found[0]
-        lines.append(f"  VIOLATION {invariant} x{len(found)}: first at step {first.step} "
-                     f"(runs {', '.join(map(str, first.runs)) or '-'}): {first.detail}")
-        context = result.reports[result.violations.index(first)]["injected"]
-        lines += [f"    step {step} injected: {'; '.join(what)}"
-                  for step, what in context.items() if what]
+def say_progress(result: Segment) -> None:
+    """One line on stderr: how far a segment is."""
+    print(f"cloudstack {result.mode} segment {result.index}: {result.runs} runs, "
+          f"{result.steps} steps, {len(result.violations)} violations so far",
+          file=sys.stderr, flush=True)
+
+
+def summary(segments: Sequence[Segment]) -> str:
+    """A mode's figures, and per segment its scenario, what it injected and each distinct
+    violation with its first occurrence."""
+    head = segments[0]
+    violations = [v for s in segments for v in s.violations]
+    lines = [f"cloudstack {head.mode}, seed {head.seed}: {sum(s.runs for s in segments)} runs "
+             f"in {sum(s.steps for s in segments)} steps, {len(segments)} segment(s), "
+             f"{sum(s.seconds for s in segments):.0f} s, {len(violations)} violations "
+             f"({len(distinct(violations))} distinct)"]
+    for segment in segments:
+        lines += _segment_lines(segment)
     return "\n".join(lines)
+
+
+def _segment_lines(segment: Segment) -> list[str]:
+    lines = [f"  segment {segment.index}: {segment.runs} runs in {segment.steps} steps "
+             f"({segment.seconds:.0f} s), {len(segment.violations)} violations",
+             f"    scenario: {_scenario_text(segment.scenario)}",
+             "    injected: " + ", ".join(f"{kind} {count}" for kind, count in
+                                          sorted(segment.injected.items()))]
+    for invariant, found in distinct(segment.violations).items():
+        first = found[0]
+        lines.append(f"    VIOLATION {invariant} x{len(found)}: first at step {first.step} "
+                     f"(runs {', '.join(map(str, first.runs)) or '-'}): {first.detail}")
+        context = segment.reports[segment.violations.index(first)]["injected"]
+        lines += [f"      step {step} injected: {'; '.join(what)}"
+                  for step, what in context.items() if what]
+    return lines
 
 
 def _scenario_text(scenario: Scenario) -> str:
@@ -395,9 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1, help="the plan's seed (default 1)")
     parser.add_argument("--runs", type=int, default=500,
-                        help="runs per server mode before the calm steps (default 500)")
+                        help="runs per server mode (default 500)")
+    parser.add_argument("--segment-runs", type=int, default=SEGMENT_RUNS,
+                        help=f"runs per scenario (default {SEGMENT_RUNS}), each followed by "
+                             "the calm steps")
+    parser.add_argument("--segment", type=int, metavar="K",
+                        help="only segment K (to reproduce one)")
     parser.add_argument("--calm", type=int, default=CALM_STEPS,
-                        help=f"calm steps at the end (default {CALM_STEPS})")
+                        help=f"calm steps at the end of a segment (default {CALM_STEPS})")
     parser.add_argument("--modes", nargs="+", default=list(CLOUDSTACK_VERSIONS),
                         choices=CLOUDSTACK_VERSIONS, help="server modes (default: all)")
     parser.add_argument("--out", type=Path, help="one JSON line per violation, with context")
@@ -407,16 +447,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Soak every mode asked; exit 1 when a violation was found."""
     args = build_parser().parse_args(argv)
-    results = []
+    found = False
     for mode in args.modes:
-        result = soak_mode(mode, args.seed, args.runs, args.calm, say_progress)
-        print(summary(result), flush=True)
-        results.append(result)
+        segments = soak_mode(mode, args.seed, args.runs, args.segment_runs, args.calm,
+                             args.segment, say_progress)
+        print(summary(segments), flush=True)
+        found = found or any(s.violations for s in segments)
         if args.out:
             with args.out.open("a") as out:
-                for report in result.reports:
+                for report in (r for s in segments for r in s.reports):
                     out.write(json.dumps(report) + "\n")
-    return 1 if any(r.violations for r in results) else 0
+    return 1 if found else 0
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ BYSTANDER = f"{NET}.201"  # another unmanaged member
 FOREIGN_IPS = tuple(f"{NET}.{n}" for n in range(210, 215))
 API_TIMEOUT = 4  # [account] timeout: seconds per API request
 GUEST_SPARE = 3  # guest addresses beyond max_size: a small pool, reused (expunge = yes)
-SILENT_SECONDS = 4.0  # a silent host's answer comes after command_timeout (2 s)
+SILENT_SECONDS = 5.0  # a silent host's answer comes after command_timeout (3 s)
 RUN_TIMEOUT = 120.0  # a run still going after this is killed and reported
 TERM_GRACE = 15.0  # a run that got SIGTERM must have ended within this
 GOOD, BROKEN = 200, 500
@@ -324,7 +324,7 @@ def config_sections(world: World, template: str) -> dict[str, dict[str, str]]:
     sections = base_sections(world.sim, world.key, host=WEB1, port=world.sshd.port)
     sections["account"]["timeout"] = str(API_TIMEOUT)
     sections["launch_config"]["templateid"] = template
-    sections["monitoring"].update(connect_timeout="5", command_timeout="2",
+    sections["monitoring"].update(connect_timeout="5", command_timeout="3",
                                   monitor_members="yes" if scenario.monitor_members else "no")
     sections["scalling"].update(
         min_size=str(scenario.min_size), max_size=str(scenario.max_size), job_timeout="10",

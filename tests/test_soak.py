@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from bench.soak import loadavg, readme_exit_codes, soak_mode, summary
+from bench.soak import loadavg, readme_exit_codes, soak_segment, summary
 from bench.soak_world import Scenario, open_world
 from tests import sshd_support
 
-SEED, MODE, RUNS, CALM = 8, "4.19", 12, 1
+SEED, MODE, RUNS, CALM = 43, "4.19", 12, 1
 HOUR = 3600
 
 
@@ -39,6 +39,6 @@ def test_virtual_clock_moves_the_time_the_tool_writes():
 @pytest.mark.xfail(strict=False, reason="issues 16/17 fixes pending")
 def test_short_soak_finds_no_violation():
     sshd_support.require_sshd()
-    result = soak_mode(MODE, SEED, RUNS, CALM)
-    assert result.runs >= RUNS
-    assert not result.violations, summary(result)
+    segment = soak_segment(MODE, SEED, 0, RUNS, CALM)
+    assert segment.runs >= RUNS
+    assert not segment.violations, summary([segment])

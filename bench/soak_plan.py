@@ -172,8 +172,8 @@ def _args(rng: random.Random) -> tuple[str, ...]:
 
 
 def _draw_kill(rng: random.Random) -> Optional[Kill]:
-    if rng.random() >= 0.12:
+    if rng.random() >= 0.2:
         return None
     sig = signal.SIGKILL if rng.random() < 0.6 else signal.SIGTERM
-    calls = rng.randint(0, 25)
+    calls = rng.randint(0, 12)  # a quiet run makes 2-4 calls, an action 20-40
     return Kill(sig, calls, 0.0 if calls else rng.uniform(0, 0.6))

@@ -127,7 +127,7 @@ class Injections:
 
 
 class Driver:
-    """Runs one server mode's steps and checks each."""
+    """Runs one segment's steps (one world, one scenario) and checks each."""
 
     def __init__(self, world: World, rng: random.Random, result: Segment) -> None:
         self.world, self.rng, self.result = world, rng, result

@@ -13,9 +13,10 @@ On the load-balancer rule:
   ssh-scale:launch:<token>
                         unix time a deploy of this pool was started (one tag per VM launched,
                         written before the deploy; kept an hour: the launch budget counts them)
-  ssh-scale:budget      unix time a deploy was first held by the launch budget (one notice)
+  ssh-scale:budget      "<unix time> <run>": a deploy was held by the launch budget (one notice,
+                        told by the run named)
   ssh-scale:refresh-halted
-                        "<launch fingerprint> <unix time>": the rolling refresh stopped because
+                        "<launch fingerprint> <unix time> <run>": the rolling refresh stopped because
                         a VM of that template and offering failed its health check
   ssh-scale:upgraded    unix time this version first acted on the pool (recognised an earlier
                         version's VMs, or launched one): from then on a member in the instance

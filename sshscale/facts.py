@@ -16,8 +16,8 @@ On the load-balancer rule:
   ssh-scale:budget      "<unix time> <run>": a deploy was held by the launch budget (one notice,
                         told by the run named)
   ssh-scale:refresh-halted
-                        "<launch fingerprint> <unix time> <run>": the rolling refresh stopped because
-                        a VM of that template and offering failed its health check
+                        "<launch fingerprint> <unix time> <run>": the rolling refresh stopped
+                        because a VM of that template and offering failed its health check
   ssh-scale:upgraded    unix time this version first acted on the pool (recognised an earlier
                         version's VMs, or launched one): from then on a member in the instance
                         group with neither the pool's name nor its tag is someone else's

@@ -3,7 +3,7 @@
 The work is done by the package `sshscale` (its docstring maps the modules); this module keeps
 `python -m ssh_scale` and `import ssh_scale` working for scripts written against version 1.
 
-  * * * * * ssh_scale.py >> /var/log/ssh_scale.log 2>&1
+  * * * * * /usr/bin/ssh_scale.py -c /etc/ssh-scale/web.idcfrc >> /var/log/ssh_scale-web.log 2>&1
 """
 
 import sys

@@ -6,7 +6,7 @@ CloudStack API, decides with one pure function, and makes at most one change:
 deploy a VM and add it to the load balancer, or take one out and destroy it.
 Crash leftovers of earlier runs are repaired from what the cloud knows.
 
-  * * * * * ssh_scale.py >> /var/log/ssh_scale.log 2>&1
+  * * * * * /usr/bin/ssh_scale.py -c /etc/ssh-scale/web.idcfrc >> /var/log/ssh_scale-web.log 2>&1
 """
 
 # The console script imports this module, and Ctrl-C or SIGTERM must end in one line from

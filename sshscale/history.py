@@ -186,12 +186,17 @@ def history_table(rows: Sequence[Row]) -> str:
     return idcf_api.format_table([_cells(row) for row in rows], COLUMNS)
 
 
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def summary_line(runs: Sequence[Run], unreadable: int, files: Sequence[str],
                  since: datetime) -> str:
     """What the table covers: the runs by kind, the journal, lines that could not be read."""
     counts = {kind: sum(1 for run in runs if run.kind == kind)
               for kind in ("action", "failure", "hold", "quiet")}
-    text = (f"{len(runs)} runs since {_local(since)}: {counts['action']} actions, "
+    text = (f"{_counted(len(runs), 'run')} since {_local(since)}: "
+            f"{_counted(counts['action'], 'action')}, "
             f"{counts['failure']} failed, {counts['hold']} held, {counts['quiet']} quiet "
             f"(journal {display_path(files[-1])}")
     text += f", {len(files) - 1} rotated file(s))" if len(files) > 1 else ")"

@@ -156,7 +156,7 @@ def test_history_of_runs_that_act_hold_fail_and_do_nothing(tmp_path, cloud, path
     assert "held back by the scale-out cooldown" in rows[2]
     assert done.stdout.splitlines()[-1].startswith(
         "6 runs since ")
-    assert ": 1 actions, 1 failed, 1 held, 3 quiet (journal ~/.local/state/ssh-scale/" \
+    assert ": 1 action, 1 failed, 1 held, 3 quiet (journal ~/.local/state/ssh-scale/" \
         "web.idcfrc-" in done.stdout
 
 

@@ -330,7 +330,9 @@ class _Simulation:
             return
         now = self.start + timedelta(seconds=second)
         measurement = self.measurement(now)
-        history = History(self.virtual_time(self.last_out), self.virtual_time(self.last_in))
+        # As the live run's scale-out tag records it: when VMs last joined, and their deploy time.
+        history = History(self.virtual_time(self.last_out), self.virtual_time(self.last_in),
+                          deploy_seconds=None if self.last_out is None else self.boot_seconds)
         decider = decide if self.peer is None else self.peer.decide
         decision = decider(measurement, self.pool(), self.settings, now, history)
         load_out = aggregate_load(measurement, self.settings.period_out, self.settings)

@@ -15,6 +15,8 @@ On the load-balancer rule:
   ssh-scale:refresh-halted
                         "<launch fingerprint> <unix time>": the rolling refresh stopped because
                         a VM of that template and offering failed its health check
+  ssh-scale:noisy       unix time a target scale-out found the load noisy (it took back a
+                        recent scale-in, or the load's spread drove it): wider margins for a day
 On a VM:
   ssh-scale:pool        the load-balancer rule's id: the pool this VM belongs to (written once
                         it is up, or by --adopt; see sshscale/ownership.py)
@@ -44,7 +46,7 @@ from typing import Optional
 from sshscale.model import Backoff, History, Lease
 
 __all__ = ["BACKOFF", "BUDGET", "DRAIN", "FIRST_BACKOFF_SECONDS", "LAUNCH_PREFIX", "LAUNCH_WINDOW",
-           "LEASE", "POOL", "PROTECT", "REFRESH_HALTED", "REPAIR", "REPLACE", "SCALE_IN",
+           "LEASE", "NOISY", "POOL", "PROTECT", "REFRESH_HALTED", "REPAIR", "REPLACE", "SCALE_IN",
            "SCALE_OUT", "STUCK", "TRIES", "UNHEALTHY", "Tries", "backoff_after_failure",
            "backoff_value", "history_from_tags", "launch_key", "lease_value", "parse_backoff",
            "parse_count", "parse_lease", "parse_time_value", "parse_tries", "scale_out_value",
@@ -56,6 +58,7 @@ BACKOFF = "ssh-scale:backoff"
 LEASE = "ssh-scale:lease"
 LAUNCH_PREFIX = "ssh-scale:launch:"
 BUDGET = "ssh-scale:budget"
+NOISY = "ssh-scale:noisy"
 REFRESH_HALTED = "ssh-scale:refresh-halted"
 POOL = "ssh-scale:pool"
 DRAIN = "ssh-scale:drain"
@@ -195,4 +198,5 @@ def history_from_tags(tags: Mapping[str, str]) -> History:
         launches=_launches(tags),
         budget_notice=parse_time_value(tags.get(BUDGET)),
         refresh_halted=halted[0] if halted else None,
+        noisy=parse_time_value(tags.get(NOISY)),
     )

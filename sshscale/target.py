@@ -274,9 +274,10 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
                     f"{settings.min_reporting} host(s) answered): only min/max may act")
     demand = estimate(one, five, count, pool_changes(serving, history, now), settings.forecast,
                       fifteen, target)
+    share = HEDGE if calm else NOISY_HEDGE
+    hedge = share * demand.spread
     seen = (f"demand {demand.now:.2f} now, {demand.ahead:.2f} in {settings.forecast:g} s "
-            f"({demand.trend}; 1-min load {one:.2f}; spread {demand.spread:.2f})")
-    hedge = (HEDGE if calm else NOISY_HEDGE) * demand.spread
+            f"({demand.trend}; 1-min load {one:.2f}) + {share:g} x spread {demand.spread:.2f}")
     wanted = _vms_for(demand.wanted + hedge, target, settings)
     since_in = _since_scale_in(history, now)
     if wanted > have and since_in <= settings.stabilization and demand.trend != "step":
@@ -292,11 +293,9 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
                         f"but {pool.committed - have} other managed VM(s) outside the pool "
                         f"count against max_size {settings.max_size}")
         mark = _noise_mark(demand, since_in, target, settings)
-        share = f"{HEDGE:g}" if calm else f"{NOISY_HEDGE:g}"
         return Plan(Action.SCALE_OUT, min(wanted - have, room),
-                    f"{seen}: {vm_count(wanted)} at target {target:g} for "
-                    f"{demand.wanted + hedge:.2f} ({share} x the spread) ({where})"
-                    + (f"; noisy from now on: {mark}" if mark else ""), noisy=mark is not None)
+                    f"{seen}: {vm_count(wanted)} at target {target:g} ({where})"
+                    + (f"; the pool is noisy: {mark}" if mark else ""), noisy=mark is not None)
     steady = f"{seen}; {where}"
     if booting or count <= settings.min_size:
         return Plan(Action.NONE, 0, steady)

@@ -174,6 +174,10 @@ def reading(results: Mapping[str, Any], bars: Sequence[dict], variants: Sequence
               if row["peers"] != "front"]
     ratios = [r.target.vm_minutes / r.classic.vm_minutes for name, r in results.items()
               if name in held]
+    short = [f"{name} ({r.target.overload_minutes} / {r.target.vm_minutes} against classic's "
+             f"{r.classic.overload_minutes} / {r.classic.vm_minutes}: "
+             f"{r.target.vm_minutes / r.classic.vm_minutes:.3f} x its VM-minutes)"
+             for name, r in results.items() if name not in held and name != "plateau.csv"]
     flips = [(name, r.target.flips, r.classic.flips) for name, r in results.items()]
     draws = [row for row in seeds if not row["seed"].startswith("mean")]
     drawn = list(dict.fromkeys(row["trace"] for row in draws))
@@ -204,6 +208,13 @@ def reading(results: Mapping[str, Any], bars: Sequence[dict], variants: Sequence
         f"more than the mean needs) would have {steady[1]} overload minutes and {steady[2]} "
         f"VM-minutes, against classic's {results['noisy-plateau.csv'].classic.overload_minutes} "
         f"and {results['noisy-plateau.csv'].classic.vm_minutes}.",
+        f"**Where the bar still fails besides the plateau**: {_names(short)}. A pool starts "
+        "calm and learns that its load is noisy only from a scale-out that takes back a "
+        "scale-in or that the spread drove (the ssh-scale:noisy mark): on the noisy plateau "
+        "the first scale-in is judged at the calm margins and taken back 11 minutes later, "
+        "and the noisy pool's hedge (half the spread) adds a fifth VM on some noise peaks. "
+        "The mark cannot come sooner: one run's three load averages cannot tell a noisy "
+        "plateau from a gentle fall, and a quiet run writes nothing.",
         "**Flips** (target / classic): "
         + ", ".join(f"{name} {mine} / {theirs}" for name, mine, theirs in flips) + ".",
         f"**One draw of the noise decides a lot**: over {len(draws)} draws of "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
@@ -296,17 +296,20 @@ def make_traces_module() -> Any:
 
 
 def seed_rows() -> Iterator[dict]:
-    """The bar on the two noisy examples made with other seeds (the noise, not the shape,
+    """The bar on the three noisy examples made with other seeds (the noise, not the shape,
     changes), and on the mean over the example's seed and these: whether a result depends
     on one draw of the noise."""
     make = make_traces_module()
-    shapes = (("noisy-plateau.csv", [7.5] * 360, 2.0, 10, make.SEED + 5),
-              ("noisy-weekday.csv", make.weekday_values(), 0.8, 8, make.SEED + 6))
-    for name, values, sigma, max_size, example in shapes:
+    shapes: tuple[tuple[str, Callable[[int], list], int, int], ...] = (
+        ("noisy-plateau.csv", lambda seed: make.noisy([7.5] * 360, seed, 2.0), 10,
+         make.SEED + 5),
+        ("noisy-weekday.csv", lambda seed: make.noisy(make.weekday_values(), seed, 0.8), 8,
+         make.SEED + 6),
+        ("launch.csv", make.launch_rows, 12, make.SEED + 7))
+    for name, draw, max_size, example in shapes:
         pairs = []
         for seed in (example, *range(make.SEED + 101, make.SEED + 101 + SEEDS)):
-            rows = make.noisy(values, seed, sigma)
-            trace = rp.parse_trace([f"{m},{d}" for m, d in rows], f"{name} seed {seed}")
+            trace = rp.parse_trace([f"{m},{d}" for m, d in draw(seed)], f"{name} seed {seed}")
             classic = run(trace, CONFIG, "classic", {}, max_size=max_size).summary
             target = run(trace, TARGET_CONFIG, "current", {}, max_size=max_size).summary
             pairs.append((classic, target))

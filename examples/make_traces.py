@@ -136,13 +136,13 @@ def noisy_weekday_rows() -> Rows:
     return noisy(weekday_values(), SEED + 6, 0.8)
 
 
-def launch_rows() -> Rows:
+def launch_rows(seed: int = SEED + 7) -> Rows:
     """Three days of noisy web traffic with a launch-day flash crowd that needs 10 VMs.
 
     3 at night, up to 10 in the afternoon, 30 % more from day two; the launch at 10:00 on
     day two adds 17, halving every two hours; log-normal minute-to-minute noise (sigma 0.2:
-    about +-20 %)."""
-    noise = random.Random(SEED + 7)
+    about +-20 %), drawn from `seed`."""
+    noise = random.Random(seed)
     launch, rows = 24 * 60 + 10 * 60, []
     for minute in range(3 * 24 * 60):
         day, hour = divmod(minute / 60, 24)

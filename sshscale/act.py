@@ -40,7 +40,7 @@ class Actor(Launcher):
     def run(self, decision: Decision, pool: Pool) -> str:
         self.vm_ids = [vm.id for vm in decision.vms]
         handlers = {
-            Action.SCALE_OUT: lambda: self.scale_out(decision.count, pool),
+            Action.SCALE_OUT: lambda: self.scale_out(decision.count, pool, decision.noisy),
             Action.SCALE_IN: lambda: self.scale_in(decision.vms[0], pool),
             Action.ADOPT: lambda: self.adopt(decision.vms, pool),
             Action.READD: lambda: self.adopt(decision.vms, pool),
@@ -74,8 +74,8 @@ class Actor(Launcher):
                 note("tags", f"could not record the repair backoff on {vm.name}: {exc}",
                      logging.WARNING)
 
-    def scale_out(self, count: int, pool: Pool) -> str:
-        return self.finish_deploys(self.start_scale_out(count), pool.count)
+    def scale_out(self, count: int, pool: Pool, noisy: bool = False) -> str:
+        return self.finish_deploys(self.start_scale_out(count), pool.count, noisy)
 
     def start_scale_out(self, count: int) -> tuple[Deploy, ...]:
         """The deploy calls of a scale-out (each accepted with its VM's ID and its job)."""

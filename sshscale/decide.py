@@ -187,7 +187,7 @@ def _decide_target(measurement: Measurement, pool: Pool, settings: Settings, now
                        fifteen=aggregate_load(measurement, 15, settings))
     if plan.action is Action.SCALE_OUT:
         return _deploy(Decision(Action.SCALE_OUT, plan.reason, count=plan.count,
-                                rule=target.RULE), history, now, settings)
+                                rule=target.RULE, noisy=plan.noisy), history, now, settings)
     if plan.action is Action.SCALE_IN:
         return _target_scale_in(measurement, pool, settings, now, history, plan.reason)
     refresh = None if booting else plan_refresh(

@@ -21,6 +21,8 @@ On the load-balancer rule:
   ssh-scale:upgraded    unix time this version first acted on the pool (recognised an earlier
                         version's VMs, or launched one): from then on a member in the instance
                         group with neither the pool's name nor its tag is someone else's
+  ssh-scale:noisy       unix time a target scale-out found the load noisy (it took back a
+                        recent scale-in, or the load's spread drove it): wider margins for a day
 On a VM:
   ssh-scale:pool        the load-balancer rule's id: the pool this VM belongs to (written once
                         it is up, or by --adopt; see sshscale/ownership.py)
@@ -51,8 +53,8 @@ from typing import Optional
 from sshscale.model import Backoff, History, Lease
 
 __all__ = ["BACKOFF", "BUDGET", "DRAIN", "FIRST_BACKOFF_SECONDS", "GIVEN_UP", "LAUNCH_PREFIX",
-           "LAUNCH_WINDOW", "LEASE", "POOL", "PROTECT", "REFRESH_HALTED", "REPAIR", "REPLACE",
-           "SCALE_IN", "SCALE_OUT", "STUCK", "TRIES", "UNHEALTHY", "UPGRADED", "Tries",
+           "LAUNCH_WINDOW", "LEASE", "NOISY", "POOL", "PROTECT", "REFRESH_HALTED", "REPAIR",
+           "REPLACE", "SCALE_IN", "SCALE_OUT", "STUCK", "TRIES", "UNHEALTHY", "UPGRADED", "Tries",
            "backoff_after_failure", "backoff_key", "backoff_keys", "backoff_value",
            "history_from_tags", "latest_backoff", "launch_key", "lease_value", "parse_backoff",
            "parse_count", "parse_lease", "parse_time_value", "scale_out_value", "time_value",
@@ -64,6 +66,7 @@ BACKOFF = "ssh-scale:backoff"
 LEASE = "ssh-scale:lease"
 LAUNCH_PREFIX = "ssh-scale:launch:"
 BUDGET = "ssh-scale:budget"
+NOISY = "ssh-scale:noisy"
 REFRESH_HALTED = "ssh-scale:refresh-halted"
 UPGRADED = "ssh-scale:upgraded"
 POOL = "ssh-scale:pool"
@@ -223,4 +226,5 @@ def history_from_tags(tags: Mapping[str, str]) -> History:
         budget_notice=parse_time_value((tags.get(BUDGET) or "").partition(" ")[0]),
         refresh_halted=halted[0] if halted else None,
         upgraded=UPGRADED in tags,
+        noisy=parse_time_value(tags.get(NOISY)),
     )

@@ -23,6 +23,7 @@ from sshscale.facts import (
     BACKOFF,
     BUDGET,
     LAUNCH_WINDOW,
+    NOISY,
     POOL,
     SCALE_OUT,
     TRIES,
@@ -277,19 +278,20 @@ class Launcher:
 
     # --- joining the load balancer -----------------------------------------------------------
 
-    def finish_deploys(self, deploys: Sequence[Deploy], pool_count: Optional[int]) -> str:
+    def finish_deploys(self, deploys: Sequence[Deploy], pool_count: Optional[int],
+                       noisy: bool = False) -> str:
         """Wait for a scale-out's deploys, then add every VM that came up to the load balancer
         (see join)."""
         with step(f"during the deploy of {vm_count(len(deploys))}"):
             awaited = self.await_deploys(deploys)
-        return self.join(awaited, pool_count)
+        return self.join(awaited, pool_count, noisy)
 
-    def join(self, awaited: Awaited, pool_count: Optional[int]) -> str:
+    def join(self, awaited: Awaited, pool_count: Optional[int], noisy: bool = False) -> str:
         """Tag every VM that came up as the pool's and add it to the load balancer (a failed
-        deploy does not keep the others out), and record the scale. The new count is
-        pool_count plus the new VMs, or, when other runs may have changed the pool meanwhile
-        (None), the members in service read again. Raises a failed deploy's error after the
-        assign (and grows the backoff)."""
+        deploy does not keep the others out), and record the scale (and, noisy, that the
+        target policy found the load noisy). The new count is pool_count plus the new VMs, or,
+        when other runs may have changed the pool meanwhile (None), the members in service
+        read again. Raises a failed deploy's error after the assign (and grows the backoff)."""
         if awaited.vm_ids:
             self.tag_new(awaited.vm_ids, {TRIES: "0"})  # on trial until healthy
             self.assign(awaited.vm_ids)
@@ -297,7 +299,7 @@ class Launcher:
             # backoff (upkeep); without, the job is all there is
             self.joined(deploy_seconds=self._deploy_seconds(awaited.created),
                         ends_backoff=awaited.failure is None and
-                        self.settings.health_check == "none")
+                        self.settings.health_check == "none", noisy=noisy)
         if awaited.failure is not None:
             self.back_off()
             if awaited.vm_ids:
@@ -318,11 +320,17 @@ class Launcher:
             return None
         return max(0.0, (self.clock() - max(created)).total_seconds())
 
-    def joined(self, deploy_seconds: Optional[float], ends_backoff: bool) -> None:
+    def joined(self, deploy_seconds: Optional[float], ends_backoff: bool,
+               noisy: bool = False) -> None:
         """VMs joined the pool: the scale-out cooldown starts; a deploy's duration is kept (an
-        adopt keeps the last one); a good deploy ends the backoff."""
+        adopt keeps the last one); a good deploy ends the backoff; a noisy scale-out marks the
+        pool noisy (in the same calls)."""
         seconds = deploy_seconds if deploy_seconds is not None else self._recorded_seconds()
-        self.record({SCALE_OUT: scale_out_value(self.clock(), seconds)}, "the scale-out time",
+        now = self.clock()
+        facts = {SCALE_OUT: scale_out_value(now, seconds)}
+        if noisy:
+            facts[NOISY] = time_value(now)
+        self.record(facts, "the scale-out time",
                     also_delete=(BACKOFF, *self.history.backoff_keys) if ends_backoff else ())
 
     def _recorded_seconds(self) -> Optional[float]:

@@ -248,6 +248,7 @@ class History:
     budget_notice: Optional[datetime] = None  # when the launch budget first held a deploy
     refresh_halted: Optional[str] = None  # the launch fingerprint the refresh halted on
     upgraded: bool = False  # this version has acted on the pool (ssh-scale:upgraded)
+    noisy: Optional[datetime] = None  # when a target scale-out last marked the pool noisy
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,7 @@ class Decision:
     needs_history: bool = False
     held_until: Optional[datetime] = None
     notice: Optional[Notice] = None  # a brake this decision engages, to record and tell once
+    noisy: bool = False  # a target scale-out that marks the pool noisy (recorded with it)
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,7 @@ class Pending:
 
     deploys: tuple[Deploy, ...]
     skew: float = 0.0
+    noisy: bool = False  # the scale-out marks the pool noisy: recorded when its VMs join
 
 
 @dataclass

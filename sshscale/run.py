@@ -196,7 +196,8 @@ def _act(observation: Observation, settings: Settings, client: Client, report: R
                       change_deadline(lease, settings, planned), sleep)
         try:
             if decision.action is Action.SCALE_OUT and settings.policy == "target":
-                report.pending = Pending(actor.start_scale_out(decision.count), skew)
+                report.pending = Pending(actor.start_scale_out(decision.count), skew,
+                                         decision.noisy)
                 report.result = f"{len(report.pending.deploys)} deploy(s) started"
                 return
             report.result = actor.run(decision, observation.pool)
@@ -204,8 +205,9 @@ def _act(observation: Observation, settings: Settings, client: Client, report: R
             report.vm_ids, report.pool_after = tuple(actor.vm_ids), actor.count_after
 
 
-def _join_under_lease(actor: Actor, awaited: Awaited, settings: Settings, client: Client,
-                      now: Callable[[], datetime], sleep: Callable[[float], None]) -> str:
+def _join_under_lease(actor: Actor, awaited: Awaited, noisy: bool, settings: Settings,
+                      client: Client, now: Callable[[], datetime],
+                      sleep: Callable[[float], None]) -> str:
     """Assign the VMs that came up and record the scale under the pool's lease, waiting (up to
     job_timeout) for a run of another scale that holds it; then the next runs add them."""
     waited = 0.0
@@ -213,7 +215,7 @@ def _join_under_lease(actor: Actor, awaited: Awaited, settings: Settings, client
         try:
             with pool_lease(client, settings, now(), Action.ADOPT) as lease:
                 actor.deadline = change_deadline(lease, settings, Action.ADOPT)
-                return actor.join(awaited, None)
+                return actor.join(awaited, None, noisy)
         except LeaseBusy as exc:
             if waited >= settings.job_timeout:
                 note("scale out", f"{exc}: the next runs add the new VMs"
@@ -246,7 +248,8 @@ def finish_pending(settings: Settings, client: Client, report: Report, *,
     try:
         with step(f"during the deploy of {len(pending.deploys)} VM(s)"):
             awaited = actor.await_deploys(pending.deploys)
-        report.result = _join_under_lease(actor, awaited, settings, client, now, sleep)
+        report.result = _join_under_lease(actor, awaited, pending.noisy, settings, client, now,
+                                          sleep)
     finally:
         report.pool_after = actor.count_after
     return report

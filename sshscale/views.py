@@ -128,7 +128,7 @@ def status_table(report: Report) -> str:
 
 def _fact_lines(history: Optional[History]) -> list[str]:
     """The pool's facts that hold actions back: the failed-deploy backoff, the launch
-    budget, a halted refresh, the lease."""
+    budget, a halted refresh, the noisy mark, the lease."""
     if history is None:
         return []
     lines = []
@@ -143,6 +143,9 @@ def _fact_lines(history: Optional[History]) -> list[str]:
     if history.refresh_halted is not None:
         lines.append("refresh halted: a VM of the template and offering it refreshed to failed "
                      "its health check (it applies while [launch_config] names them)")
+    if history.noisy is not None:
+        lines.append(f"noisy: a target scale-out found the load noisy at "
+                     f"{_local(history.noisy)} (the wider scale-in margins last a day from then)")
     if history.lease is not None:
         lines.append(f"lease: held by {history.lease.holder} until "
                      f"{_local(history.lease.expires)}")
@@ -163,6 +166,7 @@ def _history_json(history: Optional[History]) -> Optional[dict[str, Any]]:
         "backoff": {"failures": backoff.failures, "until": _iso(backoff.until)}
         if backoff else None,
         "lease": {"holder": lease.holder, "expires": _iso(lease.expires)} if lease else None,
+        "noisy": _iso(history.noisy),
     }
 
 

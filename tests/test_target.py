@@ -15,7 +15,8 @@ import pytest
 from idcf_api import Account
 from sshscale import target as tg
 from sshscale.decide import decide
-from sshscale.facts import PROTECT, UNHEALTHY
+from sshscale.facts import NOISY as NOISY_TAG
+from sshscale.facts import PROTECT, UNHEALTHY, history_from_tags, time_value
 from sshscale.model import (
     Action,
     Backoff,
@@ -160,8 +161,10 @@ def test_estimate_of_a_steady_ramp_recovers_the_demand_now_and_ahead():
     (2.2, 2.0, 1.99, "rise", 8.8 + 60 * 5 * 0.04 / 600, 8.8 + 300 * 5 * 0.04 / 600),
     # confirmed in full: the 1- and 5-minute slope (0.8 / 240 s) is what counts
     (2.2, 2.0, 1.5, "rise", 8.8 + 60 * 0.8 / 240, 8.8 + 300 * 0.8 / 240),
-    # a step (D1 over D5 by more than 40 % of the load) counts at once
-    (3.0, 2.0, 2.0, "step", 12 + 60 * 4 / 240, 12 + 300 * 4 / 240),
+    # a step (D1 over D5 by more than 40 % of the load) counts at once, at the level the step
+    # explains (at least a minute old: the 1-minute average has e^-1 of it still to go); the
+    # 15-minute average does not confirm a rise: none beyond
+    (3.0, 2.0, 2.0, "step", 12 + 4 * E1 / (E5 - E1), 12 + 4 * E1 / (E5 - E1)),
     (1.8, 2.0, 2.1, "fall", 7.2 - 60 * 0.8 / 240, 7.2 - 60 * 0.8 / 240),
     (2.0, 2.0, 2.0, "steady", 8.0, 8.0),
 ])
@@ -169,6 +172,43 @@ def test_estimate_trend(one, five, fifteen, trend, now, ahead):
     estimate = tg.estimate(one, five, 4, [], forecast=240, fifteen=fifteen, target=3.0)
     assert estimate.trend == trend
     assert (estimate.now, estimate.ahead) == (pytest.approx(now), pytest.approx(ahead))
+
+
+def step_loads(before: float, after: float, age: float) -> tuple[float, float, float]:
+    """The averages `age` seconds after a step from `before` to `after` (one VM)."""
+    return kernel_loads([before] * 720 + [after] * round(age / 5))
+
+
+@pytest.mark.parametrize("age, level", [
+    (60, 10.0), (120, 10.0), (300, 10.0), (900, 10.0),  # a step's level, however old
+    (30, 7.1), (5, 3.05),  # younger than a minute: taken for a minute old, short of the level
+])
+def test_step_level_solves_a_step_from_the_three_averages(age, level):
+    one, five, fifteen = step_loads(2.0, 10.0, age)
+    assert tg.step_level(one, five, fifteen) == pytest.approx(level, abs=0.05)
+
+
+def test_estimate_of_a_step_takes_the_level_not_the_averages_catching_up():
+    # two minutes after a step from 2 to 10: the averages still rise, the demand does not
+    one, five, fifteen = step_loads(2.0, 10.0, 120)
+    estimate = tg.estimate(one, five, 1, [], forecast=240, fifteen=fifteen, target=3.0)
+    assert estimate.trend == "step"
+    assert estimate.now == pytest.approx(10.0, abs=0.05)
+    assert estimate.ahead < 10.0 + 240 * (one - five) / 240  # far less than D1 - D5 ahead
+
+
+@pytest.mark.parametrize("one, five, fifteen, expected", [
+    (8.0, 8.0, 8.0, 0.0),
+    (8.4, 8.0, 7.0, 0.0),  # a steady rise: D1 - D5 = 0.4 x (D5 - D15)
+    (7.6, 8.0, 9.0, 0.0),  # a steady fall
+    (8.2, 8.0, 7.0, 0.0),  # between D5 and where the trend puts D1: explained
+    (9.0, 8.0, 8.0, 1.0),  # noise lifts D1 alone
+    (7.0, 8.0, 8.0, 1.0),  # ... or lowers it
+    (9.0, 8.0, 7.0, 0.6),  # beyond the trend: a rise too young for the slower averages
+    (7.0, 8.0, 9.0, 0.6),
+])
+def test_spread_is_what_a_steady_trend_does_not_explain(one, five, fifteen, expected):
+    assert tg.spread(one, five, fifteen) == pytest.approx(expected)
 
 
 def test_estimate_without_the_15_minute_load_counts_only_steps():
@@ -219,8 +259,11 @@ def test_pool_changes(history, expected):
 # --- the plan ------------------------------------------------------------------------------------
 
 
+NOISY = History(noisy=NOW - timedelta(hours=23))  # a scale-out marked the pool noisy
+
 PLANS = [
-    # (id, pool, measurement, action, count, reason part); min 2, max 5, target 3, in 2.5
+    # (id, pool, measurement, action, count, reason part); min 2, max 5, target 3, target_in
+    # 2.5: a calm pool scales in at 2.75, with a noise margin of 7.5 %
     ("idle-at-min", pool(2), load(1.0), NONE, 0, "2 in service, 0 booting"),
     ("at-target", pool(2), load(3.0), NONE, 0, "demand 6.00 now"),
     ("above-target", pool(2), load(3.01), OUT, 1, "3 VMs at target 3"),
@@ -229,18 +272,24 @@ PLANS = [
     ("booting-count", pool(2, booting("b1"), booting("b2")), load(6.0), NONE, 0,
      "2 in service, 2 booting"),
     ("booting-short", pool(2, booting("b1")), load(6.0), OUT, 1, "1 booting"),
-    ("rising-trend", pool(4), load(2.0, 1.0), OUT, 1, "demand 9.00 now, 13.00 in 240 s"),
+    ("step", pool(4), load(2.0, 1.0), OUT, 1,
+     "demand 11.26 now, 11.26 in 240 s (step; 1-min load 2.00) + 0.75 x spread 4.00: 5 VMs"),
+    ("hedged", pool(2), load(2.8, 2.4, 2.4), OUT, 1, "+ 0.75 x spread 0.80: 3 VMs at target 3"),
     ("fits-one-fewer", pool(4), load(1.5), IN, 1,
-     "demand 6.00 (highest estimate) fits 3 VMs at target_in 2.5, 15-min 6.00 within the "
-     "noise margin 6.38"),
-    ("fits-but-noise", pool(4), load(1.875), NONE, 0,
-     "fits 3 VMs at target_in 2.5, but the 15-min 7.50 is above the noise margin 6.38"),
+     "demand 6.00 (highest estimate) fits 3 VMs at target_in 2.75, 15-min 6.00 within the "
+     "noise margin 7.63"),
+    ("fits-but-noise", pool(4), load(2.0), NONE, 0,
+     "fits 3 VMs at target_in 2.75, but the 15-min 8.00 is above the noise margin 7.63"),
     ("fits-falling", pool(4), load(1.75, 1.75, 2.2), IN, 1,
-     "fits 3 VMs at target_in 2.5, falling (5-min 7.00 at least 20% below 15-min 8.80)"),
+     "fits 3 VMs at target_in 2.75, falling (5-min 7.00 at least 20% below 15-min 8.80)"),
+    ("fits-falling-steadily", pool(4), load(1.75, 1.75, 2.0), IN, 1,
+     "falling steadily (5-min 7.00 at least 6% below 15-min 8.00, spread 0.00)"),
+    ("falling-with-spread", pool(4), load(1.4, 1.75, 2.0), NONE, 0,
+     "but the 15-min 8.00 is above the noise margin 7.63"),
     ("fits-rise-stopped", pool(4), load(1.5, 1.5, 1.2), IN, 1, "within the noise margin"),
     ("fits-still-rising", pool(4), load(1.6, 1.5, 1.2), NONE, 0,
      "but still rising (5-min 6.00 above 15-min 4.80)"),
-    ("just-too-much", pool(4), load(1.9), NONE, 0, "demand 7.60 now"),
+    ("just-too-much", pool(4), load(2.1), NONE, 0, "demand 8.40 now"),
     ("five-minute-holds", pool(4), load(1.0, 2.0), NONE, 0, "4 in service"),
     ("no-in-while-booting", pool(4, booting("b1")), load(0.5), NONE, 0, "1 booting"),
     ("stabilization", pool(4, newest_age_min=5), load(0.5), NONE, 0,
@@ -263,20 +312,76 @@ PLANS = [
 ]
 
 
-@pytest.mark.parametrize("machines, measurement, action, count, reason_part",
-                         [p[1:] for p in PLANS], ids=[p[0] for p in PLANS])
-def test_plan(machines, measurement, action, count, reason_part):
-    result = plan(measurement, machines)
+NOISY_PLANS = [
+    # the pool is noisy: target_in 2.5, a noise margin of 15 %, no scale-in on a steady fall
+    # alone, half the spread added to a scale-out's demand
+    ("fits-one-fewer", pool(4), load(1.5), IN, 1,
+     "fits 3 VMs at target_in 2.5, 15-min 6.00 within the noise margin 6.38 (noisy pool)"),
+    ("fits-but-noise", pool(4), load(1.875), NONE, 0,
+     "fits 3 VMs at target_in 2.5, but the 15-min 7.50 is above the noise margin 6.38"),
+    ("fits-falling", pool(4), load(1.75, 1.75, 2.2), IN, 1, "target_in 2.5, falling (5-min"),
+    ("no-steady-fall", pool(4), load(1.75, 1.75, 2.0), NONE, 0,
+     "but the 15-min 8.00 is above the noise margin 6.38"),
+    ("just-too-much", pool(4), load(1.9), NONE, 0, "demand 7.60 now"),
+    ("hedged-less", pool(2), load(2.8, 2.4, 2.4), NONE, 0,
+     "+ 0.5 x spread 0.80; 2 in service, 0 booting, noisy pool"),
+]
+
+
+@pytest.mark.parametrize("machines, measurement, action, count, reason_part, history",
+                         [(*p[1:], History()) for p in PLANS]
+                         + [(*p[1:], NOISY) for p in NOISY_PLANS],
+                         ids=[p[0] for p in PLANS] + [f"noisy-{p[0]}" for p in NOISY_PLANS])
+def test_plan(machines, measurement, action, count, reason_part, history):
+    result = plan(measurement, machines, history=history)
     assert (result.action, result.count) == (action, count)
     assert reason_part in result.reason
+
+
+def test_the_noisy_mark_reads_from_the_rule_tags():
+    assert history_from_tags({NOISY_TAG: time_value(NOW)}).noisy == NOW
+    assert history_from_tags({NOISY_TAG: "garbage"}).noisy is None
+    assert history_from_tags({}).noisy is None
+
+
+@pytest.mark.parametrize("mark, noisy", [
+    (None, False),
+    (NOW - timedelta(hours=23, minutes=59), True),
+    (NOW - timedelta(hours=24), False),  # a day after the last mark: calm again
+])
+def test_noisy_for_a_day_after_a_mark(mark, noisy):
+    assert tg.noisy(History(noisy=mark), NOW) is noisy
+
+
+LAST_OUT = NOW - timedelta(hours=1)
+
+
+@pytest.mark.parametrize("machines, measurement, history, noisy, reason_part", [
+    # a scale-out 12 minutes after a scale-in takes it back: the noise reached further
+    (pool(3), load(3.4, 3.0, 3.0), History(last_scale_out=LAST_OUT,
+                                            last_scale_in=NOW - timedelta(minutes=12)),
+     True, "; the pool is noisy: it takes back the scale-in of 720 s ago"),
+    (pool(3), load(3.4, 3.0, 3.0), History(last_scale_out=LAST_OUT,
+                                            last_scale_in=NOW - timedelta(minutes=16)),
+     False, "4 VMs at target 3 (3 in service, 0 booting)"),  # past 1.5 x stabilization
+    # D1 2.4 above a steady D5 and D15: a spread above 20 % of the demand drove it
+    (pool(3), load(3.6, 2.8, 2.8), History(), True,
+     "; the pool is noisy: a spread above 20% of the demand"),
+    (pool(2), load(5.0, 2.5, 2.5), History(), False, "(step;"),  # a step is no noise
+    (pool(3), load(2.8, 2.5, 2.0), History(), False, "(rise;"),  # a steady rise neither
+])
+def test_plan_marks_the_pool_noisy(machines, measurement, history, noisy, reason_part):
+    result = plan(measurement, machines, history=history)
+    assert result.action is OUT and result.noisy is noisy
+    assert reason_part in result.reason and ("the pool is noisy" in result.reason) is noisy
 
 
 @pytest.mark.parametrize("overrides, measurement, action, count", [
     ({"per_cpu": True}, load(8.0, cpus=4), NONE, 0),  # 2 per CPU on 2 VMs: 4 < 2 x 3
     ({"per_cpu": False}, load(8.0, cpus=4), OUT, 3),  # 16 load units: 6 VMs, max 5
     ({"target_out": 2.0}, load(2.5), OUT, 1),  # demand 5 at target 2: 3 VMs
-    ({"forecast": 0.0}, load(2.0, 1.0), NONE, 0),  # no trend: demand 4 fits 2 VMs
-    ({"forecast": 600.0}, load(2.0, 1.0), OUT, 2),  # 4.5 now, 9.5 ahead: 4 VMs
+    ({"forecast": 0.0}, load(2.0, 1.6, 1.2), NONE, 0),  # no trend: demand 4 (+ 0.36) fits 2
+    ({"forecast": 600.0}, load(2.0, 1.6, 1.2), OUT, 1),  # 4.2 now, 6.2 ahead: 3 VMs
     ({"min_size": 3}, load(0.1), OUT, 1),  # min_size before any load rule
 ])
 def test_plan_keys(overrides, measurement, action, count):
@@ -286,8 +391,10 @@ def test_plan_keys(overrides, measurement, action, count):
 
 def test_plan_scale_in_respects_the_target_in_and_stabilization_keys():
     settings = replace(BASE, target_in=2.0)
-    assert plan(load(1.875), pool(4), settings).action is NONE  # 7.5 > 3 x 2
-    assert plan(load(1.5, 1.5, 1.25), pool(4), settings).action is IN  # 6 <= 3 x 2, 5 <= 5.1
+    assert plan(load(1.875), pool(4), settings, NOISY).action is NONE  # 7.5 > 3 x 2
+    assert plan(load(1.5, 1.5, 1.25), pool(4), settings, NOISY).action is IN  # 6 <= 6, 5 <= 5.1
+    # calm: halfway between target_in and the target, 2.5
+    assert "fits 3 VMs at target_in 2.5" in plan(load(1.875), pool(4), settings).reason
     young = pool(4, newest_age_min=2)
     assert "within 600 s" in plan(load(0.5), young).reason
     assert plan(load(0.5, 0.5, 0.7), young, replace(BASE, stabilization=60.0)).action is IN
@@ -299,7 +406,10 @@ def test_plan_scale_in_respects_the_target_in_and_stabilization_keys():
      "for 3 (flip guard)"),
     (load(3.4, 3.0, 3.0), 5, OUT, "4 VMs at target 3"),  # the 5-minute average asks too
     (load(5.0, 2.5, 2.5), 5, OUT, "(step;"),  # a step is no noise
-    (load(3.4, 2.5, 2.5), 10.1, OUT, "4 VMs at target 3"),  # past stabilization (600 s)
+    # past stabilization (600 s): D1 alone, 2.7 above D5, adds 0.75 x that to the demand;
+    # within 1.5 x stabilization of the scale-in, the scale-out marks the pool noisy
+    (load(3.4, 2.5, 2.5), 10.1, OUT, "5 VMs at target 3 (3 in service, 0 booting); the pool "
+     "is noisy: it takes back the scale-in of 606 s ago"),
 ])
 def test_plan_after_a_scale_in_only_the_five_minute_average_or_a_step_adds_vms(
         measurement, scale_in_min_ago, action, reason_part):
@@ -338,6 +448,9 @@ def test_decide_target_maps_the_plan():
     assert scale_in.vms[0].name == "m3"  # the newest managed member, as for threshold
     steady = decide(load(2.0), pool(2), BASE, NOW, History())
     assert (steady.action, steady.rule) == (A.NONE, "target")
+    taken_back = decide(load(3.4, 3.0, 3.0), pool(3), BASE, NOW,
+                        History(last_scale_out=LAST_OUT, last_scale_in=NOW - timedelta(minutes=12)))
+    assert taken_back.action is A.SCALE_OUT and taken_back.noisy and not out.noisy
 
 
 def test_decide_target_deploys_respect_the_failed_deploy_backoff():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,8 @@ def test_one_run_adds_several_vms_and_assigns_them_after_giving_back_the_lease(
     done = run_cli("-c", str(target_config(tmp_path, cloud, sshd.port, key)))
     text = outputs(done)
     assert done.returncode == 0, done.stderr
-    assert ("scale out: demand 18.00 now, 18.00 in 240 s (steady; 1-min load 9.00): 4 VMs at "
-            "target 3") in text
+    assert ("scale out: demand 18.00 now, 18.00 in 240 s (steady; 1-min load 9.00) + 0.75 x "
+            "spread 0.00: 4 VMs at target 3") in text
     assert "scale out        : +2" in text
     assert "waiting for 2 deploy(s) without the lock and the pool's lease" in text
     assert "now vm count     : 4" in text
@@ -94,6 +95,30 @@ def test_one_run_adds_several_vms_and_assigns_them_after_giving_back_the_lease(
     assert commands.index("queryAsyncJobResult", commands.index("deployVirtualMachine")) > release
     assert LEASE not in cloud.tags(cloud.lb_id)
     assert_consistent(cloud)
+
+
+def test_a_scale_out_that_takes_back_a_scale_in_marks_the_pool_noisy(tmp_path, cloud, key, sshd):
+    """The mark goes with the scale-out's own record (the same tag calls) and the next runs
+    read it: they keep the wider noise margins."""
+    now = int(time.time())
+    cloud.set_tag(cloud.lb_id, "ssh-scale:scale-out", f"{now - 3600} 150")
+    cloud.set_tag(cloud.lb_id, "ssh-scale:scale-in", str(now - 720))
+    sshd.set_output(LOADS[4.0])  # demand 8 on 2 VMs, 12 minutes after a scale-in: 3 wanted
+    path = target_config(tmp_path, cloud, sshd.port, key)
+    done = run_cli("-c", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "3 VMs at target 3 (2 in service, 0 booting); the pool is noisy: it takes back the " \
+           "scale-in of " in outputs(done)
+    assert abs(int(cloud.tags(cloud.lb_id)["ssh-scale:noisy"]) - now) < 120
+    marks = [c.params for c in cloud.calls_of("createTags")
+             if "ssh-scale:noisy" in c.params.values()]
+    assert len(marks) == 1 and "ssh-scale:scale-out" in marks[0].values()
+    sshd.set_output("2.00 2.00 2.00 3/200 999")  # demand 6 on 3 VMs: nothing to do
+    writes = len(cloud.calls_of("createTags")) + len(cloud.calls_of("deleteTags"))
+    steady = run_cli("-c", str(path))
+    assert steady.returncode == 0, steady.stderr
+    assert "3 in service, 0 booting, noisy pool" in steady.stdout
+    assert len(cloud.calls_of("createTags")) + len(cloud.calls_of("deleteTags")) == writes
 
 
 def test_runs_during_a_boot_count_the_booting_vms_and_may_add_more(tmp_path, cloud, key, sshd):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import datetime, timezone
 
 import pytest
 
-from sshscale.model import Action, Decision, Pool, Report, Vm
-from sshscale.views import log_checks, status_table
+from sshscale.model import Action, Decision, History, Pool, Report, Vm
+from sshscale.logs import TIME_FORMAT
+from sshscale.views import log_checks, report_json, status_table
 from tests.test_decide import BASE
 
 
@@ -42,3 +44,13 @@ def test_log_checks_label_the_period_unless_both_are_1(caplog, period_out, perio
 ])
 def test_status_table_decision_line(report, line):
     assert status_table(report).splitlines()[-1] == line
+
+
+def test_status_table_tells_the_noisy_mark():
+    noisy = datetime(2026, 11, 28, 10, 42, tzinfo=timezone.utc)
+    report = Report(time="t", pool_read=True, history=History(noisy=noisy),
+                    decision=Decision(Action.NONE, "demand 6.00 now"))
+    assert (f"noisy: a target scale-out found the load noisy at "
+            f"{noisy.astimezone().strftime(TIME_FORMAT)} (the wider scale-in margins last a day "
+            "from then)") in status_table(report).splitlines()
+    assert report_json(report)["history"]["noisy"] == noisy.isoformat()

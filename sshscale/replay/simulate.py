@@ -203,6 +203,7 @@ class _SimVm:
     destroyed: Optional[float] = None
     loads: tuple[float, float, float] = (0.0, 0.0, 0.0)
     listing: Optional[Vm] = None  # how pool() lists it in its current state
+    noisy: bool = False  # deployed by a scale-out that marks the pool noisy when it joins
 
 
 def _latest(known: Optional[float], second: float) -> float:
@@ -225,6 +226,7 @@ class _Simulation:
     lock_until: float = -math.inf
     last_out: Optional[float] = None
     last_in: Optional[float] = None
+    noisy: Optional[float] = None  # when a noisy scale-out's VMs joined (ssh-scale:noisy)
     samples: list[Sample] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
@@ -295,6 +297,8 @@ class _Simulation:
         for vm in [vm for vm in self.in_state(BOOTING) if vm.joins <= second]:
             self.set_state(vm, SERVING)
             self.last_out = _latest(self.last_out, vm.joins)
+            if vm.noisy:
+                self.noisy = _latest(self.noisy, vm.joins)
         destroyed = [vm for vm in self.in_state(DRAINING)
                      if vm.destroyed is not None and vm.destroyed <= second]
         if destroyed:
@@ -330,8 +334,11 @@ class _Simulation:
             return
         now = self.start + timedelta(seconds=second)
         measurement = self.measurement(now)
+        # As the live run's tags record them: when VMs last joined and their deploy time, and
+        # when a noisy scale-out's VMs joined.
         history = History(self.virtual_time(self.last_out), self.virtual_time(self.last_in),
-                          deploy_seconds=self.boot_seconds if self.last_out is not None else None)
+                          deploy_seconds=None if self.last_out is None else self.boot_seconds,
+                          noisy=self.virtual_time(self.noisy))
         decider = decide if self.peer is None else self.peer.decide
         decision = decider(measurement, self.pool(), self.settings, now, history)
         load_out = aggregate_load(measurement, self.settings.period_out, self.settings)
@@ -386,7 +393,8 @@ class _Simulation:
         joins = second + self.boot_seconds
         for _ in range(decision.count):
             number = len(self.vms) + len(self.gone)
-            self.vms.append(_SimVm(id=f"vm-{number}", created=second, joins=joins))
+            self.vms.append(_SimVm(id=f"vm-{number}", created=second, joins=joins,
+                                   noisy=decision.noisy))
         self.states = None
         if self.locks and not self.unlocked_boots:
             self.lock_until = joins

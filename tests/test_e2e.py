@@ -285,7 +285,7 @@ def test_read_only_looks_create_no_lock_file(tmp_path, cloud, key, sshd, home):
 
 def test_help_shows_cron_line_and_version():
     done = run_cli("--help")
-    assert done.returncode == 0 and "* * * * * ssh_scale.py" in done.stdout
+    assert done.returncode == 0 and "* * * * * /usr/bin/ssh_scale.py -c " in done.stdout
     assert run_cli("--version").stdout.strip().startswith("ssh_scale.py ")
 
 

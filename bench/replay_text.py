@@ -221,10 +221,11 @@ def reading(results: Mapping[str, Any], bars: Sequence[dict], variants: Sequence
         "the noisy plateau the first scale-in is judged at the calm margins and taken back 11 "
         "minutes later. The mark cannot come sooner: one run's three load averages cannot "
         "tell a noisy plateau from a gentle fall, and a quiet run writes nothing. What the "
-        "take-back costs is bounded: it restores the VM the scale-in removed, and only the "
-        "5-minute average (or a step) may ask for more (the take-back guard), so the next "
-        "minute's noise peak adds no fifth VM; the noisy pool's hedge (half the spread) adds "
-        "one on some noise peaks, for about 11 minutes each.",
+        "take-back costs is bounded: it restores the VM the scale-in removed, and beyond "
+        "that sizes for the demand without the spread's hedge (the take-back guard: the "
+        "spread is the noise that fooled the scale-in), so the next minute's noise peak adds "
+        "no fifth VM; the noisy pool's hedge (half the spread) adds one on some noise peaks, "
+        "for about 11 minutes each.",
         "**Flips** (target / classic): "
         + ", ".join(f"{name} {mine} / {theirs}" for name, mine, theirs in flips) + ".",
         f"**One draw of the noise decides a lot**: over {len(draws)} draws of "

@@ -30,10 +30,10 @@ The estimate, each run:
     the load balancer, deploy job pending) count as capacity on the way, so several VMs may
     be added in one run and none twice. Within `stabilization` seconds of a scale-in (a
     flip), only the 5-minute average or a step may add VMs (flip guard); until TAKE_BACK x
-    `stabilization`, a scale-out takes back the scale-in, which shows that the scale-in
-    misread noise, so the 1-minute peak that asks for it is read as the same noise: it may
-    restore the VM the scale-in removed, and only the 5-minute average or a step may ask for
-    more (take-back guard);
+    `stabilization`, a scale-out takes the scale-in back, which shows that the scale-in
+    misread noise, so the spread that asks for it is read as that noise: it restores the VM
+    the scale-in removed, and beyond that sizes for the demand without the spread's hedge
+    (take-back guard; a step is no noise);
   * scale in one VM only when no VM is booting, the newest VM is older than `stabilization`
     seconds, the highest estimate (D1, D5, now, ahead) fits one VM fewer at target_in (calm:
     halfway between target_in and the target), and the fit is not noise: the demand is
@@ -321,19 +321,22 @@ def _guard(wanted: int, have: int, count: int, since_in: float, demand: Estimate
            settings: Settings) -> Optional[tuple[int, str, str]]:
     """(VMs allowed, the guard's name, what it allows in words) when a scale-out to `wanted`
     VMs (no step) follows a scale-in closely: within `stabilization`, only the 5-minute
-    average may ask for VMs (flip guard); within TAKE_BACK x `stabilization`, D1 may also take
-    back the VM the scale-in removed (`count` + 1 VMs), and only the 5-minute average may ask
-    for more (take-back guard). None when no guard holds the scale-out back."""
+    average may ask for VMs (flip guard); within TAKE_BACK x `stabilization`, the scale-out
+    takes the scale-in back: it restores the VM the scale-in removed (`count` + 1 VMs), and
+    beyond that sizes for the demand without the spread's hedge (take-back guard). None when
+    no guard holds the scale-out back."""
     if wanted <= have or demand.trend == "step" or \
             since_in > TAKE_BACK * settings.stabilization:
         return None
-    held = _vms_for(demand.five, target, settings)
-    asks = f"the 5-min {demand.five:.2f} asks for {held}"
     if since_in <= settings.stabilization:
-        allowed, name, words = held, "flip guard", asks
+        held = _vms_for(demand.five, target, settings)
+        allowed, name = held, "flip guard"
+        words = f"the 5-min {demand.five:.2f} asks for {held}"
     else:
-        allowed, name = max(held, count + 1), "take-back guard"
-        words = f"taking the scale-in back restores {count + 1} VMs, {asks}"
+        bare = _vms_for(demand.wanted, target, settings)
+        allowed, name = max(count + 1, bare), "take-back guard"
+        words = (f"taking the scale-in back restores {count + 1} VMs, "
+                 f"{demand.wanted:.2f} without the hedge asks for {bare}")
     return (allowed, name, words) if allowed < wanted else None
 
 

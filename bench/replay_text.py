@@ -156,6 +156,14 @@ def _names(items: Sequence[str]) -> str:
     return ", ".join(items) or "none"
 
 
+def _against(results: Any) -> str:
+    """Target's overload / VM-minutes against classic's on one trace (a TraceResults)."""
+    mine, theirs = results.target, results.classic
+    return (f"{mine.overload_minutes} / {mine.vm_minutes} against classic's "
+            f"{theirs.overload_minutes} / {theirs.vm_minutes}: "
+            f"{mine.vm_minutes / theirs.vm_minutes:.3f} x its VM-minutes")
+
+
 def steady_pool(trace: rp.Trace, vms: int, threshold_out: float) -> tuple[int, int, int]:
     """(VMs, overload minutes, VM-minutes) of a pool held at `vms` VMs all along."""
     overload = sum(1 for demand in trace.per_minute() if demand > vms * threshold_out)
@@ -174,10 +182,8 @@ def reading(results: Mapping[str, Any], bars: Sequence[dict], variants: Sequence
               if row["peers"] != "front"]
     ratios = [r.target.vm_minutes / r.classic.vm_minutes for name, r in results.items()
               if name in held]
-    short = [f"{name} ({r.target.overload_minutes} / {r.target.vm_minutes} against classic's "
-             f"{r.classic.overload_minutes} / {r.classic.vm_minutes}: "
-             f"{r.target.vm_minutes / r.classic.vm_minutes:.3f} x its VM-minutes)"
-             for name, r in results.items() if name not in held and name != "plateau.csv"]
+    short = [f"{name} ({_against(r)})" for name, r in results.items()
+             if name not in held and name != "plateau.csv"]
     flips = [(name, r.target.flips, r.classic.flips) for name, r in results.items()]
     draws = [row for row in seeds if not row["seed"].startswith("mean")]
     drawn = list(dict.fromkeys(row["trace"] for row in draws))
@@ -208,13 +214,18 @@ def reading(results: Mapping[str, Any], bars: Sequence[dict], variants: Sequence
         f"more than the mean needs) would have {steady[1]} overload minutes and {steady[2]} "
         f"VM-minutes, against classic's {results['noisy-plateau.csv'].classic.overload_minutes} "
         f"and {results['noisy-plateau.csv'].classic.vm_minutes}.",
-        f"**Where the bar still fails besides the plateau**: {_names(short)}. A pool starts "
-        "calm and learns that its load is noisy only from a scale-out that takes back a "
-        "scale-in or that the spread drove (the ssh-scale:noisy mark): on the noisy plateau "
-        "the first scale-in is judged at the calm margins and taken back 11 minutes later, "
-        "and the noisy pool's hedge (half the spread) adds a fifth VM on some noise peaks. "
-        "The mark cannot come sooner: one run's three load averages cannot tell a noisy "
-        "plateau from a gentle fall, and a quiet run writes nothing.",
+        (f"**Where the bar still fails besides the plateau**: {_names(short)}." if short else
+         f"**The noisy plateau meets the bar**: {_against(results['noisy-plateau.csv'])}.")
+        + " A pool starts calm and learns that its load is noisy only from a scale-out "
+        "that takes back a scale-in or that the spread drove (the ssh-scale:noisy mark): on "
+        "the noisy plateau the first scale-in is judged at the calm margins and taken back 11 "
+        "minutes later. The mark cannot come sooner: one run's three load averages cannot "
+        "tell a noisy plateau from a gentle fall, and a quiet run writes nothing. What the "
+        "take-back costs is bounded: it restores the VM the scale-in removed, and beyond "
+        "that sizes for the demand without the spread's hedge (the take-back guard: the "
+        "spread is the noise that fooled the scale-in), so the next minute's noise peak adds "
+        "no fifth VM; the noisy pool's hedge (half the spread) adds one on some noise peaks, "
+        "for about 11 minutes each.",
         "**Flips** (target / classic): "
         + ", ".join(f"{name} {mine} / {theirs}" for name, mine, theirs in flips) + ".",
         f"**One draw of the noise decides a lot**: over {len(draws)} draws of "

@@ -29,7 +29,11 @@ The estimate, each run:
     (NOISY_HEDGE when noisy)) / target), within min/max; VMs still booting (managed, outside
     the load balancer, deploy job pending) count as capacity on the way, so several VMs may
     be added in one run and none twice. Within `stabilization` seconds of a scale-in (a
-    flip), only the 5-minute average or a step may add VMs;
+    flip), only the 5-minute average or a step may add VMs (flip guard); until TAKE_BACK x
+    `stabilization`, a scale-out takes the scale-in back, which shows that the scale-in
+    misread noise, so the spread that asks for it is read as that noise: it restores the VM
+    the scale-in removed, and beyond that sizes for the demand without the spread's hedge
+    (take-back guard; a step is no noise);
   * scale in one VM only when no VM is booting, the newest VM is older than `stabilization`
     seconds, the highest estimate (D1, D5, now, ahead) fits one VM fewer at target_in (calm:
     halfway between target_in and the target), and the fit is not noise: the demand is
@@ -280,13 +284,13 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
             f"({demand.trend}; 1-min load {one:.2f}) + {share:g} x spread {demand.spread:.2f}")
     wanted = _vms_for(demand.wanted + hedge, target, settings)
     since_in = _since_scale_in(history, now)
-    if wanted > have and since_in <= settings.stabilization and demand.trend != "step":
-        held = _vms_for(demand.five, target, settings)  # a flip: only the 5-min may ask
-        if held <= have:
+    guard, held_back = _guard(wanted, have, count, since_in, demand, target, settings), ""
+    if guard is not None:
+        allowed, name, words = guard
+        if allowed <= have:
             return Plan(Action.NONE, 0, f"{seen}: {wanted} VMs at target {target:g}, but the "
-                        f"last scale-in was {since_in:.0f} s ago and the 5-min "
-                        f"{demand.five:.2f} asks for {held} (flip guard); {where}")
-        wanted = held
+                        f"last scale-in was {since_in:.0f} s ago and {words} ({name}); {where}")
+        wanted, held_back = allowed, f", not {wanted} ({name}: {words})"
     if wanted > have:
         if room <= 0:  # wanted <= max_size: VMs that are neither in service nor booting
             return Plan(Action.NONE, 0, f"{seen}: {vm_count(wanted)} at target {target:g}, "
@@ -294,7 +298,7 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
                         f"count against max_size {settings.max_size}")
         mark = _noise_mark(demand, since_in, target, settings)
         return Plan(Action.SCALE_OUT, min(wanted - have, room),
-                    f"{seen}: {vm_count(wanted)} at target {target:g} ({where})"
+                    f"{seen}: {vm_count(wanted)} at target {target:g} ({where}){held_back}"
                     + (f"; the pool is noisy: {mark}" if mark else ""), noisy=mark is not None)
     steady = f"{seen}; {where}"
     if booting or count <= settings.min_size:
@@ -311,6 +315,29 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
         return Plan(Action.NONE, 0, f"{steady}; {why}")
     return Plan(Action.SCALE_IN, 1, f"demand {demand.high:.2f} (highest estimate) {why}"
                 + ("" if calm else " (noisy pool)"))
+
+
+def _guard(wanted: int, have: int, count: int, since_in: float, demand: Estimate, target: float,
+           settings: Settings) -> Optional[tuple[int, str, str]]:
+    """(VMs allowed, the guard's name, what it allows in words) when a scale-out to `wanted`
+    VMs (no step) follows a scale-in closely: within `stabilization`, only the 5-minute
+    average may ask for VMs (flip guard); within TAKE_BACK x `stabilization`, the scale-out
+    takes the scale-in back: it restores the VM the scale-in removed (`count` + 1 VMs), and
+    beyond that sizes for the demand without the spread's hedge (take-back guard). None when
+    no guard holds the scale-out back."""
+    if wanted <= have or demand.trend == "step" or \
+            since_in > TAKE_BACK * settings.stabilization:
+        return None
+    if since_in <= settings.stabilization:
+        held = _vms_for(demand.five, target, settings)
+        allowed, name = held, "flip guard"
+        words = f"the 5-min {demand.five:.2f} asks for {held}"
+    else:
+        bare = _vms_for(demand.wanted, target, settings)
+        allowed, name = max(count + 1, bare), "take-back guard"
+        words = (f"taking the scale-in back restores {count + 1} VMs, "
+                 f"{demand.wanted:.2f} without the hedge asks for {bare}")
+    return (allowed, name, words) if allowed < wanted else None
 
 
 def _noise_mark(demand: Estimate, since_in: float, target: float,

@@ -400,23 +400,41 @@ def test_plan_scale_in_respects_the_target_in_and_stabilization_keys():
     assert plan(load(0.5, 0.5, 0.7), young, replace(BASE, stabilization=60.0)).action is IN
 
 
-@pytest.mark.parametrize("measurement, scale_in_min_ago, action, reason_part", [
+@pytest.mark.parametrize("machines, measurement, scale_in_min_ago, action, count, reason_part", [
     # 5 minutes after a scale-in, the 1-minute load alone (noise) asks for a 4th VM: held
-    (load(3.4, 2.5, 2.5), 5, NONE, "the last scale-in was 300 s ago and the 5-min 8.26 asks "
-     "for 3 (flip guard)"),
-    (load(3.4, 3.0, 3.0), 5, OUT, "4 VMs at target 3"),  # the 5-minute average asks too
-    (load(5.0, 2.5, 2.5), 5, OUT, "(step;"),  # a step is no noise
-    # past stabilization (600 s): D1 alone, 2.7 above D5, adds 0.75 x that to the demand;
-    # within 1.5 x stabilization of the scale-in, the scale-out marks the pool noisy
-    (load(3.4, 2.5, 2.5), 10.1, OUT, "5 VMs at target 3 (3 in service, 0 booting); the pool "
-     "is noisy: it takes back the scale-in of 606 s ago"),
+    (pool(3), load(3.4, 2.5, 2.5), 5, NONE, 0, "the last scale-in was 300 s ago and the 5-min "
+     "8.26 asks for 3 (flip guard)"),
+    (pool(3), load(3.4, 3.0, 3.0), 5, OUT, 1, "4 VMs at target 3"),  # the 5-minute asks too
+    (pool(3), load(5.0, 2.5, 2.5), 5, OUT, 2, "(step;"),  # a step is no noise
+    # past stabilization (600 s), within 1.5 x stabilization: D1 alone, 2.7 above D5, asks
+    # for 5 VMs with 0.75 x that spread; it takes back the scale-in's VM, and the demand
+    # without the hedge (the spread is the noise that fooled the scale-in) asks for no more
+    (pool(3), load(3.4, 2.5, 2.5), 10.1, OUT, 1, "4 VMs at target 3 (3 in service, 0 "
+     "booting), not 5 (take-back guard: taking the scale-in back restores 4 VMs, 10.20 "
+     "without the hedge asks for 4); the pool is noisy: it takes back the scale-in of 606 s "
+     "ago"),
+    (pool(3), load(3.4, 2.5, 2.5), 15, OUT, 1, "not 5 (take-back guard"),  # 900 s: still
+    # the take-back's VM is booting: the next run's peak adds nothing
+    (pool(3, booting("b1")), load(3.4, 2.5, 2.5), 12, NONE, 0, "5 VMs at target 3, but the last "
+     "scale-in was 720 s ago and taking the scale-in back restores 4 VMs, 10.20 without the "
+     "hedge asks for 4 (take-back guard); 3 in service, 1 booting"),
+    # the demand without the hedge asks for more than the scale-in's VM: it has its way
+    (pool(2), load(5.5, 4.5, 4.5), 10.1, OUT, 2, "4 VMs at target 3 (2 in service, 0 booting), "
+     "not 5 (take-back guard: taking the scale-in back restores 3 VMs, 11.00 without the hedge "
+     "asks for 4)"),
+    (pool(2), load(7.0, 5.5, 5.5), 10.1, OUT, 3, "5 VMs at target 3 (2 in service, 0 booting); "
+     "the pool is noisy"),  # 14.00 without the hedge asks for 5: no guard holds it back
+    (pool(3), load(5.0, 2.5, 2.5), 12, OUT, 2, "(step;"),  # a step is no noise
+    # past 1.5 x stabilization, no guard: the spread's hedge asks for a 5th VM
+    (pool(3), load(3.4, 2.5, 2.5), 16, OUT, 2, "5 VMs at target 3 (3 in service, 0 booting); "
+     "the pool is noisy: a spread above 20% of the demand"),
 ])
 def test_plan_after_a_scale_in_only_the_five_minute_average_or_a_step_adds_vms(
-        measurement, scale_in_min_ago, action, reason_part):
+        machines, measurement, scale_in_min_ago, action, count, reason_part):
     history = History(last_scale_out=NOW - timedelta(hours=1),
                       last_scale_in=NOW - timedelta(minutes=scale_in_min_ago))
-    result = plan(measurement, pool(3), history=history)
-    assert result.action is action and reason_part in result.reason
+    result = plan(measurement, machines, history=history)
+    assert (result.action, result.count) == (action, count) and reason_part in result.reason
 
 
 def test_plan_the_flip_guard_ends_with_a_later_scale_out():

@@ -637,7 +637,13 @@ def test_fault_slow_acts_after_the_sleep(sim: Simulator) -> None:
 
 
 def test_fault_slow_after_acts_at_once(sim: Simulator) -> None:
-    deploy_given_up(sim, "slow_after", delay=5, timeout=0.2)
+    # The client gives up after 0.2 s, maybe before the request is even read (a loaded
+    # machine): the deploy is done long before the answer's 60 s, never after them.
+    deploy_given_up(sim, "slow_after", delay=60, timeout=0.2)
+    deadline = time.monotonic() + 30
+    while not sim.vms():
+        assert time.monotonic() < deadline, "the deploy waited for the answer's delay"
+        time.sleep(0.01)
     assert len(sim.vms()) == 1
     assert sim.calls_of("deployVirtualMachine")[0].status == 200
 
@@ -868,16 +874,19 @@ def test_main_serves_until_ctrl_c() -> None:
 
 
 def test_vm_middle_states_and_destroyed_vms_cannot_join(sim: Simulator) -> None:
-    sim.job_seconds = 0.6
+    # Jobs of an hour, moved through by age(): no phase depends on how fast the machine is.
+    sim.job_seconds = 3600
     answer = deploy(sim)
-    time.sleep(0.3)
+    sim.age(1800)
     assert ok(sim, "listVirtualMachines", id=answer["id"])["virtualmachine"][0]["state"] == \
         "Starting"
+    sim.age(1800)
     sim.settle()
     destroyed = ok(sim, "destroyVirtualMachine", id=answer["id"])
     assert sim.vms()[0]["state"] == "Stopping"
-    time.sleep(0.4)
+    sim.age(1800)
     assert sim.vms()[0]["state"] == "Stopped"
+    sim.age(1800)
     sim.settle()
     assert destroyed["jobid"] and sim.vms() == []
     response = request(sim, "assignToLoadBalancerRule", id=sim.lb_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, Optional
 
@@ -193,12 +194,13 @@ class Pool:
 
     vms: tuple[Vm, ...] = ()
 
-    @property
+    # Cached: a pool never changes, and decide() and the replay ask for these many times.
+    @cached_property
     def members(self) -> tuple[Vm, ...]:
         """The VMs the load-balancer rule lists."""
         return tuple(v for v in self.vms if v.in_lb)
 
-    @property
+    @cached_property
     def in_service(self) -> tuple[Vm, ...]:
         """Members that are Running, Starting or Migrating."""
         return tuple(v for v in self.members if v.state in IN_SERVICE)

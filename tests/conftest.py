@@ -46,6 +46,13 @@ def _version_ids(versions: tuple[str, ...]) -> list[str]:
     return [f"cs{version}" for version in versions]
 
 
+#: For a test of a module that runs against `any_sim` but checks what no server version
+#: changes (the client's retries, SSH keys, what a run prints): one version is enough.
+NEWEST_ONLY = pytest.mark.parametrize("any_sim", REPRESENTATIVE_VERSIONS[-1:],
+                                      ids=_version_ids(REPRESENTATIVE_VERSIONS[-1:]),
+                                      indirect=True)
+
+
 @pytest.fixture(params=REPRESENTATIVE_VERSIONS, ids=_version_ids(REPRESENTATIVE_VERSIONS))
 def any_sim(request: pytest.FixtureRequest) -> Any:
     """The simulator speaking as each of REPRESENTATIVE_VERSIONS in turn: for tests that must

@@ -13,7 +13,7 @@ import pytest
 
 from cloudstack_sim import Fault
 from tests import sshd_support
-from tests.conftest import assert_no_secrets, base_sections, run_cli, write_config
+from tests.conftest import NEWEST_ONLY, assert_no_secrets, base_sections, run_cli, write_config
 from tests.configs import add_owned, labels
 
 HIGH, MID, LOW = "4.20 3.10 2.00 3/200 999", "2.00 2.00 2.00 1/200 999", "0.10 0.20 0.30 1/99 9"
@@ -79,6 +79,7 @@ def test_walkthrough_vm_name_via_ssh_config_scales_out(tmp_path, cloud, key, ssh
     assert f"[127.0.0.1]:{sshd.port}" in (home / ".ssh" / "known_hosts").read_text()
 
 
+@NEWEST_ONLY
 @pytest.mark.parametrize("key_type, fmt, passphrase", [
     ("rsa", "pem", "correct horse"), ("ed25519", "openssh", ""), ("ecdsa", "openssh", "pw"),
 ])
@@ -94,6 +95,7 @@ def test_key_types_and_passphrases(tmp_path, cloud, home, key_type, fmt, passphr
     assert_no_secrets(done.stdout, done.stderr, extra=(passphrase,) if passphrase else ())
 
 
+@NEWEST_ONLY
 def test_wrong_passphrase_exits_1_without_action(tmp_path, cloud, home):
     other = sshd_support.make_key(home / ".ssh", "id_enc", "rsa", "right", "pem")
     sections = base_sections(cloud, other, port=1)

@@ -19,7 +19,7 @@ import pytest
 
 from cloudstack_sim import Fault
 from tests import sshd_support
-from tests.conftest import SSH_SCALE, assert_no_secrets, run_cli
+from tests.conftest import NEWEST_ONLY, SSH_SCALE, assert_no_secrets, run_cli
 from tests.configs import add_owned, labels
 from tests.scenarios import (
     campaign_cloud,
@@ -240,6 +240,7 @@ def fault_config(tmp_path: Path, cloud: Any, key: Path, sshd: Any, command: str)
     return make_config(tmp_path, cloud, key, sshd.port, account={"timeout": "1"})
 
 
+@NEWEST_ONLY
 @pytest.mark.parametrize("command", READS)
 @pytest.mark.parametrize("kind", ["http_error", "html", "slow"])
 def test_transient_read_fault_is_retried(tmp_path, cloud, key, sshd, command, kind):
@@ -251,6 +252,7 @@ def test_transient_read_fault_is_retried(tmp_path, cloud, key, sshd, command, ki
     assert_consistent(cloud)
 
 
+@NEWEST_ONLY
 @pytest.mark.parametrize("command", READS[:2])
 def test_persistent_read_fault_exits_1_after_bounded_retries(tmp_path, cloud, key, sshd,
                                                              command):
@@ -263,6 +265,7 @@ def test_persistent_read_fault_exits_1_after_bounded_retries(tmp_path, cloud, ke
     assert len(cloud.calls_of("deployVirtualMachine")) == 0
 
 
+@NEWEST_ONLY
 @pytest.mark.parametrize("command", MUTATIONS_OUT + MUTATIONS_IN)
 @pytest.mark.parametrize("kind", ["http_error", "html", "slow"])
 def test_mutation_fault_is_not_repeated_and_repaired_next_run(tmp_path, cloud, key, sshd,
@@ -444,6 +447,7 @@ def test_changed_host_key_per_policy(tmp_path, cloud, key, sshd, home, policy, o
 
 # --- secrets at every verbosity -------------------------------------------------------------
 
+@NEWEST_ONLY
 @pytest.mark.parametrize("flags", [[], ["-v"], ["-q"], ["--json"], ["--status"], ["-n", "-v"]])
 def test_no_secret_in_any_output(tmp_path, cloud, home, flags):
     enc = sshd_support.make_key(home / ".ssh", "id_secret", "rsa", "phrase-XYZ", "pem")

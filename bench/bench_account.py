@@ -49,11 +49,13 @@ FLOOR = "minimal_fanout.py, one thread per member"
 
 @dataclass(frozen=True)
 class Sample:
-    """One measured run: the child, the API commands it sent, the execs each member got."""
+    """One measured run: the child, the API commands it sent, the execs each member got and
+    the SSH server's CPU seconds meanwhile."""
 
     run: ChildRun
     calls: tuple[str, ...]
     execs: tuple[int, ...]
+    server_cpu: float
 
 
 def seed(sim: Simulator, hosts: Sequence[str], bystanders: int) -> list[dict]:
@@ -99,12 +101,12 @@ def label(policy: str) -> str:
 
 def measured(argv: Sequence[str], home: Home, sim: Simulator, server: LoadServerProcess,
              hosts: Sequence[str]) -> Sample:
-    """One run with the calls it made and the execs each member got."""
-    first_call, before = len(sim.calls), server.exec_counts()
+    """One run with the calls it made, the execs each member got, the server's CPU time."""
+    first_call, before, cpu = len(sim.calls), server.exec_counts(), server.server_cpu() or 0.0
     run = run_child(argv, home.env)
-    after = server.exec_counts()
+    after, server_cpu = server.exec_counts(), (server.server_cpu() or 0.0) - cpu
     calls = tuple(sorted(call.command for call in sim.calls[first_call:]))
-    return Sample(run, calls, tuple(after[h] - before[h] for h in hosts))
+    return Sample(run, calls, tuple(after[h] - before[h] for h in hosts), server_cpu)
 
 
 def commands(calls: Sequence[str]) -> str:
@@ -119,7 +121,8 @@ def show(name: str, samples: Sequence[Sample]) -> None:
     execs = sorted({e for s in samples for e in s.execs})
     calls = sorted({len(s.calls) for s in samples})
     say(f"  {name:<44} wall {median(walls):6.3f} s (spread {spread(walls)})   "
-        f"CPU {median([s.run.cpu for s in samples]):5.2f} s   "
+        f"CPU {median([s.run.cpu for s in samples]):5.2f} s (server "
+        f"{median([s.server_cpu for s in samples]):4.2f} s)   "
         f"peak RSS {median([s.run.maxrss_kb for s in samples]) / 1024:5.1f} MiB   "
         f"API calls {calls}   execs per member {execs}")
 

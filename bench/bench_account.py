@@ -39,8 +39,8 @@ from tests.configs import add_bystanders, add_owned  # noqa: E402
 MEMBERS = 200
 BYSTANDERS = 1000
 PREFIX = "127.0.4"
-# Between the thresholds (1 and 3) and, for the target policy (target 3, target_in 2.75 on a
-# calm pool), more than one VM fewer may carry: 200 x 2.8 = 560 > 2.75 x 199. Nothing to do.
+# Between the thresholds (1 and 3); for the target policy (target 3, target_in 2.75 on a calm
+# pool), one VM fewer could not carry it (200 x 2.8 = 560 > 2.75 x 199). Nothing to do.
 LOAD = "2.80 2.80 2.80 1/100 1234\n"
 POLICIES = {"threshold": 2, "target": 3}  # the policy and its quiet run's API calls (goal)
 GOAL = 1.2

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
     BENCH, MID_LOAD, ChildRun, Home, LoadServerProcess, Result, config_sections, loopback_range,
-    median, ratio, run_child, say, simulator, spread, summary_table, temp_home, tool_argv,
+    median, ratio, rotating_rounds, run_child, say, simulator, spread, summary_table, temp_home,
+    tool_argv,
 )
 from sshscale.model import Settings  # noqa: E402
 from tests.sshd_support import current_user  # noqa: E402
@@ -70,20 +71,6 @@ def measured(argv: Sequence[str], home: Home, server: LoadServerProcess,
     if wrong:
         say(f"  warning: {len(wrong)} host(s) did not get exactly one exec: {wrong[:3]}")
     return run, cpu_after - cpu_before
-
-
-def rounds(commands: Mapping[str, list[str]], home: Home, server: LoadServerProcess,
-           hosts: Sequence[str], runs: int) -> dict[str, list[tuple[ChildRun, float]]]:
-    """One warm-up round, then `runs` rounds, the order rotating every round."""
-    labels = list(commands)
-    kept: dict[str, list[tuple[ChildRun, float]]] = {label: [] for label in labels}
-    for index in range(runs + 1):
-        shift = index % len(labels)
-        for label in labels[shift:] + labels[:shift]:
-            result = measured(commands[label], home, server, hosts)
-            if index > 0:
-                kept[label].append(result)
-    return kept
 
 
 def import_floor(home: Home, runs: int = 3) -> list[Result]:
@@ -148,7 +135,8 @@ def run(runs: int = 3) -> list[Result]:
             home.trust(server.known_hosts_lines())
             say(f"  SSH server: {server.kind} on {hosts[0]}-{hosts[-1]}:{server.port} "
                 "(shares the 2 cores with the client)")
-            kept = rounds(programs(home, sim, server, hosts), home, server, hosts, runs)
+            kept = rotating_rounds(programs(home, sim, server, hosts), runs,
+                                   lambda argv: measured(argv, home, server, hosts))
             serial, serial_cpu = measured(minimal_argv(home, server, hosts, serial=True), home,
                                           server, hosts)
             for label, samples in kept.items():

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Callable, Optional, TypeVar
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -45,6 +45,9 @@ BYTECODE_ENV = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
 SCRUBBED_ENV = ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "IDCFRC", "CLOUDSTACK_ENDPOINT",
                 "CLOUDSTACK_KEY", "CLOUDSTACK_SECRET", "IDCF_COMPUTE_HOST", "IDCF_COMPUTE_API_KEY",
                 "IDCF_COMPUTE_SECRET_KEY")
+
+
+T = TypeVar("T")
 
 
 class BenchError(RuntimeError):
@@ -88,6 +91,21 @@ def run_child(argv: Sequence[str], env: Mapping[str, str],
         raise BenchError(f"{' '.join(map(str, argv))} exited {run.returncode}: "
                          f"{run.stderr.strip()[-400:]}")
     return run
+
+
+def rotating_rounds(commands: Mapping[str, Sequence[str]], runs: int,
+                    measure: Callable[[Sequence[str]], T]) -> dict[str, list[T]]:
+    """One warm-up round, then `runs` rounds of every command, the order rotating every round;
+    measure(argv) of the kept rounds by label."""
+    labels = list(commands)
+    kept: dict[str, list[T]] = {label: [] for label in labels}
+    for index in range(runs + 1):
+        shift = index % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            result = measure(commands[label])
+            if index > 0:
+                kept[label].append(result)
+    return kept
 
 
 def _kill(pid: int) -> None:

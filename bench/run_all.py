@@ -6,6 +6,8 @@
   3. job-completion notice delay of idcf_api.Client.wait vs the 2013 tool's 10-s polling
   4. 50 monitored hosts answering after 200 ms vs bench/minimal_fanout.py (threads, serial)
   5. peak RSS of a no-op run and of a 50-host run next to the minimal scripts'
+  7. a quiet run in a busy account (1,000 other VMs, 200 members measured over SSH): API
+     calls, SSH execs, wall time vs the parallel SSH floor (bench/bench_account.py)
 
 Everything runs on loopback (127.0.0.0/8) with HOME in a temporary directory. Exit status 0
 when every benchmark ran (whether or not its goal is met), 1 when one could not run.
@@ -25,12 +27,12 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_fanout, bench_jobs, bench_noop  # noqa: E402
+from bench import bench_account, bench_fanout, bench_jobs, bench_noop  # noqa: E402
 from bench.common import (  # noqa: E402
     ROOT, BenchError, Result, bytecode_note, say, set_bytecode_cache, summary_table,
 )
 
-BENCHMARKS = ("noop", "jobs", "fanout")
+BENCHMARKS = ("noop", "jobs", "fanout", "account")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmups", type=int, default=2, help="no-op warm-up runs (2)")
     parser.add_argument("--fanout-runs", type=int, default=5,
                         help="50-host runs per program after one warm-up round (5)")
+    parser.add_argument("--account-runs", type=int, default=5,
+                        help="busy-account runs per program after one warm-up round (5)")
     parser.add_argument("--loadserver", action="store_true",
                         help="no-op benchmark: use load_sshd.LoadServer even when the real "
                              "sshd is installed")
@@ -95,6 +99,8 @@ def run_selected(args: argparse.Namespace) -> list[Result]:
         results += bench_jobs.run()
     if "fanout" in selected:
         results += bench_fanout.run(args.fanout_runs)
+    if "account" in selected:
+        results += bench_account.run(args.account_runs)
     return results
 
 

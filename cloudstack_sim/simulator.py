@@ -220,9 +220,11 @@ class Simulator:
 
     def add_vm(self, name: str, *, ip: Optional[str] = None, state: str = "Running",
                group: Optional[str] = None, in_lb: bool = True,
-               created: Optional[datetime] = None, displayname: Optional[str] = None) -> dict:
+               created: Optional[datetime] = None, displayname: Optional[str] = None,
+               lb_id: Optional[str] = None) -> dict:
         """Seed an existing VM (no job, no event; a naive `created` is in the simulator's
-        timezone); returns its JSON. Raises ValueError for a bad state or address."""
+        timezone), with in_lb a member of the rule lb_id (default self.lb_id); returns its
+        JSON. Raises ValueError for a bad state or address, KeyError for an unknown rule."""
         _check_state(state)
         if ip is not None:
             ip = check_loopback(ip, "VM address")
@@ -231,6 +233,7 @@ class Simulator:
         else:
             when = (created if created.tzinfo else created.replace(tzinfo=self._tz)).timestamp()
         with self._lock:
+            rule = self._cloud.rules[lb_id or self.lb_id]
             if ip is None:
                 ip = self._cloud.addresses.allocate()
                 if ip is None:
@@ -239,7 +242,7 @@ class Simulator:
             vm = self._cloud.new_vm(name=name, displayname=displayname, state=state, ip=ip,
                                     group=group, created=when, template_id=self.template_id)
             if in_lb:
-                self._cloud.rules[self.lb_id].members.append(vm.id)
+                rule.members.append(vm.id)
             return views.vm_json(self._cloud, vm)
 
     def add_route(self, path: str, route: Route) -> None:

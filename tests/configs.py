@@ -70,6 +70,23 @@ def add_owned(sim: Any, label: str, **kwargs: Any) -> dict:
     return vm
 
 
+def add_bystanders(sim: Any, count: int, rules: int = 10, prefix: str = "127.1") -> None:
+    """Seed `count` VMs that are not the pool's, as a busy account holds them: two in three
+    are other pools' (named with their stems, tagged with them, in their instance groups,
+    members of their own load-balancer rules; `rules` of them), the rest people's VMs in
+    other groups and no load balancer. Their addresses are prefix.0.1 onwards (loopback)."""
+    others = [sim.add_lb_rule(f"other-{n}") for n in range(rules)]
+    for n in range(count):
+        ip = f"{prefix}.{n // 250}.{n % 250 + 1}"
+        if n % 3 == 2:
+            sim.add_vm(f"app-{n}", ip=ip, group=f"team-{n % 7}", in_lb=False)
+            continue
+        rule = others[n % rules]
+        vm = sim.add_vm(vm_name(rule, f"{n:06x}"), ip=ip, group=f"ssh_scale-{rule}",
+                        lb_id=rule)
+        sim.set_tag(vm["id"], POOL, rule)
+
+
 def label(name: str) -> str:
     """A VM name with the pool's stem taken off ("ssh-scale-<key>-m2" -> "m2"), so that tests
     compare the names they gave (other names unchanged)."""

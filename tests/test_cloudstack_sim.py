@@ -379,6 +379,17 @@ def test_http_seeded_objects(sim: Simulator) -> None:
     assert ok(sim, "listLoadBalancerRuleInstances", id=other) == {}
 
 
+def test_seeded_vm_joins_the_rule_it_names(sim: Simulator) -> None:
+    other = sim.add_lb_rule("api")
+    sim.add_vm("api1", lb_id=other)
+    sim.add_vm("web1")
+    members = ok(sim, "listLoadBalancerRuleInstances", id=other)["loadbalancerruleinstance"]
+    assert [vm["name"] for vm in members] == ["api1"]
+    assert [vm["name"] for vm in sim.lb_members()] == ["web1"]
+    with pytest.raises(KeyError):
+        sim.add_vm("lost", lb_id="no-such-rule")
+
+
 def test_http_empty_list_is_empty_object(sim: Simulator) -> None:
     response = request(sim, "listVirtualMachines")
     assert response.text == '{"listvirtualmachinesresponse":{}}'

@@ -15,7 +15,7 @@ from cloudstack_sim import Fault, Simulator
 from sshscale.facts import POOL, STUCK
 from sshscale.ownership import vm_name
 from tests import sshd_support
-from tests.configs import add_owned, label, labels
+from tests.configs import add_bystanders, add_owned, label, labels
 from tests.conftest import run_cli
 from tests.scenarios import HIGH, LOW, MID, campaign_cloud, group, make_config, outputs
 
@@ -95,6 +95,37 @@ def test_the_pool_is_listed_narrowly_whatever_else_the_account_holds(tmp_path, k
         listing = sim.calls_of("listVirtualMachines")[0].params
         assert listing["name"] == orphan["name"][:-len("orphan")]
         assert "page" not in listing
+
+
+QUIET_CALLS = {
+    "threshold": ["listLoadBalancerRuleInstances", "listVirtualMachines"],
+    "target": ["listLoadBalancerRuleInstances", "listLoadBalancerRules", "listVirtualMachines"],
+}
+
+
+@pytest.mark.parametrize("policy", sorted(QUIET_CALLS))
+def test_a_quiet_run_costs_the_same_calls_in_a_busy_account(tmp_path, cloud, key, sshd, policy):
+    """A quiet run's cost does not grow with the account (issue 17): with 1,000 VMs of other
+    pools and people (other instance groups, other load-balancer rules) it makes the same
+    calls as without them, none of them a further page."""
+    add_owned(cloud, "m1", created=OLD)
+    sshd.set_output(MID)
+    unset = {"cooldown": None} if policy == "target" else {}
+    path = make_config(tmp_path, cloud, key, sshd.port, scalling={"policy": policy},
+                       scalling_policy_out=unset, scalling_policy_in=unset)
+
+    def quiet_run_calls() -> list[Any]:
+        before = len(cloud.calls)
+        assert "decision         : none" in run(path)
+        return cloud.calls[before:]
+
+    alone = quiet_run_calls()
+    add_bystanders(cloud, 1000)
+    crowded = quiet_run_calls()
+    assert len(cloud.vms()) == 1003
+    for calls in (alone, crowded):
+        assert sorted(c.command for c in calls) == QUIET_CALLS[policy]
+        assert not any("page" in c.params for c in calls)
 
 
 def test_list_calls_carry_the_project_the_pool_deploys_into(tmp_path, cloud, key, sshd):

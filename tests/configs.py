@@ -58,6 +58,14 @@ def write_config(path: Path, sections: Sections) -> Path:
     return path
 
 
+def config_with(path: Path, sim: Any, key: Path, port: int, **changes: dict) -> Path:
+    """Write base_sections (SSH on `port`) with changes per section, at `path`."""
+    sections = base_sections(sim, key, port=port)
+    for section, values in changes.items():
+        sections.setdefault(section, {}).update(values)
+    return write_config(path, sections)
+
+
 def add_owned(sim: Any, label: str, **kwargs: Any) -> dict:
     """Seed a VM as this version deploys it for the simulator's pool: named with the pool's
     stem (ending in `label`), in its instance group, tagged ssh-scale:pool; returns its JSON

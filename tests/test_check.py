@@ -26,7 +26,8 @@ from sshscale.preflight import (
     zone_finding,
 )
 from tests import sshd_support
-from tests.conftest import assert_no_secrets, base_sections, run_cli, write_config
+from tests.configs import config_with
+from tests.conftest import assert_no_secrets, run_cli
 from tests.test_decide import BASE
 
 HIGH, LOW = "4.20 3.10 2.00 3/200 999", "0.10 0.20 0.30 1/99 9"
@@ -41,10 +42,7 @@ def cloud(sim: Any) -> Any:
 
 
 def config(tmp_path: Path, cloud: Any, key: Path, sshd: Any, **changes: dict) -> Path:
-    sections = base_sections(cloud, key, port=sshd.port)
-    for section, values in changes.items():
-        sections.setdefault(section, {}).update(values)
-    return write_config(tmp_path / "idcfrc", sections)
+    return config_with(tmp_path / "idcfrc", cloud, key, sshd.port, **changes)
 
 
 def check(path: Path) -> tuple[int, list[tuple[str, str, str]], str]:

@@ -14,7 +14,7 @@ import pytest
 from cloudstack_sim import Fault
 from tests import sshd_support
 from tests.conftest import NEWEST_ONLY, assert_no_secrets, base_sections, run_cli, write_config
-from tests.configs import add_owned, labels
+from tests.configs import add_owned, config_with, labels
 
 HIGH, MID, LOW = "4.20 3.10 2.00 3/200 999", "2.00 2.00 2.00 1/200 999", "0.10 0.20 0.30 1/99 9"
 
@@ -33,10 +33,7 @@ def cloud(sim: Any) -> Any:
 
 
 def config(tmp_path: Path, cloud: Any, key: Path, sshd: Any, **changes: dict) -> Path:
-    sections = base_sections(cloud, key, port=sshd.port)
-    for section, values in changes.items():
-        sections.setdefault(section, {}).update(values)
-    return write_config(tmp_path / "idcfrc", sections)
+    return config_with(tmp_path / "idcfrc", cloud, key, sshd.port, **changes)
 
 
 def managed_group(cloud: Any) -> str:

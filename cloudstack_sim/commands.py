@@ -80,8 +80,10 @@ def list_lb_rules(cloud: Cloud, command: str, params: dict[str, str]) -> dict[st
     if "id" in params:
         known(command, "id", params["id"], cloud.rules)
     pairs = tag_filter(params)
+    vm_id = params.get("virtualmachineid")  # the rules this VM is assigned to
     items = [views.rule_json(cloud, rule) for rule in cloud.rules.values()
              if params.get("id", rule.id) == rule.id and params.get("name", rule.name) == rule.name
+             and (vm_id is None or vm_id in rule.members)
              and (not pairs or matches_any(cloud.tags_of(rule.id), pairs))]
     return _page(cloud, command, params, items, "loadbalancerrule")
 

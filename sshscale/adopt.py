@@ -6,11 +6,14 @@ half-done adoption never hands the pool a VM it does not fully own.
 
 Every VM named is checked before anything changes; the command is refused (exit 2) for a VM
 that does not exist in the zone, is the monitored VM, carries another pool's tag or group,
-is not Running, has a job under way, or that the next run would destroy (outside the load
-balancer while the pool is full). The changes are made under the config's lock and the
-pool's lease, each VM read again first. After a failed or timed-out call the VM is read back,
-and what the cloud holds decides: a step it shows done counts as done, else the command stops
-(exit 1) saying what the VM now holds. Never inferred from an error's wording.
+is not Running, has a job under way, serves another load-balancer rule (a scale-in would
+take it from there too), or that the next run would destroy (outside the load balancer while
+the pool is full). The changes are made under the config's lock and the pool's lease, each VM
+read again first; a VM outside the load balancer is added to it last (a run finds the pool's
+VMs through the load balancer and the pool's name: one outside both would never be seen).
+After a failed or timed-out call the VM is read back, and what the cloud holds decides: a step
+it shows done counts as done, else the command stops (exit 1) saying what the VM now holds.
+Never inferred from an error's wording.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Candidate:
     data: Mapping[str, Any]
     vm: Vm
     pool: Pool
+    other_rules: tuple[str, ...] = ()  # the other load-balancer rules it serves, as "name (id)"
 
     @property
     def label(self) -> str:
@@ -93,8 +97,9 @@ def _same_rule(mark: Optional[str], rule: str) -> bool:
 
 
 def owned(candidate: Candidate, settings: Settings) -> bool:
-    """Whether the VM belongs to the pool already: its group and its tag."""
-    return candidate.data.get("group") == settings.group and \
+    """Whether the VM belongs to the pool already: its group and its tag, in the load
+    balancer."""
+    return candidate.data.get("group") == settings.group and candidate.vm.in_lb and \
         _same_rule(pool_mark(candidate.data), settings.load_balancer)
 
 
@@ -114,6 +119,10 @@ def check(candidate: Candidate, settings: Settings, max_size: int, joining: int 
                            "to that pool")
     if group != settings.group and group.startswith(DEFAULT_GROUP_PREFIX):
         raise AdoptRefused(f"{label} is in instance group {group}, another ssh-scale pool's")
+    if candidate.other_rules:
+        raise AdoptRefused(f"{label} is a member of load-balancer rule "
+                           f"{', '.join(candidate.other_rules)}: a scale-in would take it from "
+                           "there too; remove it from that rule first")
     if vm.state == "Stopped":
         raise AdoptRefused(f"{label} is Stopped: the next run would destroy a Stopped VM of "
                            "the pool as a broken leftover; start it first (idcf-compute-api "
@@ -147,8 +156,8 @@ def next_runs(candidate: Candidate, settings: Settings, max_size: int) -> str:
         if protected(vm):
             text = "a member of the load balancer, managed and protected (never scaled in)"
     else:
-        text = (f"the next run adds it to the load balancer (a repair: the pool has "
-                f"{candidate.pool.count} VMs, max_size {max_size})")
+        text = (f"added to the load balancer (the pool had {candidate.pool.count} VMs, "
+                f"max_size {max_size})")
     if outdated(candidate.data, settings.launch):
         text += ("; its template or service offering is not [launch_config]'s: it is "
                  "outdated (refresh = yes replaces it)")
@@ -173,8 +182,25 @@ def _candidates(client: Client, settings: Settings, names: Sequence[str],
         vm_id = str(data.get("id"))
         vm = vm_from_api(data, settings, in_lb=vm_id in ips, ips=ips.get(vm_id, ()),
                          monitored_names=monitored)
-        found.append(Candidate(data, vm, pool))
+        found.append(Candidate(data, vm, pool, _other_rules(client, settings, vm_id)))
     return found
+
+
+def _other_rules(client: Client, settings: Settings, vm_id: str) -> tuple[str, ...]:
+    """The load-balancer rules besides the pool's that the VM is assigned to."""
+    rules = client.list("listLoadBalancerRules", virtualmachineid=vm_id, **settings.scope)
+    return tuple(f"{rule.get('name')} ({rule.get('id')})" for rule in rules
+                 if not _same_rule(str(rule.get("id")), settings.load_balancer))
+
+
+def _in_load_balancer(client: Client, settings: Settings, vm_id: str) -> bool:
+    """Whether the pool's rule lists the VM now (False when that cannot be read)."""
+    try:
+        members = client.list("listLoadBalancerRuleInstances", id=settings.load_balancer)
+    except CloudStackError as exc:
+        note("adopt", f"could not read the load balancer's members back: {message_of(exc)}")
+        return False
+    return vm_id in {str(m.get("id")) for m in members}
 
 
 def _read_back(client: Client, settings: Settings, vm_id: str) -> Optional[Mapping[str, Any]]:
@@ -236,6 +262,23 @@ def _hand_over(client: Client, settings: Settings, candidate: Candidate) -> None
                 continue
             raise AdoptFailed(f"{candidate.label}: {message_of(exc)}; the VM now holds "
                               f"{_holds(data, vm.id)} (run --adopt again to finish)") from None
+    if not vm.in_lb:
+        _join(client, settings, candidate)
+
+
+def _join(client: Client, settings: Settings, candidate: Candidate) -> None:
+    """Add the adopted VM to the load balancer; after a failure the members are read back."""
+    vm = candidate.vm
+    note("adopt", f"{vm.name}: joins load balancer {settings.load_balancer}")
+    try:
+        answer = client.call("assignToLoadBalancerRule", id=settings.load_balancer,
+                             virtualmachineids=vm.id)
+        client.wait(str(answer["jobid"]), timeout=settings.job_timeout)
+    except CloudStackError as exc:
+        if not _in_load_balancer(client, settings, vm.id):
+            raise AdoptFailed(f"{candidate.label}: {message_of(exc)}; it is the pool's but "
+                              "not in the load balancer (run --adopt again to add it)") from None
+        note("adopt", f"{vm.name}: {message_of(exc)}; the cloud shows it in the load balancer")
 
 
 def adopt(settings: Settings, client: Client, names: Sequence[str], config: str, *,

@@ -72,6 +72,18 @@ def test_simulator_update_vm_refusals_are_431(sim, case, text):
     assert "group" not in vm_named(sim, "web1")
 
 
+def test_simulator_lists_the_rules_a_vm_is_assigned_to(sim):
+    api = sim.add_lb_rule("api")
+    both = sim.add_vm("both")
+    sim.add_vm("api1", lb_id=api)
+    client = cs.CloudStack(endpoint=sim.url, key=sim.api_key, secret=sim.secret_key)
+    client.assignToLoadBalancerRule(id=api, virtualmachineids=both["id"], fetch_result=True)
+    listed = client.listLoadBalancerRules(virtualmachineid=both["id"])["loadbalancerrule"]
+    assert sorted(rule["name"] for rule in listed) == ["api", "web"]
+    alone = client.listLoadBalancerRules(virtualmachineid=vm_named(sim, "api1")["id"])
+    assert [rule["id"] for rule in alone["loadbalancerrule"]] == [api]
+
+
 # --- the command ------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -99,23 +111,45 @@ def test_adopt_a_member_and_a_vm_outside_then_the_next_runs_manage_them(tmp_path
     assert done.returncode == 0, done.stderr
     assert f"old2 ({old2['id']}) now belongs to this pool: a member of the load balancer, " \
         "managed from the next run on" in done.stdout
-    assert "old3" in done.stdout and "the next run adds it to the load balancer (a repair: " \
-        "the pool has 2 VMs, max_size 4)" in done.stdout
+    assert "old3" in done.stdout and "added to the load balancer (the pool had 2 VMs, " \
+        "max_size 4)" in done.stdout
     for vm in (old2, old3):
         assert cloud.tags(vm["id"]) == {POOL: cloud.lb_id}
         assert vm_named(cloud, vm["name"])["group"] == group(cloud)
-    # the tag first, then the group: a half-done adoption never leaves an owned-looking VM
-    assert changes(cloud) == ["createTags", "updateVirtualMachine"] * 2
+    # the tag first, then the group, then (outside it) the load balancer: a half-done
+    # adoption never leaves an owned-looking VM
+    assert changes(cloud) == ["createTags", "updateVirtualMachine"] * 2 + [
+        "assignToLoadBalancerRule"]
     assert cloud.tags(cloud.lb_id) == {}  # the lease was taken and given back
-    sshd.set_output(MID)
-    repaired = run_cli("-c", str(path))
-    assert repaired.returncode == 0 and "repair: managed VM old3" in repaired.stdout
     assert {vm["name"] for vm in cloud.lb_members()} == {"web1", "old2", "old3"}
     cloud.settle()
     sshd.set_output(LOW)
     scaled = run_cli("-c", str(path))
     assert scaled.returncode == 0, scaled.stderr
     assert {vm["name"] for vm in cloud.lb_members()} == {"web1", "old2"}  # old3: the newest
+
+
+def test_a_vm_adopted_alone_from_outside_the_load_balancer_is_the_pools_next_run(
+        tmp_path, cloud, key, sshd):
+    # No other member of the group is unnamed: the run lists the group only through the
+    # load balancer's members, so a VM left outside it would never be seen.
+    path = config(tmp_path, cloud, key, sshd.port)
+    assert run_cli("-c", str(path), "--adopt", "old3").returncode == 0
+    assert "old3" in {vm["name"] for vm in cloud.lb_members()}
+    sshd.set_output(MID)
+    status = run_cli("-c", str(path), "--status")
+    assert status.returncode == 0 and "old3" in status.stdout
+    assert "pool has 3 VMs" in status.stdout
+
+
+def test_adopt_refuses_a_vm_serving_another_load_balancer_rule(tmp_path, cloud, key):
+    api = cloud.add_lb_rule("api")
+    cloud.add_vm("api1", lb_id=api)
+    path = config(tmp_path, cloud, key)
+    done = run_cli("-c", str(path), "--adopt", "api1")
+    assert done.returncode == 2
+    assert f"is a member of load-balancer rule api ({api})" in done.stderr
+    assert changes(cloud) == [] and cloud.tags(vm_named(cloud, "api1")["id"]) == {}
 
 
 def test_adopt_dry_run_and_an_adopted_vm_change_nothing(tmp_path, cloud, key, capsys):
@@ -127,8 +161,8 @@ def test_adopt_dry_run_and_an_adopted_vm_change_nothing(tmp_path, cloud, key, ca
     calls = len(cloud.calls)
     assert main(["-c", str(path), "--adopt", "old3"]) == 0
     assert "belongs to this pool already; nothing to do" in capsys.readouterr().out
-    assert [c.command for c in cloud.calls[calls:]] == ["listVirtualMachines",
-                                                         "listLoadBalancerRuleInstances"]
+    assert sorted(c.command for c in cloud.calls[calls:]) == [
+        "listLoadBalancerRuleInstances", "listLoadBalancerRules", "listVirtualMachines"]
 
 
 def refusal_cases() -> list:
@@ -253,8 +287,8 @@ def test_a_vm_of_the_pools_group_gets_the_tag_only(tmp_path, cloud, key, capsys)
     grouped = cloud.add_vm("grouped", group=group(cloud), in_lb=False)
     path = config(tmp_path, cloud, key, max_size="3")
     assert main(["-c", str(path), "--adopt", "grouped"]) == 0
-    assert "the next run adds it to the load balancer" in capsys.readouterr().out
-    assert changes(cloud) == ["createTags"]
+    assert "added to the load balancer" in capsys.readouterr().out
+    assert changes(cloud) == ["createTags", "assignToLoadBalancerRule"]
     assert cloud.tags(grouped["id"]) == {POOL: cloud.lb_id}
     assert main(["-c", str(path), "--adopt", "old3"]) == 2  # grouped takes the last place
     assert "the pool is full (3 VMs of max_size 3)" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from sshscale.fleet import outdated, protected
 from sshscale.interrupts import step
 from sshscale.lease import pool_lease
 from sshscale.logs import note
-from sshscale.model import Pool, Settings, Vm
+from sshscale.model import Pool, Settings, Vm, vm_count
 from sshscale.observe import build_pool, cloud_time, monitored_names, tag_pairs, vm_from_api
 from sshscale.ownership import pool_key, stem_key
 from sshscale.run import run_lock
@@ -156,7 +156,7 @@ def next_runs(candidate: Candidate, settings: Settings, max_size: int) -> str:
         if protected(vm):
             text = "a member of the load balancer, managed and protected (never scaled in)"
     else:
-        text = (f"added to the load balancer (the pool had {candidate.pool.count} VMs, "
+        text = (f"added to the load balancer (the pool had {vm_count(candidate.pool.count)}, "
                 f"max_size {max_size})")
     if outdated(candidate.data, settings.launch):
         text += ("; its template or service offering is not [launch_config]'s: it is "

@@ -237,7 +237,7 @@ def scale_in_check(demand: Estimate, vms_left: int, target_in: float,
     if demand.high > fits:
         return None
     d1, d5, d15 = demand.one, demand.five, demand.fifteen
-    head = f"fits {vms_left} VMs at target_in {target_in:g}"
+    head = f"fits {vm_count(vms_left)} at target_in {target_in:g}"
     if d15 - d5 >= FALL * d15 and d1 <= d5:
         return True, f"{head}, falling (5-min {d5:.2f} at least {FALL:.0%} below 15-min {d15:.2f})"
     if calm and d15 - d5 >= STEADY_FALL * d15 and d1 <= d5 and \
@@ -288,7 +288,7 @@ def plan(one: Optional[float], five: Optional[float], pool: Pool, settings: Sett
     if guard is not None:
         allowed, name, words = guard
         if allowed <= have:
-            return Plan(Action.NONE, 0, f"{seen}: {wanted} VMs at target {target:g}, but the "
+            return Plan(Action.NONE, 0, f"{seen}: {vm_count(wanted)} at target {target:g}, but the "
                         f"last scale-in was {since_in:.0f} s ago and {words} ({name}); {where}")
         wanted, held_back = allowed, f", not {wanted} ({name}: {words})"
     if wanted > have:
@@ -335,7 +335,7 @@ def _guard(wanted: int, have: int, count: int, since_in: float, demand: Estimate
     else:
         bare = _vms_for(demand.wanted, target, settings)
         allowed, name = max(count + 1, bare), "take-back guard"
-        words = (f"taking the scale-in back restores {count + 1} VMs, "
+        words = (f"taking the scale-in back restores {vm_count(count + 1)}, "
                  f"{demand.wanted:.2f} without the hedge asks for {bare}")
     return (allowed, name, words) if allowed < wanted else None
 

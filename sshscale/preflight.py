@@ -243,12 +243,14 @@ def _read(client: Client, command: str, **params: str) -> Answer:
 def launch_findings(settings: Settings, client: Client, path: str,
                     zones: Optional[list[dict]] = None) -> list[Finding]:
     """The zone, service offering, template, networks and load-balancer rule the config names,
-    from what this account lists (five list calls at once; `zones`, when already read)."""
+    from what this account lists (five list calls at once; `zones`, when already read), in
+    the scope a run lists (settings.scope, where CloudStack takes it: not zones, offerings)."""
+    scope = settings.scope
     reads: dict[str, tuple[str, dict[str, str]]] = {
         "zones": ("listZones", {}), "offerings": ("listServiceOfferings", {}),
-        "templates": ("listTemplates", {"templatefilter": "executable"}),
-        "rules": ("listLoadBalancerRules", {"listall": "true"}),
-        "networks": ("listNetworks", {"listall": "true"})}
+        "templates": ("listTemplates", {"templatefilter": "executable", **scope}),
+        "rules": ("listLoadBalancerRules", {"listall": "true", **scope}),
+        "networks": ("listNetworks", {"listall": "true", **scope})}
     if zones is not None:
         del reads["zones"]
     with ThreadPoolExecutor(max_workers=len(reads)) as pool:

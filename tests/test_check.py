@@ -191,6 +191,21 @@ def test_check_with_wrong_keys_fails_the_api_and_skips_the_cloud(tmp_path, cloud
     assert "not-the-secret" not in "".join(map(str, lines)) + err
 
 
+@pytest.mark.parametrize("scope", [{"projectid": "p1"}, {"account": "web", "domainid": "d1"}])
+@pytest.mark.parametrize("options", [("--check",), ("-n",)])
+def test_check_and_dry_run_list_in_the_launch_configs_scope(tmp_path, cloud, key, sshd, scope,
+                                                            options):
+    # was: listTemplates, listLoadBalancerRules and listNetworks without the scope (listall):
+    # the checks judged the caller's own resources, not the project's a run reads
+    sshd.set_output(HIGH)
+    path = config(tmp_path, cloud, key, sshd, launch_config=scope)
+    run_cli(*options, "-c", str(path))
+    for command in ("listTemplates", "listLoadBalancerRules", "listNetworks"):
+        calls = cloud.calls_of(command)
+        assert calls and all(scope.items() <= call.params.items() for call in calls), command
+    assert mutations(cloud) == []
+
+
 # --- the dry run and the runs name the key ---------------------------------------------------
 
 def test_dry_run_checks_the_launch_ids(tmp_path, cloud, key, sshd):

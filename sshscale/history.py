@@ -56,14 +56,18 @@ def parse_since(text: str, now: datetime) -> datetime:
     """--since: a duration back from now (90m, 24h, 7d; plain seconds) or a time ('2026-12-01
     08:00', ISO 8601; this machine's zone unless an offset is given); raises ConfigError."""
     found = _DURATION.fullmatch(text.strip().lower())
-    if found:
-        return now - timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
     try:
-        when = datetime.fromisoformat(text.strip())
+        when = None if found else datetime.fromisoformat(text.strip())
     except ValueError:
         raise ConfigError(f"--since: expected a duration like 90m, 24h or 7d, or a time like "
                           f"'2026-12-01 08:00', got {text!r}") from None
-    return when if when.tzinfo else when.astimezone()
+    try:
+        if when is None:
+            when = now - timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+        local = when.astimezone()  # the table shows it in this machine's zone
+    except (OverflowError, ValueError):
+        raise ConfigError(f"--since: {text!r} is out of range (years 1 to 9999)") from None
+    return when if when.tzinfo else local
 
 
 def _time(value: Any) -> Optional[datetime]:

@@ -224,10 +224,19 @@ def _zone_name(zones: Sequence[Mapping[str, Any]], zoneid: str) -> str:
     return str(found[0].get("name")) if found else zoneid
 
 
-def _judged(topic: str, answers: Sequence[Answer], judge: Callable[[], Finding]) -> Finding:
-    """The judgement of the answers, or the first read that failed."""
+def _judged(topic: str, answers: Sequence[Answer], judge: Callable[[], Finding],
+            unchecked: Optional[str] = None) -> Finding:
+    """The judgement of the answers, or the first read that failed; with `unchecked` (the key
+    the read checks, when listZones proved the keys), a 401 for a command no run sends is the
+    role lacking it: a warning, as a run does not need it."""
     failed = next((a for a in answers if isinstance(a, CloudStackError)), None)
-    return Finding(FAIL, topic, str(failed)) if failed is not None else judge()
+    if failed is None:
+        return judge()
+    if unchecked and isinstance(failed, ApiError) and failed.status == 401 and \
+            failed.command not in RUN_COMMANDS:
+        return Finding(WARN, topic, f"this account may not call {failed.command} (its role "
+                                    f"lacks it; no run sends it): {unchecked} not checked")
+    return Finding(FAIL, topic, str(failed))
 
 
 # --- reading the cloud ------------------------------------------------------------------------
@@ -243,12 +252,14 @@ def _read(client: Client, command: str, **params: str) -> Answer:
 def launch_findings(settings: Settings, client: Client, path: str,
                     zones: Optional[list[dict]] = None) -> list[Finding]:
     """The zone, service offering, template, networks and load-balancer rule the config names,
-    from what this account lists (five list calls at once; `zones`, when already read)."""
+    from what this account lists (five list calls at once; `zones`, when already read), in
+    the scope a run lists (settings.scope, where CloudStack takes it: not zones, offerings)."""
+    scope = settings.scope
     reads: dict[str, tuple[str, dict[str, str]]] = {
         "zones": ("listZones", {}), "offerings": ("listServiceOfferings", {}),
-        "templates": ("listTemplates", {"templatefilter": "executable"}),
-        "rules": ("listLoadBalancerRules", {"listall": "true"}),
-        "networks": ("listNetworks", {"listall": "true"})}
+        "templates": ("listTemplates", {"templatefilter": "executable", **scope}),
+        "rules": ("listLoadBalancerRules", {"listall": "true", **scope}),
+        "networks": ("listNetworks", {"listall": "true", **scope})}
     if zones is not None:
         del reads["zones"]
     with ThreadPoolExecutor(max_workers=len(reads)) as pool:
@@ -260,15 +271,18 @@ def launch_findings(settings: Settings, client: Client, path: str,
     rules = got["rules"]
     rule = _by_id(rules, settings.load_balancer) if isinstance(rules, list) else []
     listing = lister(path)
+    proven = isinstance(zone_list, list)  # listZones answered: the keys are accepted
     return [
         _judged("zone", [zone_list], lambda: zone_finding(known_zones, settings, listing)),
         _judged("offering", [got["offerings"]],
-                lambda: offering_finding(got["offerings"], settings, listing)),
+                lambda: offering_finding(got["offerings"], settings, listing),
+                OFFERING if proven else None),
         _judged("template", [got["templates"]],
-                lambda: template_finding(got["templates"], settings, known_zones, listing)),
+                lambda: template_finding(got["templates"], settings, known_zones, listing),
+                TEMPLATE if proven else None),
         _judged("network", [got["networks"]],
                 lambda: network_finding(got["networks"], rule[0] if rule else None, settings,
-                                        listing)),
+                                        listing), NETWORKS if proven else None),
         _judged("lb rule", [rules], lambda: rule_finding(rules, settings, known_zones, listing)),
     ]
 

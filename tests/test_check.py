@@ -124,6 +124,31 @@ def test_check_on_a_cloud_without_list_apis_warns_and_goes_on(tmp_path, cloud, k
     assert commands[2].endswith("): not checked")
 
 
+@pytest.mark.parametrize("command, topic, key_name", [
+    ("listServiceOfferings", "offering", "[launch_config] serviceofferingid"),
+    ("listTemplates", "template", "[launch_config] templateid"),
+    ("listNetworks", "network", "[launch_config] networkids"),
+])
+def test_check_and_dry_run_warn_for_a_list_the_role_lacks_that_no_run_sends(
+        tmp_path, cloud, key, sshd, command, topic, key_name):
+    # was: FAIL "listNetworks: HTTP 401 ... check [account] api_key and secret_key", and a dry
+    # run exited 1 blaming the keys, while a live run (which never sends it) worked
+    cloud.deny(command)
+    sshd.set_output(HIGH)
+    path = config(tmp_path, cloud, key, sshd)
+    status, lines, err = check(path)
+    assert (status, err) == (0, ""), lines
+    expected = (f"this account may not call {command} (its role lacks it; no run sends it): "
+                f"{key_name} not checked")
+    assert [(state, text) for state, t, text in lines if t == topic] == [(WARN, expected)]
+    assert {state for state, _, _ in lines} == {OK, WARN}, lines
+    done = run_cli("-n", "-c", str(path))
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    assert "would scale out" in done.stdout and expected in done.stdout
+    assert "api_key" not in done.stdout
+    assert mutations(cloud) == []
+
+
 def test_check_fails_files_readable_by_others(tmp_path, cloud, key, sshd):
     path = config(tmp_path, cloud, key, sshd)
     path.chmod(0o644)
@@ -189,6 +214,21 @@ def test_check_with_wrong_keys_fails_the_api_and_skips_the_cloud(tmp_path, cloud
         (OK, "ssh")]
     assert "listZones: HTTP 401" in lines[2][2]
     assert "not-the-secret" not in "".join(map(str, lines)) + err
+
+
+@pytest.mark.parametrize("scope", [{"projectid": "p1"}, {"account": "web", "domainid": "d1"}])
+@pytest.mark.parametrize("options", [("--check",), ("-n",)])
+def test_check_and_dry_run_list_in_the_launch_configs_scope(tmp_path, cloud, key, sshd, scope,
+                                                            options):
+    # was: listTemplates, listLoadBalancerRules and listNetworks without the scope (listall):
+    # the checks judged the caller's own resources, not the project's a run reads
+    sshd.set_output(HIGH)
+    path = config(tmp_path, cloud, key, sshd, launch_config=scope)
+    run_cli(*options, "-c", str(path))
+    for command in ("listTemplates", "listLoadBalancerRules", "listNetworks"):
+        calls = cloud.calls_of(command)
+        assert calls and all(scope.items() <= call.params.items() for call in calls), command
+    assert mutations(cloud) == []
 
 
 # --- the dry run and the runs name the key ---------------------------------------------------

@@ -60,6 +60,12 @@ def test_parse_since_refuses_anything_else(text):
         parse_since(text, NOW)
 
 
+@pytest.mark.parametrize("text", ["99999999d", "9" * 21, "9" * 400, "0001-01-01"])
+def test_parse_since_refuses_a_time_out_of_range(text):
+    with pytest.raises(ConfigError, match=r"--since: .* is out of range"):
+        parse_since(text, NOW)
+
+
 @pytest.mark.parametrize("data, kind, event", [
     (line(0), "quiet", "quiet"),
     (line(0, "scale out", "threshold_out"), "action", "scale out"),
@@ -227,6 +233,19 @@ def test_history_errors(tmp_path, cloud, key, options, status, message, capsys):
     assert main(["-c", str(path), *options]) == status
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", [("--history",), ("--replay", "--journal")])
+@pytest.mark.parametrize("since", ["99999999d", "9" * 21, "0001-01-01"])
+def test_history_since_out_of_range_is_a_usage_error(tmp_path, cloud, key, command, since,
+                                                     capsys):
+    path = write_config(tmp_path / "web.idcfrc", base_sections(cloud, key))
+    written = Path(journal.journal_path(str(path)))
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_text(json.dumps(line(0)) + "\n")
+    assert main(["-c", str(path), *command, "--since", since]) == 2
+    err = capsys.readouterr().err
+    assert f"--since: {since!r} is out of range" in err and err.count("\n") == 1
 
 
 def test_replay_reads_gzip_compressed_json_logs_and_since(tmp_path, home, capsys):

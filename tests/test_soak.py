@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from bench.soak import loadavg, readme_exit_codes, soak_segment, summary
 from bench.soak_world import Scenario, open_world
@@ -36,7 +35,6 @@ def test_virtual_clock_moves_the_time_the_tool_writes():
         assert abs(written - (time.time() + HOUR)) < 120
 
 
-@pytest.mark.xfail(strict=False, reason="issues 16/17 fixes pending")
 def test_short_soak_finds_no_violation():
     sshd_support.require_sshd()
     segment = soak_segment(MODE, SEED, 0, RUNS, CALM)

@@ -20,19 +20,23 @@ garbles or silences SSH answers, sticks a VM in Starting or Stopping, adds stran
 pool's instance group; then monitor a runs, often monitor b too (its own HOME and
 $SSH_SCALE_MONITOR, overlapping), either killed with SIGKILL or SIGTERM at a random API call.
 The seeded VMs (the monitored web1, an unmanaged member, another pool's VMs, strangers) are the
-ones the tool did not create. At the end the faults stop and a few calm steps run (the first
-after a gap longer than max_backoff), then the end state is checked.
+ones the tool did not create; a stranger put Running into the load balancer and the group
+before the pool's first launch is, by README's upgrade rule, an earlier version's VM: the
+pool's to manage from then on. At the end the faults stop and a few calm steps run (the first
+after a gap longer than max_backoff and the launch budget's hour), then the end state is
+checked.
 
 Time passes without waiting: before each step the simulator's Date header is moved ahead by the
 virtual time elapsed so far (Simulator.skew_clock, cumulative: 60 s per step, sometimes a gap
 of 5-30 minutes). Beyond 5 s of skew ssh_scale.py takes the cloud's clock for its own (it logs
 `clock : this machine's clock is N s behind the cloud's`), so every time it compares or writes
-(cooldowns, the backoff, the lease, the scale times in tags) is virtual time. The simulator
-still stamps VMs and events with the real time, so to the tool every VM looks older by the
-skew at its creation: health `grace`, `boot_grace` and the target policy's booting window are
-always past (the harsh case of a grace shorter than a cron minute). The soak checks the clock
-itself: a segment whose runs never print that `clock` line fails (the harness is broken), and
-tests/test_soak.py checks that a scale-out time written at a skew of an hour is an hour ahead.
+(cooldowns, the backoff, the launch budget, the lease, the scale times in tags) is virtual
+time. The simulator stamps what it records (VMs' creation, events) on the same virtual clock
+(skew_clock's `records`), so a VM is as old to the tool as the steps since its deploy: health
+`grace`, `boot_grace` and the target policy's booting window run as on a real cloud. The soak
+checks the clock itself: a segment whose runs never print that `clock` line fails (the
+harness is broken), and tests/test_soak.py checks that a scale-out time written at a skew of
+an hour is an hour ahead.
 
 A violation names the seed, the mode, the segment, the step and the runs, the faults injected
 in that step and the two before, and the runs' output (--out: one JSON line each): `--seed S
@@ -60,6 +64,7 @@ if str(BENCH.parent) not in sys.path:
     sys.path.insert(0, str(BENCH.parent))
 
 from bench.soak_checks import (  # noqa: E402
+    HOUR,
     StepRecord,
     Tracker,
     Violation,
@@ -157,7 +162,9 @@ class Driver:
         for index in range(max(1, calm_steps)):
             plan = draw_step(self.rng, self.world.scenario, self.demand, self.strangers, True)
             if index == 0:
-                plan = StepPlan(self.world.scenario.max_backoff + 120.0, plan.demand,
+                # longer than both brakes on deploys: the backoff and the launch budget
+                gap = max(self.world.scenario.max_backoff, HOUR) + 120.0
+                plan = StepPlan(gap, plan.demand,
                                 release_hung=True, runs=plan.runs)
             record = self.step(plan)
         self._record(end_violations(record, self.world.scenario), record)
@@ -176,7 +183,7 @@ class Driver:
         index = self.result.steps
         injected = Injections()
         self.skew += plan.delta
-        sim.skew_clock(self.skew)
+        sim.skew_clock(self.skew, records=True)
         if plan.delta > 60:
             injected.add("virtual gap", f"virtual gap of {plan.delta:.0f} s")
         self._template(plan, injected)
@@ -204,7 +211,8 @@ class Driver:
         record = StepRecord(
             index=index, vtime=vtime, skew=self.skew, disturbed=disturbed, runs=tuple(runs),
             calls=tuple(world.calls_since(start)), vms=tuple(world.cloud_vms()),
-            seeded=dict(world.seeded), failed_vms=world.failed_deploys(),
+            seeded=dict(world.seeded), legacy=frozenset(world.legacy),
+            failed_vms=world.failed_deploys(),
             broken_template=world.broken_template if world.scenario.health else None,
             config_broken=self.broken_left > 0, answers=answers, silent=frozenset(silent))
         sim.clear_faults()
@@ -266,9 +274,14 @@ class Driver:
         self.strangers += 1
         where = "in" if in_lb else "outside"
         kind = f"a stranger in the pool's instance group ({state}, {where} the load balancer)"
+        # Before the pool's first launch, a Running member of the group is an earlier
+        # version's VM by README's rule: the pool's to tag and manage, not a stranger.
+        legacy = in_lb and state == "Running" and self.world.upgrading()
+        if legacy:
+            kind += ", before the upgrade: an earlier version's VM"
         self.world.seed_vm(f"stranger{self.strangers}", kind, group=self.world.group,
-                           in_lb=in_lb, state=state)
-        injected.add("stranger in the group", kind)
+                           in_lb=in_lb, state=state, legacy=legacy)
+        injected.add("legacy VM in the group" if legacy else "stranger in the group", kind)
 
     def _answers(self, plan: StepPlan, injected: Injections
                  ) -> tuple[dict[str, str], set[str]]:

@@ -1,14 +1,18 @@
 """The soak's invariants, pure: what one step left in the cloud and its runs' outputs ->
 violations. Per step: the runs (no traceback, no bug line, exit codes from README's list, one
 error line, no secret, no run that never ends), the bounds (never above max_size + 1), no VM the
-tool did not create touched, no garbled or late SSH answer taken for a load. Across steps
-(Tracker): never below min_size for longer than a deploy, nor above max_size for longer than a
-replacement, failed deploys spaced by the failed-deploy backoff (per virtual hour), a refresh
-to a template whose VMs fail their check stopped after the first, and at the end nothing left
-over: every VM of the tool Running in the load balancer, none stuck, the pool within bounds."""
+tool did not create touched (an earlier version's VM, seeded before the upgrade, is the pool's),
+no garbled or late SSH answer taken for a load, no load-based scale-in below the quorum of
+answering hosts. Across steps (Tracker): never below min_size for longer than a deploy unless
+the backoff or the launch budget holds, nor above max_size for longer than a replacement,
+failed deploys spaced by the failed-deploy backoff (per virtual hour), no more deploys per hour
+than the launch budget, a refresh to a template whose VMs fail their check stopped after the
+first, and at the end nothing left over: every VM of the tool Running in the load balancer,
+none stuck, the pool within bounds."""
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 from collections.abc import Collection, Mapping, Sequence
@@ -26,7 +30,9 @@ ERROR_LINE = "ssh_scale.py: error: "
 QUIET_STEPS = 2  # a deploy takes one run; one more for the job and a lost race
 BACKOFF_SLACK = 2  # failed deploys beyond the backoff's count per hour: detection, kills
 FIRST_BACKOFF, HOUR = 60.0, 3600.0
+BUDGET_SLACK = 60.0  # seconds: a launch's record is written a little before its deploy call
 DRAIN = "ssh-scale:drain"
+QUORUM = 0.75  # [monitoring] quorum's default (the soak's config leaves it): answering hosts
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class StepRecord:
     calls: tuple[CallRecord, ...]
     vms: tuple[CloudVm, ...]
     seeded: Mapping[str, str]
+    legacy: Collection[str]  # seeded before the upgrade as an earlier version's: the pool's
     failed_vms: Collection[str]
     broken_template: Optional[str]  # VMs of this template fail their check (health on)
     config_broken: bool  # the config deploys the broken template this step
@@ -111,7 +118,7 @@ def foreign_violations(step: StepRecord) -> list[Violation]:
 
 def measurement_violations(step: StepRecord) -> list[Violation]:
     """A load comes only from a well-formed answer, as it was; no scale-in by the load while
-    most measured hosts did not answer."""
+    fewer measured hosts answered than the quorum."""
     found = []
     for run in step.runs:
         report = run.report or {}
@@ -132,12 +139,12 @@ def measurement_violations(step: StepRecord) -> list[Violation]:
                 found.append(Violation("load misread", f"{address} answered {answer!r}, read "
                              f"as {load[0]}", step.index, (run.number,)))
         decision = report.get("decision") or {}
-        silent = [h for h in hosts if h.get("load") is None]
+        answered = sum(h.get("load") is not None for h in hosts)
         if decision.get("action") == "scale in" and decision.get("rule") in LOAD_RULES and \
-                2 * len(silent) > len(hosts):
-            found.append(Violation("scale-in on a minority", f"{decision.get('reason')} while "
-                         f"{len(silent)} of {len(hosts)} measured hosts did not answer",
-                         step.index, (run.number,)))
+                answered < math.ceil(QUORUM * len(hosts) - 1e-9):
+            found.append(Violation("scale-in below the quorum", f"{decision.get('reason')} "
+                         f"while only {answered} of {len(hosts)} measured hosts answered "
+                         f"(quorum {QUORUM:.0%})", step.index, (run.number,)))
     return found
 
 
@@ -156,14 +163,18 @@ class Tracker:
 
     scenario: Scenario
     known: set[str] = field(default_factory=set)  # the tool's VMs seen so far
+    fresh: list[CloudVm] = field(default_factory=list)  # the tool's VMs new in this step
     chain: list[Attempt] = field(default_factory=list)  # failed deploys since the last good
     chain_reported: bool = False
     below: int = 0  # unexcused steps in a row below min_size
     above: int = 0  # unexcused steps in a row above max_size
     refreshes: int = 0  # refresh replacements while the config deploys the broken template
+    launches: list[float] = field(default_factory=list)  # deploy calls, virtual times
+    budget_reported: bool = False
 
     def after(self, step: StepRecord) -> list[Violation]:
         found = self._attempts(step)
+        found += self._launches(step)
         found += self._below_min(step)
         found += self._above_max(step)
         found += self._refresh(step)
@@ -173,18 +184,20 @@ class Tracker:
         attempts = [Attempt(call.time + step.skew, "refused", f"refused (HTTP {call.status})")
                     for call in step.calls
                     if call.command == "deployvirtualmachine" and call.status != 200]
+        self.fresh = []
         for vm in step.vms:
-            if vm.id in step.seeded or vm.id in self.known:
+            if vm.id in step.seeded or vm.id in step.legacy or vm.id in self.known:
                 continue
             self.known.add(vm.id)
+            self.fresh.append(vm)
             if vm.id in step.failed_vms:
-                attempts.append(Attempt(vm.created + step.skew, "job failed",
+                attempts.append(Attempt(vm.created, "job failed",
                                         f"{vm.name}: job failed"))
             elif step.broken_template and vm.template == step.broken_template:
-                attempts.append(Attempt(vm.created + step.skew, "unhealthy",
+                attempts.append(Attempt(vm.created, "unhealthy",
                                         f"{vm.name}: fails its health check"))
             else:
-                attempts.append(Attempt(vm.created + step.skew, None, vm.name))
+                attempts.append(Attempt(vm.created, None, vm.name))
         found = []
         merge = False  # one deploy decision per step: its failed VMs are one failed deploy
         for attempt in sorted(attempts, key=lambda a: a.vtime):
@@ -211,6 +224,31 @@ class Tracker:
                     step.index, _numbers(step)))
         return found
 
+    def _launches(self, step: StepRecord) -> list[Violation]:
+        """No more deploy calls within an hour than the launch budget: the tool records each
+        launch before its call, whatever becomes of it (refused, failed, killed)."""
+        found = []
+        budget = launch_budget(self.scenario)
+        for call in step.calls:
+            if call.command != "deployvirtualmachine":
+                continue
+            when = call.time + step.skew
+            self.launches.append(when)
+            recent = [t for t in self.launches if t > when - HOUR + BUDGET_SLACK]
+            if len(recent) <= budget:
+                self.budget_reported = False
+            elif not self.budget_reported:
+                self.budget_reported = True
+                found.append(Violation(
+                    "launches beyond the budget", f"{len(recent)} deploys within "
+                    f"{when - recent[0]:.0f} virtual s, launch budget {budget} per hour",
+                    step.index, _numbers(step)))
+        return found
+
+    def budget_holds(self, vtime: float) -> bool:
+        """Whether the launch budget may hold deploys at vtime."""
+        return sum(t > vtime - HOUR for t in self.launches) >= launch_budget(self.scenario)
+
     def backoff_holds(self, vtime: float) -> bool:
         """Whether the failed-deploy backoff may still hold deploys at vtime (with a step's
         and a health verdict's latency)."""
@@ -226,14 +264,15 @@ class Tracker:
         if serving >= self.scenario.min_size:
             self.below = 0
             return []
-        if step.disturbed or self.backoff_holds(step.vtime):
+        if step.disturbed or self.backoff_holds(step.vtime) or self.budget_holds(step.vtime):
             return []
         self.below += 1
         if self.below != QUIET_STEPS + 1:
             return []
         return [Violation("below min_size", f"{serving} VMs Running in the load balancer, "
                           f"min_size {self.scenario.min_size}, for {self.below} undisturbed "
-                          "steps with no backoff holding", step.index, _numbers(step))]
+                          "steps with neither the backoff nor the launch budget holding",
+                          step.index, _numbers(step))]
 
     def _above_max(self, step: StepRecord) -> list[Violation]:
         if _excess(step, self.scenario.max_size) <= 0:
@@ -253,9 +292,13 @@ class Tracker:
             self.refreshes = 0
             return []
         found = []
+        # A replacement counts once it deployed a VM of that template: one whose deploy the
+        # cloud refused replaced nothing, and the backoff spaces its retries.
+        deployed = any(vm.template == step.broken_template for vm in self.fresh)
         for run in step.runs:
             decision = (run.report or {}).get("decision") or {}
-            if decision.get("rule") == "refresh" and decision.get("action") == "replace":
+            if decision.get("rule") == "refresh" and decision.get("action") == "replace" and \
+                    deployed:
                 self.refreshes += 1
                 if self.refreshes == 2:
                     found.append(Violation(
@@ -284,6 +327,12 @@ def end_violations(step: StepRecord, scenario: Scenario) -> list[Violation]:
                                f"committed, bounds {scenario.min_size}-{scenario.max_size}",
                                step.index))
     return found
+
+
+def launch_budget(scenario: Scenario) -> int:
+    """VMs the pool may launch per hour: [scalling] launch_budget's default, twice max_size
+    (the soak's config leaves the key out)."""
+    return 2 * scenario.max_size
 
 
 def allowed_failures(max_backoff: float, window: float = HOUR) -> int:

@@ -30,6 +30,7 @@ from tests import sshd_support
 from tests.configs import base_sections, render
 
 NET = "127.0.4"
+UPGRADED = "ssh-scale:upgraded"  # README, "Tags ssh-scale keeps"
 WEB1 = f"{NET}.200"  # the monitored VM of the 2013 tool: unmanaged, in the load balancer
 BYSTANDER = f"{NET}.201"  # another unmanaged member
 # other pools' VMs and strangers (sshd listens on at most 16 addresses: web1, the bystander,
@@ -108,7 +109,7 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class CloudVm:
-    """A VM as the simulator holds it after a step (`created` in real epoch seconds)."""
+    """A VM as the simulator holds it after a step (`created` in virtual epoch seconds)."""
 
     id: str
     name: str
@@ -196,6 +197,7 @@ class World:
             else (self.sim.own_template_id, self.sim.template_id))
         self.group = f"ssh_scale-{self.sim.lb_id}"
         self.seeded: dict[str, str] = {}  # VM id -> what it is; every other VM is the tool's
+        self.legacy: dict[str, str] = {}  # VMs seeded as an earlier version's: the pool's too
         self.sick: set[str] = set()  # addresses whose health endpoint answers 503
         self.addresses = (WEB1, BYSTANDER, *self.guest_ips, *FOREIGN_IPS)
         keys = root / "keys"
@@ -229,13 +231,21 @@ class World:
 
     def seed_vm(self, name: str, kind: str, *, ip: Optional[str] = None,
                 group: Optional[str] = None, in_lb: bool = True, state: str = "Running",
-                created: Optional[datetime] = None) -> str:
-        """Add a VM the tool did not create; returns its id."""
+                created: Optional[datetime] = None, legacy: bool = False) -> str:
+        """Add a VM the tool did not create (`legacy`: one it may take for the pool's, as an
+        earlier version's); returns its id."""
         ip = ip or next(a for a in FOREIGN_IPS if a not in self._used_ips())
         vm = self.sim.add_vm(name, ip=ip, group=group, in_lb=in_lb, state=state,
                              created=created)
-        self.seeded[vm["id"]] = kind
+        (self.legacy if legacy else self.seeded)[vm["id"]] = kind
         return str(vm["id"])
+
+    def upgrading(self) -> bool:
+        """Whether the pool is still being upgraded (README, "Managed VMs"): the rule does not
+        say ssh-scale:upgraded (which the first launch writes), so a member of the pool's
+        instance group that carries neither the pool's name nor its tag passes for a VM an
+        earlier version deployed."""
+        return UPGRADED not in self.sim.tags(self.sim.lb_id)
 
     def _used_ips(self) -> set[str]:
         return {vm.ip for vm in self.cloud_vms() if vm.ip}

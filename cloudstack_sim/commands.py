@@ -184,7 +184,7 @@ def deploy_vm(cloud: Cloud, command: str, params: dict[str, str]) -> dict[str, A
                             "network sim-network")
     vm = cloud.new_vm(name=name, displayname=params.get("displayname") or None,
                       state="Stopped", ip=ip, group=params.get("group") or None,
-                      created=time.time(), template_id=params["templateid"],
+                      created=cloud.stamp(time.time()), template_id=params["templateid"],
                       extra={k: v for k, v in params.items() if k not in _DEPLOY_PARAMS})
     job = cloud.new_job(command, vm=vm, start=is_true(params.get("startvm"), True))
     return {"id": vm.id, "jobid": job.id}

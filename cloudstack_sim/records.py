@@ -200,10 +200,16 @@ class World:
         self.network_id, self.ostype_id = new_id(), new_id()
         self.zone_id, self.zone_token, self.offering_id = new_id(), new_id(), new_id()
         self.created = time.time()
+        #: Seconds the cloud's clock is ahead of the real one when it stamps a record.
+        self.record_skew = 0.0
         featured = Template(new_id(), "CentOS 7", featured=True, account="system")
         own = Template(new_id(), "web-base", featured=False, account="sim")
         self.templates = {featured.id: featured, own.id: own}
         self.template_id, self.own_template_id = featured.id, own.id
+
+    def stamp(self, when: float) -> float:
+        """The cloud's time for a record made at real time `when` (epoch seconds)."""
+        return when + self.record_skew
 
     def next_id(self, table: str) -> int:
         """The next internal id of table (vm, rule, job, event, tag)."""

@@ -229,7 +229,7 @@ class Simulator:
         if ip is not None:
             ip = check_loopback(ip, "VM address")
         if created is None:
-            when = time.time()
+            when = self._cloud.stamp(time.time())
         else:
             when = (created if created.tzinfo else created.replace(tzinfo=self._tz)).timestamp()
         with self._lock:
@@ -369,13 +369,18 @@ class Simulator:
         with self._lock:
             self._cloud.age(seconds)
 
-    def skew_clock(self, seconds: float, *, signatures: bool = False) -> None:
+    def skew_clock(self, seconds: float, *, signatures: bool = False,
+                   records: bool = False) -> None:
         """From now on the HTTP Date header is `seconds` off the real time (0 undoes it); with
         signatures, so is the clock that checks `expires` (a client on the real clock is then
-        as far off as a monitor whose clock is off: more than its lifetime behind, refused).
-        The cloud's records keep their times (move them with age())."""
+        as far off as a monitor whose clock is off: more than its lifetime behind, refused);
+        with records, so are the times the cloud stamps from now on (VMs created, events), as
+        on a cloud whose own clock is that far ahead. Records stamped before keep their times
+        (move them with age())."""
         self.clock_skew = float(seconds)
         self.signature_skew = float(seconds) if signatures else 0.0
+        with self._lock:
+            self._cloud.record_skew = float(seconds) if records else 0.0
 
     def set_state(self, vm_id: str, state: str) -> None:
         """Force a VM's state. Raises KeyError for an unknown VM, ValueError for a bad state."""

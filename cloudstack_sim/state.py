@@ -185,7 +185,7 @@ class Cloud(World):
             (job.vm_id, "VirtualMachine") if job.vm_id is not None
             else (job.rule_id, "LoadBalancerRule") if job.rule_id is not None else (None, None))
         event = Event(id=new_id(), seq=self.next_id("event"), type=kind, description=description,
-                      state=state, level=level, time=when,
+                      state=state, level=level, time=self.stamp(when),
                       parent_id=job.start_event if state != "Scheduled" else None,
                       resource_id=resource_id, resource_type=resource_type)
         self.events.append(event)

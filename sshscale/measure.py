@@ -381,40 +381,46 @@ def run_remote(client: Any, command: str, timeout: float) -> str:
     """Execute the command on a connected paramiko client; its output, or CommandFailed when
     it exits non-zero or does not finish within `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
+    # A session channel of our own, not exec_command's three file objects: those that outlive
+    # a timeout are freed by the garbage collector at exit, where paramiko's
+    # BufferedFile.__del__ prints "Exception ignored ... I/O operation on closed file".
+    channel = client.get_transport().open_session(timeout=timeout)
     try:
-        return _output(stdout.channel, stdin, deadline, timeout)
-    finally:  # closed here, not by the garbage collector at exit (a late "I/O operation on
-        for handle in (stdout, stderr):  # closed file" on stderr after a timeout)
-            with contextlib.suppress(Exception):
-                handle.close()
+        channel.exec_command(command)
+        channel.shutdown_write()
+        return _output(channel, deadline, timeout)
+    finally:
+        channel.close()
 
 
-def _output(channel: Any, stdin: Any, deadline: float, timeout: float) -> str:
+def _output(channel: Any, deadline: float, timeout: float) -> str:
     """The command's output once it exited 0, within the deadline."""
-    stdin.close()
-    late = CommandFailed(f"the command did not finish within {timeout:g} s "
-                         "(check [monitoring] command / command_timeout)")
     data = b""
     while len(data) < MAX_OUTPUT:  # the whole command within timeout, however it drips
         left = deadline - time.monotonic()
         if left <= 0:
-            raise late
+            raise _late(timeout)
         channel.settimeout(left)
         try:
             chunk = channel.recv(MAX_OUTPUT - len(data))
         except socket.timeout:
-            raise late from None
+            raise _late(timeout) from None
         if not chunk:
             break
         data += chunk
     if not channel.status_event.wait(max(deadline - time.monotonic(), 0.0)):
-        raise late
+        raise _late(timeout)
     status = channel.recv_exit_status()
     if status != 0:
         raise CommandFailed(f"the command exited with status {status} "
                             "(check [monitoring] command)")
     return data.decode("utf-8", "replace")
+
+
+def _late(timeout: float) -> CommandFailed:
+    # made when raised: an exception kept in a local would hold its own frame in a cycle
+    return CommandFailed(f"the command did not finish within {timeout:g} s "
+                         "(check [monitoring] command / command_timeout)")
 
 
 def _ssh_error_text(exc: BaseException, target: Target, settings: Settings,

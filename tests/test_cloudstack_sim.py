@@ -765,6 +765,29 @@ def test_skew_clock_with_signatures_checks_expires_on_the_skewed_clock(sim: Simu
         assert response.status_code == status
 
 
+def test_skew_clock_with_records_stamps_new_vms_and_events_on_the_skewed_clock(
+        sim: Simulator) -> None:
+    before_skew = sim.add_vm("web1")
+    sim.skew_clock(7200, records=True)
+    deployed = deploy(sim)
+    sim.settle()
+    seeded = sim.add_vm("web2")
+    created = {vm["id"]: datetime.strptime(vm["created"], "%Y-%m-%dT%H:%M:%S%z")
+               for vm in ok(sim, "listVirtualMachines")["virtualmachine"]}
+    now = datetime.now(timezone.utc)
+    assert abs((created[before_skew["id"]] - now).total_seconds()) < 5  # kept its time
+    for vm_id in (deployed["id"], seeded["id"]):
+        assert abs((created[vm_id] - now).total_seconds() - 7200) < 5
+    events = ok(sim, "listEvents", type="VM.CREATE")["event"]
+    assert {e["state"] for e in events} == {"Scheduled", "Started", "Completed"}
+    for event in events:
+        stamped = datetime.strptime(event["created"], "%Y-%m-%dT%H:%M:%S%z")
+        assert abs((stamped - now).total_seconds() - 7200) < 5
+    sim.skew_clock(7200)                                  # without records: the real time again
+    assert abs((datetime.strptime(sim.add_vm("web3")["created"], "%Y-%m-%dT%H:%M:%S%z")
+                - now).total_seconds()) < 5
+
+
 def test_config_sections_name_this_simulator(sim: Simulator) -> None:
     assert sim.config_sections() == {
         "account": {"host": sim.url, "api_key": DEFAULT_API_KEY, "secret_key": DEFAULT_SECRET_KEY},

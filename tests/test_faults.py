@@ -7,6 +7,7 @@ unmanaged VMs untouched)."""
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import subprocess
@@ -15,9 +16,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import paramiko
 import pytest
+from paramiko.file import BufferedFile
 
 from cloudstack_sim import Fault
+from sshscale.measure import CommandFailed, run_remote
 from tests import sshd_support
 from tests.conftest import NEWEST_ONLY, SSH_SCALE, assert_no_secrets, run_cli
 from tests.configs import add_owned, labels
@@ -419,6 +423,32 @@ def test_ssh_command_hangs(tmp_path, cloud, key, sshd):
     done, _ = ssh_case(tmp_path, cloud, key, sshd.port, command_timeout="1")
     assert time.monotonic() - started < 15
     assert_no_load_action(done, cloud, "127.0.0.1")
+
+
+def test_ssh_command_hangs_and_nothing_of_its_session_is_left_for_the_collector(key, sshd):
+    """Found by the soak: what outlives a timed-out command only in reference cycles is
+    finalized at the interpreter's exit in any order, where paramiko's BufferedFile.__del__
+    (its buffer finalized first) printed "Exception ignored ... ValueError: I/O operation on
+    closed file" after the run. (A Channel's __del__ swallows every error.)"""
+    sshd.set_sleep(30)
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect("127.0.0.1", port=sshd.port, username=sshd_support.current_user(),
+                   key_filename=str(key), allow_agent=False, look_for_keys=False, timeout=10)
+    gc.collect()
+    gc.disable()
+    try:
+        try:
+            run_remote(client, "cat /proc/loadavg", 0.5)
+            error = ""
+        except CommandFailed as exc:
+            error = str(exc)
+        client.close()
+        left = [type(o).__name__ for o in gc.get_objects() if isinstance(o, BufferedFile)]
+    finally:
+        gc.enable()
+    assert "did not finish within 0.5 s" in error
+    assert left == []
 
 
 @pytest.mark.parametrize("policy, ok, recorded", [

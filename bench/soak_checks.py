@@ -32,6 +32,7 @@ BACKOFF_SLACK = 2  # failed deploys beyond the backoff's count per hour: detecti
 FIRST_BACKOFF, HOUR = 60.0, 3600.0
 BUDGET_SLACK = 60.0  # seconds: a launch's record is written a little before its deploy call
 DRAIN = "ssh-scale:drain"
+REPLACING = "deploying its replacement"  # the replace line of a run that acts on its decision
 QUORUM = 0.75  # [monitoring] quorum's default (the soak's config leaves it): answering hosts
 
 
@@ -292,13 +293,14 @@ class Tracker:
             self.refreshes = 0
             return []
         found = []
-        # A replacement counts once it deployed a VM of that template: one whose deploy the
-        # cloud refused replaced nothing, and the backoff spaces its retries.
+        # A replacement counts once its run acted (a run that found the other monitor's
+        # lease did not) and deployed a VM of that template: one whose deploy the cloud
+        # refused replaced nothing, and the backoff spaces its retries.
         deployed = any(vm.template == step.broken_template for vm in self.fresh)
         for run in step.runs:
             decision = (run.report or {}).get("decision") or {}
             if decision.get("rule") == "refresh" and decision.get("action") == "replace" and \
-                    deployed:
+                    deployed and REPLACING in run.stdout + run.stderr:
                 self.refreshes += 1
                 if self.refreshes == 2:
                     found.append(Violation(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 from idcf_api import CloudStackError, Client
@@ -29,9 +29,10 @@ from sshscale.errors import ConfigError, LeaseBusy, LockBusy, ScaleError, TagErr
 from sshscale.facts import POOL
 from sshscale.fleet import outdated, protected
 from sshscale.interrupts import step
+from sshscale.launch import Launcher
 from sshscale.lease import pool_lease
 from sshscale.logs import note
-from sshscale.model import Pool, Settings, Vm, vm_count
+from sshscale.model import History, Pool, Settings, Vm, vm_count
 from sshscale.observe import build_pool, cloud_time, monitored_names, tag_pairs, vm_from_api
 from sshscale.ownership import pool_key, stem_key
 from sshscale.run import run_lock
@@ -193,16 +194,6 @@ def _other_rules(client: Client, settings: Settings, vm_id: str) -> tuple[str, .
                  if not _same_rule(str(rule.get("id")), settings.load_balancer))
 
 
-def _in_load_balancer(client: Client, settings: Settings, vm_id: str) -> bool:
-    """Whether the pool's rule lists the VM now (False when that cannot be read)."""
-    try:
-        members = client.list("listLoadBalancerRuleInstances", id=settings.load_balancer)
-    except CloudStackError as exc:
-        note("adopt", f"could not read the load balancer's members back: {message_of(exc)}")
-        return False
-    return vm_id in {str(m.get("id")) for m in members}
-
-
 def _read_back(client: Client, settings: Settings, vm_id: str) -> Optional[Mapping[str, Any]]:
     """The VM as the cloud holds it now (None when it is gone or cannot be read)."""
     try:
@@ -267,18 +258,14 @@ def _hand_over(client: Client, settings: Settings, candidate: Candidate) -> None
 
 
 def _join(client: Client, settings: Settings, candidate: Candidate) -> None:
-    """Add the adopted VM to the load balancer; after a failure the members are read back."""
-    vm = candidate.vm
-    note("adopt", f"{vm.name}: joins load balancer {settings.load_balancer}")
+    """Add the adopted VM to the load balancer as a run's repair does (after a failure the
+    members are read back: the VM in them counts as done)."""
     try:
-        answer = client.call("assignToLoadBalancerRule", id=settings.load_balancer,
-                             virtualmachineids=vm.id)
-        client.wait(str(answer["jobid"]), timeout=settings.job_timeout)
+        Launcher(client, settings, History(), clock=lambda: datetime.now(timezone.utc)
+                 ).assign([candidate.vm.id])
     except CloudStackError as exc:
-        if not _in_load_balancer(client, settings, vm.id):
-            raise AdoptFailed(f"{candidate.label}: {message_of(exc)}; it is the pool's but "
-                              "not in the load balancer (run --adopt again to add it)") from None
-        note("adopt", f"{vm.name}: {message_of(exc)}; the cloud shows it in the load balancer")
+        raise AdoptFailed(f"{candidate.label}: {message_of(exc)}; it is the pool's but not "
+                          "in the load balancer (run --adopt again to add it)") from None
 
 
 def adopt(settings: Settings, client: Client, names: Sequence[str], config: str, *,

@@ -12,7 +12,6 @@ from typing import Optional
 
 import pytest
 
-from idcf_api import Account
 from sshscale import fleet
 from sshscale.decide import decide, quorum_shortfall, scale_in_load
 from sshscale.facts import (
@@ -30,15 +29,13 @@ from sshscale.facts import (
     time_value,
 )
 from sshscale.marks import Mark, marks_due, with_marks
-from sshscale.model import Action, Check, History, HostLoad, Measurement, Pool, Settings, Vm
+from sshscale.model import Action, Check, History, HostLoad, Measurement, Pool, Vm
+from tests.test_decide import BASE as DECIDE_BASE
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
-BASE = Settings(
-    source="test", account=Account("http://127.0.0.1:1/client/api", "k", "s"),
-    hosts=("web1",), user="u", private_key_path="/k", pass_phrase="",
-    launch={"zoneid": "z", "templateid": "t2", "serviceofferingid": "o1"},
-    min_size=2, max_size=6, load_balancer="lb-1", threshold_out=3.0, threshold_in=1.0,
-    cooldown_out=0, cooldown_in=0, health_check="http")
+BASE = replace(DECIDE_BASE,
+               launch={"zoneid": "z", "templateid": "t2", "serviceofferingid": "o1"},
+               max_size=6, health_check="http")
 A = Action
 FAIL, OK = Check(False, "http://127.0.1.9:80/healthz: HTTP 500"), Check(True)
 

@@ -10,24 +10,20 @@ from typing import Optional
 
 import pytest
 
-from idcf_api import Account
 from sshscale import fleet
 from sshscale.cli import main
 from sshscale.config import load_settings
 from sshscale.decide import decide
 from sshscale.facts import PROTECT, REPLACE, UNHEALTHY
 from sshscale.model import Action, Backoff, Check, History, HostLoad, Measurement, Pool, \
-    Settings, Vm
+    Vm
 from tests.conftest import base_sections, write_config
+from tests.test_decide import BASE as DECIDE_BASE
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
-BASE = Settings(
-    source="test", account=Account("http://127.0.0.1:1/client/api", "k", "s"),
-    hosts=("web1",), user="u", private_key_path="/k", pass_phrase="",
-    launch={"zoneid": "z", "templateid": "t2", "serviceofferingid": "o1"},
-    min_size=2, max_size=5, load_balancer="lb-1", threshold_out=3.0, threshold_in=1.0,
-    cooldown_out=0, cooldown_in=0, health_check="ssh", monitor_members=True,
-)
+BASE = replace(DECIDE_BASE,
+               launch={"zoneid": "z", "templateid": "t2", "serviceofferingid": "o1"},
+               health_check="ssh", monitor_members=True)
 A = Action
 FAIL, OK = Check(False, "127.0.1.9:22: unusable command output"), Check(True)
 
